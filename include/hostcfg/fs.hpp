@@ -261,4 +261,22 @@ result<std::vector<std::string>> make_parents(Fs& fs, const actor& who, std::str
   return made;
 }
 
+/// Removes temp files a crashed run left beside `path` (`.<name>.hostcfg-*`, regular files owned
+/// by `who`), returning how many. Backends clean them on their next write of `path`; this is for
+/// callers that will not write it again (a record already up to date). Read-only when none exist.
+template <class Fs>
+std::size_t remove_stale_temps(Fs& fs, const actor& who, std::string_view path) {
+  auto names = fs.list_dir(who, parent_path(path));
+  if (!names) return 0;
+  std::string prefix = "." + base_name(path) + ".hostcfg-";
+  std::size_t removed = 0;
+  for (const auto& name : *names) {
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    std::string temp = join_path(parent_path(path), name);
+    auto st = fs.lstat(who, temp);
+    if (st && st->type == file_type::regular && st->uid == who.uid && fs.unlink(who, temp)) ++removed;
+  }
+  return removed;
+}
+
 HOSTCFG_END_NAMESPACE

@@ -1,0 +1,135 @@
+#pragma once
+/// @file
+/// The context a run works in: the backends (filesystem, privilege, and any extra ones a
+/// primitive needs: resolver, service manager, helper client), the app id and its markers, where
+/// the two records live, the decision policy, an injectable clock and random source (so temp
+/// names and sweeps are reproducible), and an event sink for progress.
+///
+///     MemoryFs fs;  ScriptedPrivilege priv(user, answer::granted);
+///     context ctx(fs, priv, "com.example.app");
+///     ctx.attach(service_manager);          // found by primitives with ctx.find<FakeServiceManager>()
+///     auto report = converge(ctx, ManagedFile{...}, ...);
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "hostcfg/format/markers.hpp"
+#include "hostcfg/fs.hpp"
+#include "hostcfg/privilege.hpp"
+#include "hostcfg/protocol.hpp"
+#include "hostcfg/record.hpp"
+
+HOSTCFG_BEGIN_NAMESPACE
+
+/// How recorded decisions are used (the decision table of privilege.hpp).
+struct decision_policy {
+  bool reprompt = false;           ///< ask again although a decision is recorded
+  bool record_declined = true;     ///< a "declined" answer is remembered
+  bool record_cancelled = true;    ///< a "cancelled" answer is remembered (separately from declined)
+  bool record_unavailable = true;  ///< "no admin rights" is remembered until the user's groups change
+  bool dry_run = false;            ///< no prompt is shown; `dry_run_answer` is assumed and reported
+  answer dry_run_answer = answer::granted;
+};
+
+/// Default path of the user's record: `<home>/.local/state/hostcfg/<app_id>.record`.
+inline std::string default_user_record_path(const user_identity& user, const std::string& app_id) {
+  return join_path(user.home, ".local/state/hostcfg/" + app_id + ".record");
+}
+
+/// Default path of the privileged record: `/Library/Application Support/hostcfg/<app_id>.record` on
+/// macOS, `/var/lib/hostcfg/<app_id>.record` elsewhere.
+inline std::string default_system_record_path(const std::string& app_id) {
+#ifdef __APPLE__
+  return "/Library/Application Support/hostcfg/" + app_id + ".record";
+#else
+  return "/var/lib/hostcfg/" + app_id + ".record";
+#endif
+}
+
+namespace detail {
+template <class T>
+const void* backend_tag() {
+  static const char tag = 0;
+  return &tag;
+}
+}  // namespace detail
+
+/// Everything one run of `converge` or `uninstall` needs. Holds references: the backends must
+/// outlive it.
+template <class Fs, class Priv>
+class context {
+  static_assert(check_fs<Fs>(), "");
+  static_assert(check_priv<Priv>(), "");
+
+ public:
+  context(Fs& fs_backend, Priv& priv_backend, std::string app)
+      : fs(fs_backend), priv(priv_backend), app_id(std::move(app)), markers(default_markers(app_id)) {
+    user_record = record_location{default_user_record_path(priv.user(), app_id), priv.user().as_actor(), false};
+    system_record = record_location{default_system_record_path(app_id), priv.elevated_actor(), true};
+    clock = [] {
+      return static_cast<std::int64_t>(
+          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+              .count());
+    };
+    std::uint64_t state = static_cast<std::uint64_t>(clock()) ^ reinterpret_cast<std::uintptr_t>(this);
+    random = [state]() mutable {  // splitmix64: good enough for temp names, reproducible when seeded
+      state += 0x9E3779B97F4A7C15ull;
+      std::uint64_t z = state;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      return z ^ (z >> 31);
+    };
+  }
+
+  Fs& fs;
+  Priv& priv;
+  std::string app_id;
+  section_markers markers;          ///< marker lines for text sections (an app may adopt its own)
+  record_location user_record;      ///< the user's record (owned by the user)
+  record_location system_record;    ///< the privileged record (root-owned)
+  decision_policy policy;
+  std::function<std::int64_t()> clock;     ///< seconds since the epoch
+  std::function<std::uint64_t()> random;   ///< random source
+  /// Receives every event as it happens: (primitive id, event).
+  std::function<void(const std::string&, const event&)> on_event;
+
+  /// The user's actor (the user's part of a run runs as this).
+  actor user_actor() const { return priv.user().as_actor(); }
+  /// The elevated actor.
+  actor elevated_actor() const { return priv.elevated_actor(); }
+  /// The actor for a change: elevated when it needs elevation.
+  actor actor_for(bool elevated) const { return elevated ? elevated_actor() : user_actor(); }
+
+  /// Attaches an extra backend (service manager, resolver, helper client) by its type.
+  template <class T>
+  context& attach(T& backend) {
+    for (auto& entry : backends_)
+      if (entry.first == detail::backend_tag<T>()) {
+        entry.second = &backend;
+        return *this;
+      }
+    backends_.emplace_back(detail::backend_tag<T>(), &backend);
+    return *this;
+  }
+  /// The attached backend of type T, or nullptr.
+  template <class T>
+  T* find() const {
+    for (const auto& entry : backends_)
+      if (entry.first == detail::backend_tag<T>()) return static_cast<T*>(entry.second);
+    return nullptr;
+  }
+
+  /// Reports one event to the sink.
+  void emit(const std::string& primitive_id, const event& e) const {
+    if (on_event) on_event(primitive_id, e);
+  }
+
+ private:
+  std::vector<std::pair<const void*, void*>> backends_;
+};
+
+HOSTCFG_END_NAMESPACE

@@ -1,0 +1,446 @@
+#pragma once
+/// @file
+/// `converge(ctx, p1, p2, ...)`: probe, plan, apply and record each primitive, asking for
+/// elevation at most once for every change that needs it, then probe again and report anything
+/// still out of sync. `uninstall(ctx, p1, p2, ...)` reverts what the records say we did.
+/// `fallback(primary, alternative)` applies the alternative when the primary's elevation ends
+/// declined / cancelled / timed out / unavailable, and retires the alternative once the primary
+/// is in sync again.
+///
+///     auto report = converge(ctx, fallback(system_links, user_links_and_path), hosts, plist);
+///     if (!report) { print(report.error().message()); return 1; }
+///     std::cout << report->render_text();
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <iterator>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "hostcfg/context.hpp"
+#include "hostcfg/protocol.hpp"
+#include "hostcfg/record.hpp"
+
+HOSTCFG_BEGIN_NAMESPACE
+
+/// A primary configuration and what to do instead when it cannot get elevation.
+template <class Primary, class Alternative>
+struct fallback_step {
+  Primary primary;
+  Alternative alternative;
+};
+
+/// `fallback(SymlinkSet{/usr/local/bin...}, SymlinkSet{~/.docker/bin...})`.
+template <class Primary, class Alternative>
+fallback_step<Primary, Alternative> fallback(Primary primary, Alternative alternative) {
+  return {std::move(primary), std::move(alternative)};
+}
+
+/// What happened to one primitive in a run.
+struct step_report {
+  std::string primitive;
+  std::string id;
+  probe_report before;
+  plan planned;
+  apply_report applied;
+  std::optional<probe_report> after;
+  std::optional<error> failure;      ///< probe or record failure of this step
+  bool is_fallback = false;          ///< this step is the alternative of `fallback_for`
+  std::string fallback_for;          ///< id of the primary it stands in for
+  bool reverted = false;             ///< this step was reverted (uninstall, or a retired fallback)
+  std::optional<grant> elevation;    ///< how elevation was decided for this step
+
+  bool ok() const { return !failure && applied.ok(); }
+  bool in_sync() const { return after ? after->in_sync() : planned.empty(); }
+};
+
+/// The report of a whole converge or uninstall.
+struct converge_report {
+  static constexpr int schema_version = 1;
+  std::string app_id;
+  bool dry_run = false;
+  bool uninstall = false;
+  std::vector<step_report> steps;
+  std::optional<elevation_request> prompt;  ///< the one prompt shown (or that would be, in a dry run)
+  std::optional<answer> prompt_answer;
+  std::size_t prompts_shown = 0;
+  bool user_record_written = false;
+  bool system_record_written = false;
+  std::vector<std::string> out_of_sync;  ///< ids still not in sync after apply
+  std::vector<std::string> notes;        ///< what the user should do next
+
+  /// No step failed.
+  bool ok() const {
+    for (const auto& s : steps)
+      if (!s.ok()) return false;
+    return true;
+  }
+  /// True when a fallback is in use, something was left alone, or the user must act.
+  bool needs_user_action() const {
+    for (const auto& s : steps)
+      if (s.is_fallback && !s.reverted) return true;
+    return !out_of_sync.empty() || !notes.empty();
+  }
+
+  /// Plain-text report: the prompt, then per step its state, its changes and their outcomes.
+  std::string render_text() const {
+    std::string out;
+    if (prompt) {
+      out += std::string(dry_run ? "would ask for admin rights:\n  " : "asked for admin rights:\n  ");
+      std::string text = prompt->text();
+      for (char c : text) {
+        out += c;
+        if (c == '\n') out += "  ";
+      }
+      out += "\n  answer: " + std::string(prompt_answer ? answer_name(*prompt_answer) : "none") + "\n";
+    }
+    for (const auto& s : steps) {
+      out += "[" + s.id + "]";
+      if (s.is_fallback) out += " (fallback for " + s.fallback_for + ")";
+      if (s.failure) {
+        out += " failed: " + s.failure->message() + "\n";
+        continue;
+      }
+      if (s.reverted) out += " reverted";
+      else if (s.planned.empty()) out += " in sync";
+      out += "\n";
+      if (!s.planned.empty()) out += s.planned.render();
+      for (const auto& e : s.applied.events) {
+        out += "  " + std::string(event_kind_name(e.kind)) + ": " + e.path;
+        if (!e.message.empty()) out += ": " + e.message;
+        if (e.elevated) out += " (as admin)";
+        out += "\n";
+      }
+      for (const auto& n : s.applied.notes) out += "  note: " + n + "\n";
+    }
+    for (const auto& id : out_of_sync) out += "still out of sync: " + id + "\n";
+    for (const auto& n : notes) out += "next: " + n + "\n";
+    return out;
+  }
+};
+
+namespace detail {
+
+template <class T>
+struct is_fallback : std::false_type {};
+template <class P, class A>
+struct is_fallback<fallback_step<P, A>> : std::true_type {};
+
+/// The record id of a standing elevation decision for one primitive.
+inline std::string decision_id(const std::string& primitive_id) { return "decision:" + primitive_id; }
+
+inline std::string groups_text(const std::vector<gid_type>& groups) {
+  std::string text;
+  for (auto g : groups) text += std::to_string(g) + ",";
+  return text;
+}
+
+/// A standing decision recorded for `primitive_id`, if the policy lets it stand.
+template <class Ctx>
+std::optional<answer> standing_decision(const Ctx& ctx, const ledgers& books, const std::string& primitive_id) {
+  if (ctx.policy.reprompt) return std::nullopt;
+  const record_item* item = books.user.find(decision_id(primitive_id));
+  if (!item) return std::nullopt;
+  auto recorded = parse_answer(item->get("answer"));
+  if (!recorded) return std::nullopt;
+  // "unavailable" stands only while the user's groups are what they were.
+  if (*recorded == answer::unavailable && item->get("groups") != groups_text(ctx.priv.user().groups))
+    return std::nullopt;
+  return recorded;
+}
+
+/// Records an answer per the decision table.
+template <class Ctx>
+void record_decision(const Ctx& ctx, ledgers& books, const std::string& primitive_id, answer a) {
+  const auto& p = ctx.policy;
+  bool keep = (a == answer::declined && p.record_declined) || (a == answer::cancelled && p.record_cancelled) ||
+              (a == answer::unavailable && p.record_unavailable);
+  if (a == answer::granted) books.user.erase(decision_id(primitive_id));
+  if (!keep) return;
+  books.user.put(record_item{decision_id(primitive_id),
+                             "decision",
+                             {{"answer", answer_name(a)},
+                              {"at", std::to_string(ctx.clock())},
+                              {"groups", groups_text(ctx.priv.user().groups)}}});
+}
+
+/// Probe + plan for one primitive.
+template <class Ctx, class P>
+step_report probe_and_plan(Ctx& ctx, const ledgers& books, const P& p) {
+  step_report step;
+  step.primitive = p.kind();
+  step.id = p.id();
+  step.applied.primitive = step.primitive;
+  step.applied.id = step.id;
+  auto probed = p.probe(ctx, books);
+  if (!probed) {
+    step.failure = probed.error();
+    return step;
+  }
+  step.before = *probed;
+  step.planned = p.make_plan(step.before);
+  return step;
+}
+
+template <class Ctx, class P>
+void apply_step(Ctx& ctx, ledgers& books, const P& p, step_report& step, const grant& g) {
+  step.elevation = g;
+  if (step.failure) return;
+  if (!step.planned.empty()) step.applied = p.apply(ctx, step.planned, g, books);
+  for (const auto& e : step.applied.events) ctx.emit(step.id, e);
+}
+
+template <class Ctx, class P>
+void probe_after(Ctx& ctx, const ledgers& books, const P& p, step_report& step) {
+  if (step.failure) return;
+  auto again = p.probe(ctx, books);
+  if (again) step.after = *again;
+  else step.failure = again.error();
+}
+
+/// One step of a run: a plain primitive.
+template <class P>
+struct runner {
+  const P& p;
+  step_report step;
+  std::optional<step_report> extra;  // unused for plain primitives
+
+  template <class Ctx>
+  void prepare(Ctx& ctx, const ledgers& books) { step = probe_and_plan(ctx, books, p); }
+  const step_report& elevation_step() const { return step; }
+  template <class Ctx>
+  void run(Ctx& ctx, ledgers& books, const grant& g) { apply_step(ctx, books, p, step, g); }
+  template <class Ctx>
+  void finish(Ctx& ctx, const ledgers& books, converge_report& report) {
+    probe_after(ctx, books, p, step);
+    report.steps.push_back(std::move(step));
+  }
+};
+
+/// One step of a run: a fallback pair.
+template <class P, class A>
+struct runner<fallback_step<P, A>> {
+  const fallback_step<P, A>& f;
+  step_report step;
+  std::optional<step_report> extra;
+  bool use_alternative = false;
+
+  template <class Ctx>
+  void prepare(Ctx& ctx, const ledgers& books) { step = probe_and_plan(ctx, books, f.primary); }
+  const step_report& elevation_step() const { return step; }
+  template <class Ctx>
+  void run(Ctx& ctx, ledgers& books, const grant& g) {
+    use_alternative = !step.failure && step.planned.needs_elevation() && !g.elevated;
+    if (use_alternative) {
+      // The primary keeps its plan in the report, each elevated change marked skipped.
+      step.elevation = g;
+      for (const auto& c : step.planned.changes)
+        step.applied.events.push_back(event{c.item_id, event_kind::skipped, c.path, g.refusal(), std::nullopt, false});
+      for (const auto& e : step.applied.events) ctx.emit(step.id, e);
+      extra = probe_and_plan(ctx, books, f.alternative);
+      extra->is_fallback = true;
+      extra->fallback_for = step.id;
+      apply_step(ctx, books, f.alternative, *extra, grant{});
+      return;
+    }
+    apply_step(ctx, books, f.primary, step, g);
+  }
+  template <class Ctx>
+  void finish(Ctx& ctx, ledgers& books, converge_report& report) {
+    probe_after(ctx, books, f.primary, step);
+    if (!use_alternative && step.ok() && step.in_sync()) {
+      // The primary works now: retire the alternative's changes (only those recorded as ours).
+      step_report retired;
+      retired.primitive = f.alternative.kind();
+      retired.id = f.alternative.id();
+      retired.is_fallback = true;
+      retired.fallback_for = step.id;
+      retired.reverted = true;
+      retired.applied = f.alternative.revert(ctx, grant{}, books);
+      for (const auto& e : retired.applied.events) ctx.emit(retired.id, e);
+      report.steps.push_back(std::move(step));
+      if (!retired.applied.events.empty()) report.steps.push_back(std::move(retired));
+      return;
+    }
+    if (extra) probe_after(ctx, books, f.alternative, *extra);
+    report.steps.push_back(std::move(step));
+    if (extra) report.steps.push_back(std::move(*extra));
+  }
+};
+
+template <class P>
+runner<P> make_runner(const P& p) {
+  return runner<P>{p, {}, {}};
+}
+template <class P, class A>
+runner<fallback_step<P, A>> make_runner(const fallback_step<P, A>& f) {
+  return runner<fallback_step<P, A>>{f, {}, {}, false};
+}
+
+template <class Ctx>
+result<ledgers> load_ledgers(Ctx& ctx) {
+  auto user = load_record(ctx.fs, ctx.user_record, ctx.app_id);
+  if (!user) return tl::unexpected(user.error());
+  auto system = load_record(ctx.fs, ctx.system_record, ctx.app_id);
+  if (!system) {
+    // An unreadable privileged record (EACCES for the user) is treated as empty only when the
+    // file does not exist; anything else must stop the run.
+    return tl::unexpected(system.error());
+  }
+  return ledgers{std::move(*user), std::move(*system)};
+}
+
+template <class Ctx>
+void store_ledgers(Ctx& ctx, const ledgers& loaded, const ledgers& books, converge_report& report) {
+  auto user = store_record(ctx.fs, ctx.user_record, books.user, loaded.user);
+  if (user) report.user_record_written = *user;
+  else report.notes.push_back("the user's record could not be written: " + user.error().message());
+  auto system = store_record(ctx.fs, ctx.system_record, books.system, loaded.system);
+  if (system) report.system_record_written = *system;
+  else report.notes.push_back("the privileged record could not be written: " + system.error().message());
+}
+
+/// Decides elevation for every runner: standing decisions first, then one prompt for the rest.
+template <class Ctx, class... Runners>
+std::vector<grant> decide_elevation(Ctx& ctx, ledgers& books, converge_report& report, Runners&... runners) {
+  std::vector<grant> grants;
+  std::vector<std::size_t> to_ask;
+  elevation_request request;
+  request.app_id = ctx.app_id;
+  auto consider = [&](auto& r) {
+    const step_report& s = r.elevation_step();
+    grant g;
+    if (!s.failure && s.planned.needs_elevation()) {
+      if (auto standing = standing_decision(ctx, books, s.id)) {
+        g.answer_ = *standing;
+        g.from_record = true;
+        g.elevated = *standing == answer::granted;
+      } else {
+        to_ask.push_back(grants.size());
+        for (const auto& c : s.planned.changes)
+          if (c.needs_elevation) request.changes.push_back(c.summary());
+      }
+    }
+    grants.push_back(g);
+  };
+  (consider(runners), ...);
+  if (to_ask.empty()) return grants;
+  request.reason = ctx.app_id + " needs administrator rights to make " + std::to_string(request.changes.size()) +
+                   " change(s) outside your home directory";
+  answer a = ctx.policy.dry_run ? ctx.policy.dry_run_answer : ctx.priv.ask(request);
+  if (!ctx.policy.dry_run) report.prompts_shown = 1;
+  report.prompt = request;
+  report.prompt_answer = a;
+  std::size_t index = 0;
+  auto settle = [&](auto& r) {
+    bool asked = false;
+    for (auto i : to_ask) asked = asked || i == index;
+    if (asked) {
+      grants[index].answer_ = a;
+      grants[index].elevated = a == answer::granted;
+      record_decision(ctx, books, r.elevation_step().id, a);
+    }
+    ++index;
+  };
+  (settle(runners), ...);
+  return grants;
+}
+
+}  // namespace detail
+
+/// Brings every primitive into the desired state. Returns an error only when the run cannot
+/// start (a record is corrupt, newer, or unsafe); per-item failures are in the report.
+template <class Fs, class Priv, class... Steps>
+result<converge_report> converge(context<Fs, Priv>& ctx, const Steps&... steps) {
+  converge_report report;
+  report.app_id = ctx.app_id;
+  report.dry_run = ctx.policy.dry_run;
+  auto loaded = detail::load_ledgers(ctx);
+  if (!loaded) return tl::unexpected(loaded.error());
+  ledgers books = *loaded;
+  auto runners = std::make_tuple(detail::make_runner(steps)...);
+  std::apply([&](auto&... r) { (r.prepare(ctx, books), ...); }, runners);
+  auto grants = std::apply([&](auto&... r) { return detail::decide_elevation(ctx, books, report, r...); }, runners);
+  std::size_t index = 0;
+  std::apply([&](auto&... r) { (r.run(ctx, books, grants[index++]), ...); }, runners);
+  detail::store_ledgers(ctx, *loaded, books, report);
+  std::apply([&](auto&... r) { (r.finish(ctx, books, report), ...); }, runners);
+  for (const auto& s : report.steps) {
+    if (!s.reverted && !s.in_sync() && !(s.elevation && !s.elevation->elevated && !s.is_fallback &&
+                                         s.planned.needs_elevation()))
+      report.out_of_sync.push_back(s.id);
+    for (const auto& n : s.applied.notes) report.notes.push_back(n);
+  }
+  return report;
+}
+
+/// Reverts everything the records say these primitives did (uninstall), asking for elevation once
+/// when privileged items must be undone. The records are removed when nothing is left in them.
+template <class Fs, class Priv, class... Steps>
+result<converge_report> uninstall(context<Fs, Priv>& ctx, const Steps&... steps) {
+  converge_report report;
+  report.app_id = ctx.app_id;
+  report.uninstall = true;
+  report.dry_run = ctx.policy.dry_run;
+  auto loaded = detail::load_ledgers(ctx);
+  if (!loaded) return tl::unexpected(loaded.error());
+  ledgers books = *loaded;
+  std::vector<std::string> elevated_changes;
+  auto collect = [&](const auto& p) {
+    for (const auto& c : p.revert_plan(books).changes)
+      if (c.needs_elevation) elevated_changes.push_back(c.summary());
+  };
+  auto collect_step = [&](const auto& s) {
+    if constexpr (detail::is_fallback<std::decay_t<decltype(s)>>::value) {
+      collect(s.primary);
+      collect(s.alternative);
+    } else {
+      collect(s);
+    }
+  };
+  (collect_step(steps), ...);
+  grant g;
+  if (!elevated_changes.empty()) {
+    elevation_request request{ctx.app_id, ctx.app_id + " needs administrator rights to remove " +
+                                              std::to_string(elevated_changes.size()) + " change(s) it made",
+                              elevated_changes};
+    answer a = ctx.policy.dry_run ? ctx.policy.dry_run_answer : ctx.priv.ask(request);
+    if (!ctx.policy.dry_run) report.prompts_shown = 1;
+    report.prompt = request;
+    report.prompt_answer = a;
+    g.answer_ = a;
+    g.elevated = a == answer::granted;
+  }
+  auto revert_one = [&](const auto& p, bool is_alt, const std::string& primary_id) {
+    step_report step;
+    step.primitive = p.kind();
+    step.id = p.id();
+    step.reverted = true;
+    step.is_fallback = is_alt;
+    step.fallback_for = primary_id;
+    step.planned = p.revert_plan(books);
+    step.elevation = g;
+    step.applied = p.revert(ctx, g, books);
+    for (const auto& e : step.applied.events) ctx.emit(step.id, e);
+    report.steps.push_back(std::move(step));
+  };
+  auto revert_step = [&](const auto& s) {
+    if constexpr (detail::is_fallback<std::decay_t<decltype(s)>>::value) {
+      revert_one(s.alternative, true, s.primary.id());
+      revert_one(s.primary, false, {});
+    } else {
+      revert_one(s, false, {});
+    }
+  };
+  (revert_step(steps), ...);
+  // Decisions belong to the install: uninstall forgets them too.
+  for (auto it = books.user.items.begin(); it != books.user.items.end();)
+    it = it->second.primitive == "decision" ? books.user.items.erase(it) : std::next(it);
+  detail::store_ledgers(ctx, *loaded, books, report);
+  return report;
+}
+
+HOSTCFG_END_NAMESPACE

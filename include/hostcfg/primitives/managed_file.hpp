@@ -1,0 +1,326 @@
+#pragma once
+/// @file
+/// ManagedFile: a file with exact content and mode (and optionally owner). The smallest complete
+/// primitive, and the model the others follow: probe reads once and decides per item, plan is
+/// pure, apply re-checks each precondition (compare-and-swap against the version probe saw),
+/// record keeps what revert needs, revert refuses to touch a file that drifted.
+///
+///     ManagedFile conf{"/etc/app/app.conf", "key = value\n", 0644};
+///     auto report = converge(ctx, conf);
+///
+/// An existing file that hostcfg did not create is a conflict unless `take_over` is set; then
+/// its bytes and mode are kept in the record (the root-owned one when elevation was needed) and
+/// restored by revert. Missing parent directories are created with `dir_mode`, each recorded, and
+/// removed by revert when empty.
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hostcfg/context.hpp"
+#include "hostcfg/protocol.hpp"
+#include "hostcfg/record.hpp"
+
+HOSTCFG_BEGIN_NAMESPACE
+
+namespace detail {
+inline std::string mode_text(mode_type mode) {
+  char text[8];
+  text[0] = '0';
+  for (int i = 0; i < 4; ++i) text[1 + i] = static_cast<char>('0' + ((mode >> (9 - 3 * i)) & 7));
+  text[5] = 0;
+  // Four octal digits, "0644" style, without the leading special-bits digit when it is zero.
+  return (mode & 07000) ? std::string(text + 1) : std::string(text + 2).insert(0, "0");
+}
+
+/// The nearest existing ancestor directory of `path` (for "who may create this?").
+template <class Fs>
+result<std::pair<std::string, file_status>> nearest_existing_dir(Fs& fs, const actor& who, const std::string& path) {
+  std::string dir = parent_path(path);
+  while (true) {
+    auto st = fs.stat(who, dir);
+    if (st) {
+      if (st->type != file_type::directory)
+        return fail_errno(ENOTDIR, "probe", dir, {}, "a non-directory stands where a directory is needed");
+      return std::make_pair(dir, *st);
+    }
+    if (!st.error().is_errno(ENOENT) || dir == "/") return tl::unexpected(st.error());
+    dir = parent_path(dir);
+  }
+}
+
+inline std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  for (const auto& l : split_lines(text)) out.emplace_back(l.text);
+  return out;
+}
+}  // namespace detail
+
+/// A file with exact content and mode. See the file comment.
+struct ManagedFile {
+  /// `ManagedFile{"/etc/app.conf", "key = value\n", 0644}`; other fields are set by name.
+  ManagedFile(std::string file_path, std::string file_content, mode_type file_mode = 0644)
+      : path(std::move(file_path)), content(std::move(file_content)), mode(file_mode) {}
+
+  std::string path;                ///< absolute, normal
+  std::string content;             ///< exact bytes
+  mode_type mode = 0644;           ///< exact mode
+  std::optional<uid_type> uid;     ///< owner to enforce (default: whoever creates it)
+  std::optional<gid_type> gid;
+  bool take_over = false;          ///< replace a file we did not create (its bytes are kept for revert)
+  mode_type dir_mode = 0755;       ///< mode of missing parent directories we create
+  std::size_t max_bytes = 16u << 20;
+
+  std::string id() const { return "file:" + path; }
+  const char* kind() const { return "managed_file"; }
+
+  /// Reads the file once and reports absent / matches / differs / conflict / locked / unreadable.
+  template <class Fs, class Priv>
+  result<probe_report> probe(context<Fs, Priv>& ctx, const ledgers& books) const {
+    if (!is_normal_path(path)) return fail(errc::invalid_input, "probe", path, "not an absolute normal path");
+    probe_report report{kind(), id(), {}};
+    item_probe item;
+    item.id = id();
+    item.path = path;
+    item.desired = describe(content, mode);
+    actor user = ctx.user_actor();
+    auto ancestor = detail::nearest_existing_dir(ctx.fs, user, path);
+    if (!ancestor) {
+      item.state = ancestor.error().is_errno(EACCES) ? item_state::unreadable : item_state::conflict;
+      item.detail = ancestor.error().message();
+      report.items.push_back(item);
+      return report;
+    }
+    const record_item* mine = books.find(id());
+    auto current = ctx.fs.read_file(user, path, max_bytes);
+    if (!current && current.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
+      current = ctx.fs.read_file(ctx.elevated_actor(), path, max_bytes);
+    bool owner_change = false;
+    if (!current) {
+      const error& e = current.error();
+      if (e.is_errno(ENOENT)) {
+        item.state = item_state::absent;
+      } else if (e.is_errno(EACCES)) {
+        item.state = item_state::unreadable;
+        item.detail = e.message();
+      } else {
+        auto st = ctx.fs.lstat(user, path);
+        item.state = item_state::conflict;
+        item.detail = st && st->type != file_type::regular ? "something that is not a regular file is there"
+                                                           : e.message();
+      }
+    } else {
+      const file_status& st = current->status;
+      item.observed = st;
+      item.current = describe(current->bytes, st.mode);
+      owner_change = (uid && st.uid != *uid) || (gid && st.gid != *gid);
+      if (current->bytes == content && st.mode == mode && !owner_change) {
+        item.state = item_state::matches;
+      } else if (st.flags.immutable || st.flags.append_only) {
+        item.state = item_state::locked;
+        item.detail = "the file is immutable or append-only (chflags/chattr); hostcfg never clears that";
+      } else if (!mine && !take_over) {
+        item.state = item_state::conflict;
+        item.detail = "a file hostcfg did not create is there (set take_over to replace it, keeping its bytes)";
+      } else {
+        item.state = item_state::differs;
+      }
+    }
+    if (item.state == item_state::absent || item.state == item_state::differs) {
+      bool dir_ok = may_write_dir(user, ancestor->second);
+      bool needs = !dir_ok || owner_change || (uid && *uid != user.uid) || (gid && *gid != user.gid);
+      if (needs) {
+        item.needs_elevation = true;
+        item.elevation_reason = !dir_ok ? ancestor->first + " is not writable by uid " + std::to_string(user.uid)
+                                        : "setting the owner needs admin rights";
+      }
+    }
+    report.items.push_back(item);
+    return report;
+  }
+
+  /// Pure: absent -> create, differs -> modify; everything else needs no change (or cannot have one).
+  plan make_plan(const probe_report& probed) const {
+    plan p{kind(), id(), {}};
+    for (const auto& item : probed.items) {
+      if (item.state != item_state::absent && item.state != item_state::differs) continue;
+      change c;
+      c.item_id = item.id;
+      c.kind = item.state == item_state::absent ? change_kind::create : change_kind::modify;
+      c.object = "file";
+      c.path = path;
+      c.before = item.current;
+      c.after = item.desired;
+      c.reason = "mode " + detail::mode_text(mode) + ", " + std::to_string(content.size()) + " bytes";
+      c.needs_elevation = item.needs_elevation;
+      c.elevation_reason = item.elevation_reason;
+      c.expected = item.observed;
+      p.changes.push_back(c);
+    }
+    return p;
+  }
+
+  /// Executes the plan: creates parents, writes the file atomically (compare-and-swap against the
+  /// probed version), records what revert needs.
+  template <class Fs, class Priv>
+  apply_report apply(context<Fs, Priv>& ctx, const plan& p, const grant& g, ledgers& books) const {
+    apply_report report{kind(), id(), {}, {}};
+    for (const auto& c : p.changes) {
+      if (c.needs_elevation && !g.elevated) {
+        report.events.push_back(event{c.item_id, event_kind::skipped, path, g.refusal(), std::nullopt, false});
+        continue;
+      }
+      actor who = ctx.actor_for(c.needs_elevation);
+      auto done = apply_one(ctx, c, who, books.scope(c.needs_elevation), books);
+      if (done) {
+        report.events.push_back(event{c.item_id, event_kind::changed, path,
+                                      std::string(change_kind_name(c.kind)) + "d (" + c.reason + ")", std::nullopt,
+                                      c.needs_elevation});
+      } else {
+        report.events.push_back(event{c.item_id, event_kind::failed, path, done.error().message(), done.error(),
+                                      c.needs_elevation});
+      }
+    }
+    return report;
+  }
+
+  /// What revert would do, from the records alone.
+  plan revert_plan(const ledgers& books) const {
+    plan p{kind(), id(), {}};
+    bool privileged = books.system.find(id()) != nullptr;
+    const record_item* mine = books.find(id());
+    if (!mine) return p;
+    change c;
+    c.item_id = id();
+    c.object = "file";
+    c.path = path;
+    c.needs_elevation = privileged;
+    c.elevation_reason = privileged ? "it was written with admin rights" : "";
+    if (mine->get("created") == "1") {
+      c.kind = change_kind::remove;
+      c.reason = "hostcfg created it";
+    } else {
+      c.kind = change_kind::modify;
+      c.reason = "restore the bytes it had before hostcfg took it over";
+    }
+    p.changes.push_back(c);
+    return p;
+  }
+
+  /// Undoes what the record says: removes a file we created (and the directories we made, when
+  /// empty) or restores the bytes and mode of a file we took over. Refuses a file that drifted.
+  template <class Fs, class Priv>
+  apply_report revert(context<Fs, Priv>& ctx, const grant& g, ledgers& books) const {
+    apply_report report{kind(), id(), {}, {}};
+    bool privileged = books.system.find(id()) != nullptr;
+    const record_item* found = books.find(id());
+    if (!found) return report;
+    record_item mine = *found;
+    if (privileged && !g.elevated) {
+      report.events.push_back(event{id(), event_kind::skipped, path, g.refusal(), std::nullopt, false});
+      return report;
+    }
+    actor who = ctx.actor_for(privileged);
+    auto current = ctx.fs.read_file(who, path, max_bytes);
+    if (current && current->bytes != mine.get("written")) {
+      auto drift = fail(errc::drifted, "revert", path, "the file changed since hostcfg wrote it",
+                        "it was left as it is; remove it by hand if it is no longer needed")
+                       .value();
+      report.events.push_back(event{id(), event_kind::skipped, path, drift.message(), drift, privileged});
+      return report;
+    }
+    result<void> undone;
+    if (!current && !current.error().is_errno(ENOENT)) {
+      undone = tl::unexpected(current.error());
+    } else if (mine.get("created") == "1") {
+      if (current) undone = ctx.fs.unlink(who, path);
+      if (undone) remove_made_dirs(ctx, who, mine.get("dirs"));
+    } else {
+      replace_options options;
+      options.expected = current ? std::optional<file_status>(current->status) : std::nullopt;
+      options.mode = static_cast<mode_type>(std::stoul(mine.get("original_mode", "420")));
+      options.force_mode = true;
+      auto written = ctx.fs.replace_file(who, path, mine.get("original"), options);
+      if (!written) undone = tl::unexpected(written.error());
+    }
+    if (!undone) {
+      report.events.push_back(event{id(), event_kind::failed, path, undone.error().message(), undone.error(),
+                                    privileged});
+      return report;
+    }
+    books.scope(privileged).erase(id());
+    report.events.push_back(event{id(), event_kind::changed, path,
+                                  mine.get("created") == "1" ? "removed" : "restored the original bytes", std::nullopt,
+                                  privileged});
+    return report;
+  }
+
+ private:
+  static std::string describe(const std::string& bytes, mode_type m) {
+    return "mode " + detail::mode_text(m) + "\n" + bytes;
+  }
+
+  template <class Ctx>
+  result<void> apply_one(Ctx& ctx, const change& c, const actor& who, record& scope, const ledgers& books) const {
+    const record_item* previous = books.find(id());
+    record_item item = previous ? *previous : record_item{id(), kind(), {}};
+    std::string dirs = item.get("dirs");
+    auto made = make_parents(ctx.fs, who, parent_path(path), dir_mode);
+    if (!made) return tl::unexpected(made.error());
+    for (const auto& d : *made) dirs += d + "\n";
+    if (!previous) {
+      item.fields["created"] = c.kind == change_kind::create ? "1" : "0";
+      if (c.kind == change_kind::modify && c.expected) {
+        // Taking over a file we did not create: keep its bytes so revert can restore them.
+        auto original = ctx.fs.read_file(who, path, max_bytes);
+        if (!original) return tl::unexpected(original.error());
+        if (!same_version(original->status, *c.expected))
+          return fail(errc::changed_since_probe, "apply", path, "the file changed since it was probed",
+                      "run again");
+        item.fields["original"] = original->bytes;
+        item.fields["original_mode"] = std::to_string(original->status.mode);
+      }
+    }
+    replace_options options;
+    options.expected = c.expected;
+    options.expect_absent = c.kind == change_kind::create;
+    options.mode = mode;
+    options.force_mode = true;
+    options.uid = uid ? uid : std::optional<uid_type>(ctx.user_actor().uid);
+    options.gid = gid ? gid : std::optional<gid_type>(ctx.user_actor().gid);
+    if (!uid && !gid && who.is_root() && !c.needs_elevation) options.uid.reset(), options.gid.reset();
+    if (!uid && !gid && c.needs_elevation) options.uid.reset(), options.gid.reset();
+    auto written = ctx.fs.replace_file(who, path, content, options);
+    if (!written) {
+      if (!made->empty()) remove_made_dirs(ctx, who, [&] {
+          std::string text;
+          for (const auto& d : *made) text += d + "\n";
+          return text;
+        }());
+      return tl::unexpected(written.error());
+    }
+    if (c.kind == change_kind::modify && written->changed) {
+      auto st = ctx.fs.lstat(who, path);
+      bool owner_ok = st && (!uid || st->uid == *uid) && (!gid || st->gid == *gid);
+      if (!owner_ok) {
+        auto chowned = ctx.fs.lchown(who, path, uid ? *uid : st->uid, gid ? *gid : st->gid);
+        if (!chowned) return chowned;
+      }
+    }
+    item.fields["written"] = content;
+    item.fields["mode"] = std::to_string(mode);
+    item.fields["dirs"] = dirs;
+    scope.put(item);
+    return {};
+  }
+
+  template <class Ctx>
+  static void remove_made_dirs(Ctx& ctx, const actor& who, const std::string& dirs) {
+    auto list = detail::lines_of(dirs);
+    for (auto it = list.rbegin(); it != list.rend(); ++it)
+      if (!ctx.fs.rmdir(who, *it)) break;
+  }
+};
+
+HOSTCFG_END_NAMESPACE

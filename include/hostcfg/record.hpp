@@ -1,0 +1,275 @@
+#pragma once
+/// @file
+/// The record (ledger): what hostcfg changed, so a re-run knows what is ours and revert can undo
+/// exactly that. One record per app id and scope: the user's (in their home, owned by them) and
+/// the privileged one (root-owned). Privileged items' undo data lives only in the root-owned
+/// record, so a user editing their own files can never make root write bytes of their choosing.
+///
+/// The format is versioned, line-based and human-readable:
+///
+///     # hostcfg record: written by hostcfg, do not edit
+///     hostcfg-record 1
+///     app com.docker.desktop
+///     item link:/usr/local/bin/docker
+///     primitive symlink_set
+///     field target /Applications/Docker.app/Contents/Resources/bin/docker
+///     end
+///
+/// Field values are percent-encoded (bytes below 0x21, above 0x7e, and '%'), so any bytes round
+/// trip. A record that does not parse is `errc::corrupt_record`; one from a newer version is
+/// `errc::newer_record`; neither is ever overwritten or dropped. Older versions are migrated.
+
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "hostcfg/error.hpp"
+#include "hostcfg/format/lines.hpp"
+#include "hostcfg/fs.hpp"
+
+HOSTCFG_BEGIN_NAMESPACE
+
+/// The record format this hostcfg writes.
+inline constexpr int record_format_version = 1;
+
+/// One recorded item: what a primitive did to one object, keyed by a stable id.
+struct record_item {
+  std::string id;
+  std::string primitive;
+  std::map<std::string, std::string> fields;
+
+  /// The field's value, or `fallback`.
+  std::string get(const std::string& key, std::string fallback = {}) const {
+    auto it = fields.find(key);
+    return it == fields.end() ? fallback : it->second;
+  }
+  friend bool operator==(const record_item& a, const record_item& b) {
+    return a.id == b.id && a.primitive == b.primitive && a.fields == b.fields;
+  }
+};
+
+/// A whole record: the app id and its items by id.
+struct record {
+  std::string app_id;
+  std::map<std::string, record_item> items;
+
+  /// The item with this id, or nullptr.
+  const record_item* find(const std::string& id) const {
+    auto it = items.find(id);
+    return it == items.end() ? nullptr : &it->second;
+  }
+  /// Inserts or replaces an item.
+  void put(record_item item) {
+    std::string id = item.id;
+    items[id] = std::move(item);
+  }
+  /// Removes an item (no-op when absent).
+  void erase(const std::string& id) { items.erase(id); }
+  bool empty() const { return items.empty(); }
+  friend bool operator==(const record& a, const record& b) { return a.app_id == b.app_id && a.items == b.items; }
+};
+
+namespace detail {
+inline std::string percent_encode(std::string_view value) {
+  static const char hex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(value.size());
+  for (unsigned char c : value) {
+    if (c <= 0x20 || c >= 0x7f || c == '%') {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+inline int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+inline std::optional<std::string> percent_decode(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    if (value[i] != '%') {
+      out += value[i];
+      continue;
+    }
+    if (i + 2 >= value.size()) return std::nullopt;
+    int hi = hex_value(value[i + 1]);
+    int lo = hex_value(value[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+}  // namespace detail
+
+/// Serializes a record (deterministic: items and fields sorted by key).
+inline std::string serialize_record(const record& r) {
+  std::string out = "# hostcfg record: written by hostcfg, do not edit\n";
+  out += "hostcfg-record " + std::to_string(record_format_version) + "\n";
+  out += "app " + detail::percent_encode(r.app_id) + "\n";
+  for (const auto& [id, item] : r.items) {
+    out += "item " + detail::percent_encode(id) + "\n";
+    out += "primitive " + detail::percent_encode(item.primitive) + "\n";
+    for (const auto& [key, value] : item.fields)
+      out += "field " + detail::percent_encode(key) + " " + detail::percent_encode(value) + "\n";
+    out += "end\n";
+  }
+  return out;
+}
+
+/// Parses a record. Version 0 (the pre-release format without an `app` line) is migrated.
+/// `where` names the file in errors.
+inline result<record> parse_record(std::string_view bytes, const std::string& where = {}) {
+  auto corrupt = [&](std::size_t line, const std::string& why) {
+    return fail(errc::corrupt_record, "read record", where, "line " + std::to_string(line) + ": " + why,
+                "the record was left as it is; move it aside to start over");
+  };
+  record r;
+  std::optional<record_item> open;
+  int version = -1;
+  std::size_t number = 0;
+  for (const auto& line : split_lines(bytes)) {
+    ++number;
+    std::string_view text = line.text;
+    if (text.empty() || text.front() == '#') continue;
+    auto space = text.find(' ');
+    std::string_view word = text.substr(0, space);
+    std::string_view rest = space == std::string_view::npos ? std::string_view{} : text.substr(space + 1);
+    if (version < 0) {
+      if (word != "hostcfg-record") return corrupt(number, "not a hostcfg record");
+      if (rest.empty() || rest.find_first_not_of("0123456789") != std::string_view::npos || rest.size() > 6)
+        return corrupt(number, "bad version");
+      version = std::stoi(std::string(rest));
+      if (version > record_format_version)
+        return fail(errc::newer_record, "read record", where,
+                    "written by a newer hostcfg (format " + std::to_string(version) + ")",
+                    "upgrade the installer; the record was left as it is");
+      continue;
+    }
+    auto decoded = detail::percent_decode(rest);
+    if (word == "app" && !open) {
+      if (!decoded) return corrupt(number, "bad encoding");
+      r.app_id = *decoded;
+    } else if (word == "item" && !open) {
+      if (!decoded || decoded->empty()) return corrupt(number, "bad item id");
+      open = record_item{*decoded, {}, {}};
+    } else if (word == "primitive" && open) {
+      if (!decoded) return corrupt(number, "bad encoding");
+      open->primitive = *decoded;
+    } else if (word == "field" && open) {
+      auto sep = rest.find(' ');
+      if (sep == std::string_view::npos) return corrupt(number, "field without a value");
+      auto key = detail::percent_decode(rest.substr(0, sep));
+      auto value = detail::percent_decode(rest.substr(sep + 1));
+      if (!key || !value || key->empty()) return corrupt(number, "bad field");
+      open->fields[*key] = *value;
+    } else if (word == "end" && open && rest.empty()) {
+      if (r.items.count(open->id)) return corrupt(number, "duplicate item " + open->id);
+      r.put(std::move(*open));
+      open.reset();
+    } else {
+      return corrupt(number, "unexpected '" + std::string(word) + "'");
+    }
+  }
+  if (version < 0) return corrupt(number, "empty record");
+  if (open) return corrupt(number, "item " + open->id + " has no end");
+  return r;
+}
+
+/// The two records a run works with: the user's and the privileged (root-owned) one.
+struct ledgers {
+  record user;
+  record system;
+  /// The record an item belongs in.
+  record& scope(bool privileged) { return privileged ? system : user; }
+  const record& scope(bool privileged) const { return privileged ? system : user; }
+  /// Finds an item in either record (system first: it is the trusted one).
+  const record_item* find(const std::string& id) const {
+    if (auto item = system.find(id)) return item;
+    return user.find(id);
+  }
+};
+
+/// Where a record lives and who owns it.
+struct record_location {
+  std::string path;   ///< absolute
+  actor owner;        ///< writes as this actor
+  bool privileged = false;
+};
+
+/// Upper bound for a record's size: a record is small; anything larger is not ours.
+inline constexpr std::size_t max_record_bytes = 4u << 20;
+
+/// Reads a record through the Fs backend. A missing file is an empty record. A privileged record
+/// must be owned by root and not group/world-writable, else it is refused (`errc::unsafe_path`).
+template <class Fs>
+result<record> load_record(Fs& fs, const record_location& where, const std::string& app_id) {
+  auto contents = fs.read_file(where.owner, where.path, max_record_bytes);
+  if (!contents) {
+    if (contents.error().is_errno(ENOENT)) return record{app_id, {}};
+    return tl::unexpected(contents.error());
+  }
+  if (where.privileged && (contents->status.uid != 0 || (contents->status.mode & 022) != 0))
+    return fail(errc::unsafe_path, "read record", where.path,
+                "a privileged record must be owned by root and writable only by root",
+                "remove the file; it was not written by hostcfg as root");
+  auto parsed = parse_record(contents->bytes, where.path);
+  if (!parsed) return parsed;
+  if (parsed->app_id.empty()) parsed->app_id = app_id;
+  return parsed;
+}
+
+/// Writes a record atomically (mode 0600 user / 0644 privileged), creating its directory
+/// (0700 / 0755) when needed. An empty record removes the file, and the directories a previous
+/// store created for it when they are empty (the item "record-dirs" lists them). Writes nothing
+/// when `r` equals `loaded` (a no-op run makes no write at all).
+template <class Fs>
+result<bool> store_record(Fs& fs, const record_location& where, record r, const record& loaded) {
+  if (r == loaded) {
+    remove_stale_temps(fs, where.owner, where.path);  // a crash between temp and rename
+    return false;
+  }
+  const std::string dirs_key = "record-dirs";
+  std::string dirs_field;
+  if (auto dirs = loaded.find(dirs_key)) dirs_field = dirs->get("dirs");
+  bool only_bookkeeping = r.items.size() == 1 && r.find(dirs_key);
+  if (r.empty() || only_bookkeeping) {
+    auto removed = fs.unlink(where.owner, where.path);
+    if (!removed && !removed.error().is_errno(ENOENT)) return tl::unexpected(removed.error());
+    // Remove the directories we made for the record, innermost first, only while empty.
+    std::vector<std::string> dirs;
+    for (const auto& line : split_lines(dirs_field)) dirs.emplace_back(line.text);
+    for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
+      auto gone = fs.rmdir(where.owner, *it);
+      if (!gone) break;
+    }
+    return true;
+  }
+  auto made = make_parents(fs, where.owner, parent_path(where.path), where.privileged ? 0755 : 0700);
+  if (!made) return tl::unexpected(made.error());
+  if (!made->empty()) {
+    for (const auto& d : *made) dirs_field += d + "\n";
+  }
+  if (!dirs_field.empty()) r.put(record_item{dirs_key, "record", {{"dirs", dirs_field}}});
+  replace_options options;
+  options.mode = where.privileged ? 0644 : 0600;
+  options.uid = where.owner.uid;
+  options.gid = where.owner.gid;
+  auto written = fs.replace_file(where.owner, where.path, serialize_record(r), options);
+  if (!written) return tl::unexpected(written.error());
+  return written->changed;
+}
+
+HOSTCFG_END_NAMESPACE

@@ -1,0 +1,421 @@
+// ManagedFile through the whole protocol on MemoryFs: probe states, one prompt, the decision
+// table, records, revert, dry run, fallback, and the crash-and-error sweep.
+#include <hostcfg/backend/memory_fs.hpp>
+#include <hostcfg/backend/overlay_fs.hpp>
+#include <hostcfg/converge.hpp>
+#include <hostcfg/primitives/managed_file.hpp>
+
+#include <cstdio>
+
+#include "support/test_support.hpp"
+
+using namespace hostcfg;
+
+namespace {
+
+user_identity mac_user() {
+  return user_identity{501, 20, {20, 12, 61, 80}, "alice", "/Users/alice", "/bin/zsh", std::nullopt, std::nullopt};
+}
+
+// A macOS-like tree: /usr/local/bin root:wheel 0755, the user's home 501:20 0750.
+MemoryFs mac_tree() {
+  MemoryFs fs;
+  fs.add_dir("/usr/local/bin", 0755, 0, 0);
+  fs.add_dir("/etc", 0755, 0, 0);
+  fs.add_dir("/var/lib", 0755, 0, 0);
+  fs.add_dir("/Users/alice", 0750, 501, 20);
+  return fs;
+}
+
+const char* app = "com.example.app";
+
+}  // namespace
+
+TEST_CASE("a file in the user's own directory is created as the user without a prompt") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::declined);
+  context ctx(fs, priv, app);
+  ManagedFile conf{"/Users/alice/.app/app.conf", "key = value\n", 0600};
+  auto report = converge(ctx, conf);
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(priv.prompts() == 0);
+  CHECK(fs.file_bytes("/Users/alice/.app/app.conf") == std::optional<std::string>("key = value\n"));
+  auto st = fs.status_of("/Users/alice/.app/app.conf");
+  REQUIRE(st);
+  CHECK(st->mode == 0600);
+  CHECK(st->uid == 501);
+  CHECK(fs.status_of("/Users/alice/.app")->uid == 501);
+  auto rec = fs.status_of("/Users/alice/.local/state/hostcfg/com.example.app.record");
+  REQUIRE(rec);
+  CHECK(rec->uid == 501);
+  CHECK(rec->mode == 0600);
+  CHECK(report->out_of_sync.empty());
+  CHECK_FALSE(report->needs_user_action());
+}
+
+TEST_CASE("applying twice makes zero mutating operations and no prompt the second time") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ManagedFile user_conf{"/Users/alice/.app.conf", "a\n", 0644};
+  ManagedFile system_conf{"/etc/app.conf", "b\n", 0644};
+  REQUIRE(converge(ctx, user_conf, system_conf));
+  CHECK(priv.prompts() == 1);
+  auto before = fs.take_snapshot();
+  fs.clear_log();
+  auto second = converge(ctx, user_conf, system_conf);
+  REQUIRE(second);
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(priv.prompts() == 1);
+  CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
+  for (const auto& s : second->steps) CHECK(s.planned.empty());
+}
+
+TEST_CASE("a root-owned directory needs one prompt listing every change; granted writes as root") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ManagedFile a{"/etc/a.conf", "a\n", 0644};
+  ManagedFile b{"/usr/local/bin/b.conf", "b\n", 0644};
+  auto report = converge(ctx, a, b);
+  REQUIRE(report);
+  CHECK(priv.prompts() == 1);
+  REQUIRE(priv.requests().size() == 1);
+  const auto& changes = priv.requests()[0].changes;
+  REQUIRE(changes.size() == 2);
+  CHECK(changes[0].find("/etc/a.conf") != std::string::npos);
+  CHECK(changes[1].find("/usr/local/bin/b.conf") != std::string::npos);
+  CHECK(fs.status_of("/etc/a.conf")->uid == 0);
+  // Undo data of privileged items lives in the root-owned record only.
+  auto sys = fs.status_of("/var/lib/hostcfg/com.example.app.record");
+  REQUIRE(sys);
+  CHECK(sys->uid == 0);
+  CHECK(sys->mode == 0644);
+  auto sys_bytes = *fs.file_bytes("/var/lib/hostcfg/com.example.app.record");
+  CHECK(sys_bytes.find("file:/etc/a.conf") != std::string::npos);
+  CHECK_FALSE(fs.status_of("/Users/alice/.local/state/hostcfg/com.example.app.record"));
+}
+
+TEST_CASE("decision table: declined is recorded and not asked again; re-prompt asks") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), std::vector<answer>{answer::declined, answer::granted});
+  context ctx(fs, priv, app);
+  ManagedFile sys{"/etc/a.conf", "a\n", 0644};
+  auto first = converge(ctx, sys);
+  REQUIRE(first);
+  CHECK(priv.prompts() == 1);
+  CHECK_FALSE(fs.status_of("/etc/a.conf"));
+  REQUIRE(first->steps.size() == 1);
+  REQUIRE(first->steps[0].applied.events.size() == 1);
+  CHECK(first->steps[0].applied.events[0].kind == event_kind::skipped);
+  CHECK(first->steps[0].applied.events[0].message.find("declined") != std::string::npos);
+  auto user_record = fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record");
+  REQUIRE(user_record);
+  CHECK(user_record->find("declined") != std::string::npos);
+
+  fs.clear_log();
+  auto second = converge(ctx, sys);
+  REQUIRE(second);
+  CHECK(priv.prompts() == 1);
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(second->steps[0].applied.events[0].message.find("recorded decision") != std::string::npos);
+
+  ctx.policy.reprompt = true;
+  auto third = converge(ctx, sys);
+  REQUIRE(third);
+  CHECK(priv.prompts() == 2);
+  CHECK(fs.file_bytes("/etc/a.conf") == std::optional<std::string>("a\n"));
+  // Granted erases the standing decision.
+  CHECK(fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record")->find("declined") ==
+        std::string::npos);
+}
+
+TEST_CASE("decision table: cancelled is recorded as cancelled, timed out is not recorded") {
+  MemoryFs fs = mac_tree();
+  ManagedFile sys{"/etc/a.conf", "a\n", 0644};
+  {
+    ScriptedPrivilege priv(mac_user(), answer::cancelled);
+    context ctx(fs, priv, app);
+    REQUIRE(converge(ctx, sys));
+    auto rec = fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record");
+    REQUIRE(rec);
+    CHECK(rec->find("answer cancelled") != std::string::npos);
+    REQUIRE(converge(ctx, sys));
+    CHECK(priv.prompts() == 1);
+  }
+  MemoryFs fresh = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::timed_out);
+  context ctx(fresh, priv, app);
+  REQUIRE(converge(ctx, sys));
+  REQUIRE(converge(ctx, sys));
+  CHECK(priv.prompts() == 2);
+  CHECK_FALSE(fresh.status_of("/Users/alice/.local/state/hostcfg/com.example.app.record"));
+}
+
+TEST_CASE("decision table: unavailable stands until the user's groups change") {
+  MemoryFs fs = mac_tree();
+  ManagedFile sys{"/etc/a.conf", "a\n", 0644};
+  Unprivileged plain(mac_user());
+  context ctx(fs, plain, app);
+  auto first = converge(ctx, sys);
+  REQUIRE(first);
+  CHECK(first->prompt_answer == answer::unavailable);
+  auto second = converge(ctx, sys);
+  REQUIRE(second);
+  CHECK(second->prompts_shown == 0);
+  user_identity promoted = mac_user();
+  promoted.groups.push_back(0);
+  ScriptedPrivilege admin(promoted, answer::granted);
+  context ctx2(fs, admin, app);
+  REQUIRE(converge(ctx2, sys));
+  CHECK(admin.prompts() == 1);
+  CHECK(fs.file_bytes("/etc/a.conf") == std::optional<std::string>("a\n"));
+}
+
+TEST_CASE("a foreign file is a conflict left alone; take_over replaces it and revert restores it") {
+  MemoryFs fs = mac_tree();
+  fs.add_file("/Users/alice/app.conf", "mine\r\nkeep me", 0640, 501, 20);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ManagedFile conf{"/Users/alice/app.conf", "ours\n", 0644};
+  auto report = converge(ctx, conf);
+  REQUIRE(report);
+  CHECK(report->steps[0].before.items[0].state == item_state::conflict);
+  CHECK(fs.file_bytes("/Users/alice/app.conf") == std::optional<std::string>("mine\r\nkeep me"));
+  CHECK(report->out_of_sync.size() == 1);
+
+  auto before = fs.take_snapshot();
+  conf.take_over = true;
+  REQUIRE(converge(ctx, conf));
+  CHECK(fs.file_bytes("/Users/alice/app.conf") == std::optional<std::string>("ours\n"));
+  CHECK(fs.status_of("/Users/alice/app.conf")->mode == 0644);
+  auto undone = uninstall(ctx, conf);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
+}
+
+TEST_CASE("uninstall after install gives back the original tree, records included") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ManagedFile user_conf{"/Users/alice/.config/app/app.conf", "a\n", 0644};
+  ManagedFile sys_conf{"/etc/app/app.conf", "b\n", 0644};
+  auto before = fs.take_snapshot();
+  REQUIRE(converge(ctx, user_conf, sys_conf));
+  CHECK_FALSE(MemoryFs::diff(before, fs.take_snapshot()).empty());
+  auto undone = uninstall(ctx, user_conf, sys_conf);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(priv.prompts() == 2);  // install + uninstall of the privileged file
+  auto left = MemoryFs::diff(before, fs.take_snapshot());
+  for (const auto& line : left) MESSAGE(line);
+  CHECK(left.empty());
+}
+
+TEST_CASE("revert refuses a file that drifted and says so") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ManagedFile conf{"/Users/alice/app.conf", "ours\n", 0644};
+  REQUIRE(converge(ctx, conf));
+  fs.add_file("/Users/alice/app.conf", "user edited\n", 0644, 501, 20);
+  auto undone = uninstall(ctx, conf);
+  REQUIRE(undone);
+  REQUIRE(undone->steps[0].applied.events.size() == 1);
+  const auto& e = undone->steps[0].applied.events[0];
+  CHECK(e.kind == event_kind::skipped);
+  REQUIRE(e.failure);
+  CHECK(e.failure->is(errc::drifted));
+  CHECK(fs.file_bytes("/Users/alice/app.conf") == std::optional<std::string>("user edited\n"));
+}
+
+TEST_CASE("apply re-checks the probed version: a change in between is 'changed since probe'") {
+  MemoryFs fs = mac_tree();
+  fs.add_file("/Users/alice/app.conf", "old\n", 0644, 501, 20);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ManagedFile conf{"/Users/alice/app.conf", "new\n", 0644};
+  conf.take_over = true;
+  ledgers books;
+  auto probed = conf.probe(ctx, books);
+  REQUIRE(probed);
+  auto p = conf.make_plan(*probed);
+  REQUIRE(p.changes.size() == 1);
+  fs.add_file("/Users/alice/app.conf", "editor saved this\n", 0644, 501, 20);
+  auto applied = conf.apply(ctx, p, grant{}, books);
+  REQUIRE(applied.events.size() == 1);
+  CHECK(applied.events[0].kind == event_kind::failed);
+  CHECK(applied.events[0].failure->is(errc::changed_since_probe));
+  CHECK(fs.file_bytes("/Users/alice/app.conf") == std::optional<std::string>("editor saved this\n"));
+}
+
+TEST_CASE("fallback: a declined primary applies the alternative; a later grant retires it") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), std::vector<answer>{answer::declined, answer::granted});
+  context ctx(fs, priv, app);
+  ManagedFile primary{"/etc/app.conf", "x\n", 0644};
+  ManagedFile alternative{"/Users/alice/.app.conf", "x\n", 0644};
+  auto first = converge(ctx, fallback(primary, alternative));
+  REQUIRE(first);
+  CHECK(fs.file_bytes("/Users/alice/.app.conf") == std::optional<std::string>("x\n"));
+  CHECK_FALSE(fs.status_of("/etc/app.conf"));
+  REQUIRE(first->steps.size() == 2);
+  CHECK(first->steps[1].is_fallback);
+  CHECK(first->needs_user_action());
+
+  fs.clear_log();
+  auto again = converge(ctx, fallback(primary, alternative));
+  REQUIRE(again);
+  CHECK(priv.prompts() == 1);
+  CHECK(fs.mutating_ops() == 0);
+
+  ctx.policy.reprompt = true;
+  auto moved = converge(ctx, fallback(primary, alternative));
+  REQUIRE(moved);
+  CHECK(priv.prompts() == 2);
+  CHECK(fs.file_bytes("/etc/app.conf") == std::optional<std::string>("x\n"));
+  CHECK_FALSE(fs.status_of("/Users/alice/.app.conf"));
+}
+
+TEST_CASE("a dry run against an overlay changes nothing below it, records included") {
+  MemoryFs fs = mac_tree();
+  auto before = fs.take_snapshot();
+  OverlayFs<MemoryFs> overlay(fs);
+  ScriptedPrivilege priv(mac_user(), answer::declined);
+  context ctx(overlay, priv, app);
+  ctx.policy.dry_run = true;
+  ManagedFile sys{"/etc/app.conf", "x\n", 0644};
+  ManagedFile user{"/Users/alice/app.conf", "y\n", 0644};
+  auto report = converge(ctx, sys, user);
+  REQUIRE(report);
+  CHECK(priv.prompts() == 0);
+  REQUIRE(report->prompt);
+  CHECK(report->prompt->changes.size() == 1);
+  CHECK(overlay.file_bytes("/etc/app.conf") == std::optional<std::string>("x\n"));
+  CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
+}
+
+TEST_CASE("records: round trip, corruption and newer versions are refused, never overwritten") {
+  record r{app, {}};
+  r.put(record_item{"file:/a b", "managed_file", {{"written", std::string("x\r\n\0%y\xff", 7)}}});
+  auto text = serialize_record(r);
+  auto back = parse_record(text);
+  REQUIRE(back);
+  CHECK(*back == r);
+  CHECK(parse_record("garbage\n").error().is(errc::corrupt_record));
+  CHECK(parse_record("hostcfg-record 1\nitem x\n").error().is(errc::corrupt_record));
+  CHECK(parse_record("hostcfg-record 9\n").error().is(errc::newer_record));
+  CHECK(parse_record("hostcfg-record 1\nitem x\nfield k %G1\nend\n").error().is(errc::corrupt_record));
+
+  MemoryFs fs = mac_tree();
+  fs.add_file("/Users/alice/.local/state/hostcfg/com.example.app.record", "not a record\n", 0600, 501, 20);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ManagedFile conf{"/Users/alice/app.conf", "x\n", 0644};
+  auto report = converge(ctx, conf);
+  REQUIRE_FALSE(report);
+  CHECK(report.error().is(errc::corrupt_record));
+  CHECK(report.error().message().find("com.example.app.record") != std::string::npos);
+  CHECK(fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record") ==
+        std::optional<std::string>("not a record\n"));
+  CHECK_FALSE(fs.status_of("/Users/alice/app.conf"));
+}
+
+TEST_CASE("a privileged record the user could have written is refused") {
+  MemoryFs fs = mac_tree();
+  fs.add_file("/var/lib/hostcfg/com.example.app.record", "hostcfg-record 1\n", 0666, 0, 0);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  auto report = converge(ctx, ManagedFile{"/etc/x", "x\n", 0644});
+  REQUIRE_FALSE(report);
+  CHECK(report.error().is(errc::unsafe_path));
+}
+
+TEST_CASE("crash-and-error sweep: every operation index, crash and fail, once and persistent") {
+  // Modify an existing privileged file and create a new user file in one converge.
+  auto make_tree = [] {
+    MemoryFs fs = mac_tree();
+    fs.add_file("/etc/app.conf", "old bytes\n", 0644, 0, 0);
+    return fs;
+  };
+  ManagedFile sys{"/etc/app.conf", "new bytes\n", 0644};
+  sys.take_over = true;
+  ManagedFile user{"/Users/alice/.app/app.conf", "user\n", 0600};
+  std::size_t total_ops = 0;
+  {
+    MemoryFs fs = make_tree();
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    fs.clear_log();
+    REQUIRE(converge(ctx, sys, user));
+    total_ops = fs.op_count();
+  }
+  REQUIRE(total_ops > 5);
+  auto check_wholly_old_or_new = [](const MemoryFs& fs) {
+    auto sys_bytes = fs.file_bytes("/etc/app.conf");
+    REQUIRE(sys_bytes);
+    CHECK((*sys_bytes == "old bytes\n" || *sys_bytes == "new bytes\n"));
+    auto user_bytes = fs.file_bytes("/Users/alice/.app/app.conf");
+    if (user_bytes) CHECK(*user_bytes == "user\n");
+  };
+  auto rerun_converges = [&](MemoryFs& fs) {
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    auto again = converge(ctx, sys, user);
+    REQUIRE(again);
+    CHECK(again->ok());
+    CHECK(again->out_of_sync.empty());
+    CHECK(fs.file_bytes("/etc/app.conf") == std::optional<std::string>("new bytes\n"));
+    for (const auto& dir : {"/etc", "/Users/alice/.app", "/var/lib/hostcfg"})
+      if (auto names = fs.list_dir(actor::root(), dir))
+        for (const auto& name : *names) CHECK(name.find(".hostcfg-") == std::string::npos);
+  };
+  std::size_t points = 0;
+  for (std::size_t k = 1; k <= total_ops; ++k) {
+    for (auto keep : {MemoryFs::crash_keep::none, MemoryFs::crash_keep::all, MemoryFs::crash_keep::random_subset}) {
+      for (std::uint64_t seed = 0; seed < (keep == MemoryFs::crash_keep::random_subset ? 3u : 1u); ++seed) {
+        MemoryFs fs = make_tree();
+        ScriptedPrivilege priv(mac_user(), answer::granted);
+        context ctx(fs, priv, app);
+        fs.clear_log();
+        fs.crash_after(k);
+        (void)converge(ctx, sys, user);  // may report failures; must not throw or abort
+        MemoryFs rebooted = fs.after_crash(keep, seed);
+        check_wholly_old_or_new(rebooted);
+        rerun_converges(rebooted);
+        ++points;
+      }
+    }
+    for (bool persistent : {false, true}) {
+      MemoryFs fs = make_tree();
+      ScriptedPrivilege priv(mac_user(), answer::granted);
+      context ctx(fs, priv, app);
+      fs.clear_log();
+      fs.fail_at(k, EIO, persistent);
+      auto report = converge(ctx, sys, user);
+      if (report) CHECK((report->ok() || !report->steps.empty()));
+      check_wholly_old_or_new(fs);
+      fs.disarm();
+      rerun_converges(fs);
+      ++points;
+    }
+  }
+  MESSAGE("managed_file sweep: " << total_ops << " operations, " << points << " points swept");
+  std::printf("managed_file sweep: %zu operations, %zu points swept\n", total_ops, points);
+}
+
+namespace {
+struct not_a_backend {};
+}  // namespace
+
+TEST_CASE("the backend contract names each missing operation") {
+  CHECK_FALSE(detail::fs_has_lstat<not_a_backend>::value);
+  CHECK_FALSE(detail::fs_has_replace_file<not_a_backend>::value);
+  CHECK(detail::fs_has_replace_file<MemoryFs>::value);
+  CHECK(check_fs<MemoryFs>());
+  CHECK(check_priv<ScriptedPrivilege>());
+  CHECK(check_priv<RootFor>());
+  CHECK(check_priv<Unprivileged>());
+}
