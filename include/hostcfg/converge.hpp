@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "hostcfg/context.hpp"
+#include "hostcfg/elevation.hpp"
 #include "hostcfg/protocol.hpp"
 #include "hostcfg/record.hpp"
 
@@ -54,7 +55,15 @@ struct step_report {
   std::optional<grant> elevation;    ///< how elevation was decided for this step
 
   bool ok() const { return !failure && applied.ok(); }
-  bool in_sync() const { return after ? after->in_sync() : planned.empty(); }
+  /// In sync after the run. A step the elevated runner applied may be unreadable to the user
+  /// (a root-only file): then the runner's own post-probe, which found no failure, stands.
+  bool in_sync() const {
+    if (!after) return planned.empty();
+    bool handed_off = elevation && elevation->handed_off && elevation->elevated && applied.ok();
+    for (const auto& item : after->items)
+      if (item.state != item_state::matches && !(handed_off && item.state == item_state::unreadable)) return false;
+    return true;
+  }
 };
 
 /// The report of a whole converge or uninstall.
@@ -189,7 +198,8 @@ template <class Ctx, class P>
 void apply_step(Ctx& ctx, ledgers& books, const P& p, step_report& step, const grant& g) {
   step.elevation = g;
   if (step.failure) return;
-  if (!step.planned.empty()) step.applied = p.apply(ctx, step.planned, g, books);
+  if (g.handed_off && g.elevated) step.applied.events = g.runner_events;
+  else if (!step.planned.empty()) step.applied = p.apply(ctx, step.planned, g, books);
   for (const auto& e : step.applied.events) ctx.emit(step.id, e);
 }
 
@@ -199,6 +209,18 @@ void probe_after(Ctx& ctx, const ledgers& books, const P& p, step_report& step) 
   auto again = p.probe(ctx, books);
   if (again) step.after = *again;
   else step.failure = again.error();
+}
+
+/// Adds a primitive's desired state to a runner payload (a primitive without `desired_state()`
+/// cannot be handed off; the runner then reports it as not handed off).
+template <class P>
+void add_handoff(record& payload, const P& p) {
+  if constexpr (has_desired_state<P>::value) {
+    record_item item = p.desired_state();
+    item.id = p.id();
+    item.primitive = p.kind();
+    payload.put(std::move(item));
+  }
 }
 
 /// One step of a run: a plain primitive.
@@ -211,6 +233,7 @@ struct runner {
   template <class Ctx>
   void prepare(Ctx& ctx, const ledgers& books) { step = probe_and_plan(ctx, books, p); }
   const step_report& elevation_step() const { return step; }
+  void add_desired_state(record& payload) const { add_handoff(payload, p); }
   template <class Ctx>
   void run(Ctx& ctx, ledgers& books, const grant& g) { apply_step(ctx, books, p, step, g); }
   template <class Ctx>
@@ -231,6 +254,7 @@ struct runner<fallback_step<P, A>> {
   template <class Ctx>
   void prepare(Ctx& ctx, const ledgers& books) { step = probe_and_plan(ctx, books, f.primary); }
   const step_report& elevation_step() const { return step; }
+  void add_desired_state(record& payload) const { add_handoff(payload, f.primary); }
   template <class Ctx>
   void run(Ctx& ctx, ledgers& books, const grant& g) {
     use_alternative = !step.failure && step.planned.needs_elevation() && !g.elevated;
@@ -330,7 +354,36 @@ std::vector<grant> decide_elevation(Ctx& ctx, ledgers& books, converge_report& r
   if (to_ask.empty()) return grants;
   request.reason = ctx.app_id + " needs administrator rights to make " + std::to_string(request.changes.size()) +
                    " change(s) outside your home directory";
-  answer a = ctx.policy.dry_run ? ctx.policy.dry_run_answer : ctx.priv.ask(request);
+  answer a = answer::granted;
+  std::optional<elevated_outcome> handed;
+  if (ctx.policy.dry_run) {
+    a = ctx.policy.dry_run_answer;
+  } else if constexpr (has_run_elevated<std::decay_t<decltype(ctx.priv)>>::value) {
+    if (!ctx.priv.elevates_in_process()) {
+      // One call: the runner's start is the prompt; it applies every handed-off step as root.
+      record payload{ctx.app_id, {}};
+      std::size_t index = 0;
+      auto add = [&](auto& r) {
+        bool asked = false;
+        for (auto i : to_ask) asked = asked || i == index;
+        if (asked) r.add_desired_state(payload);
+        ++index;
+      };
+      (add(runners), ...);
+      auto outcome = ctx.priv.run_elevated(request, payload);
+      if (outcome) {
+        handed = *outcome;
+        a = outcome->prompt_answer;
+      } else {
+        a = answer::unavailable;
+        report.notes.push_back("the elevated runner could not be started: " + outcome.error().message());
+      }
+    } else {
+      a = ctx.priv.ask(request);
+    }
+  } else {
+    a = ctx.priv.ask(request);
+  }
   if (!ctx.policy.dry_run) report.prompts_shown = 1;
   report.prompt = request;
   report.prompt_answer = a;
@@ -339,13 +392,26 @@ std::vector<grant> decide_elevation(Ctx& ctx, ledgers& books, converge_report& r
     bool asked = false;
     for (auto i : to_ask) asked = asked || i == index;
     if (asked) {
-      grants[index].answer_ = a;
-      grants[index].elevated = a == answer::granted;
+      grant& g = grants[index];
+      g.answer_ = a;
+      g.elevated = a == answer::granted;
+      if (handed) {
+        g.handed_off = true;
+        auto found = handed->events.find(r.elevation_step().id);
+        if (found != handed->events.end()) g.runner_events = found->second;
+        if (handed->failure && g.runner_events.empty())
+          g.runner_events.push_back(event{r.elevation_step().id, event_kind::failed, {}, handed->failure->message(),
+                                          handed->failure, true});
+      }
       record_decision(ctx, books, r.elevation_step().id, a);
     }
     ++index;
   };
   (settle(runners), ...);
+  if (handed) {
+    // The runner wrote the privileged record as root: read what it holds now.
+    if (auto fresh = load_record(ctx.fs, ctx.system_record, ctx.app_id)) books.system = *fresh;
+  }
   return grants;
 }
 

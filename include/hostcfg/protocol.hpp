@@ -203,6 +203,8 @@ struct grant {
   bool elevated = false;            ///< elevated changes may run
   std::optional<answer> answer_;    ///< the prompt's answer (or the standing decision), if any
   bool from_record = false;         ///< the answer is a recorded decision, no prompt was shown
+  bool handed_off = false;          ///< the elevated runner applied this step (events come from it)
+  std::vector<event> runner_events; ///< the runner's events for this step, when handed off
 
   /// The skip message for an elevated change that may not run.
   std::string refusal() const {

@@ -419,3 +419,96 @@ TEST_CASE("the backend contract names each missing operation") {
   CHECK(check_priv<RootFor>());
   CHECK(check_priv<Unprivileged>());
 }
+
+#include <hostcfg/runner.hpp>
+
+namespace {
+// A privilege backend that cannot elevate in-process and hands the plan to a "runner" - here the
+// runner runs in-process as RootFor(user) on the same MemoryFs, through the record-format payload
+// and reply, exactly as the real elevated runner program does over a pipe.
+struct HandoffPrivilege {
+  user_identity who;
+  MemoryFs* fs;
+  answer script = answer::granted;
+  int calls = 0;
+  std::vector<elevation_request> requests;
+  const user_identity& user() const { return who; }
+  actor elevated_actor() const { return actor::root(); }
+  bool elevates_in_process() const { return false; }
+  answer ask(const elevation_request&) { return answer::unavailable; }
+  result<elevated_outcome> run_elevated(const elevation_request& request, const record& payload) {
+    ++calls;
+    requests.push_back(request);
+    if (script != answer::granted) return elevated_outcome{script, {}, std::nullopt};
+    auto wire = parse_record(serialize_record(payload));  // what crosses the pipe
+    if (!wire) return tl::unexpected(wire.error());
+    RootFor root(who);
+    context ctx(*fs, root, wire->app_id);
+    auto outcome = execute_handoff<ManagedFile>(ctx, *wire);
+    auto reply = parse_record(serialize_record(encode_outcome(outcome, wire->app_id)));
+    if (!reply) return tl::unexpected(reply.error());
+    return decode_outcome(*reply);
+  }
+};
+}  // namespace
+
+TEST_CASE("hand-off: one runner call applies every elevated step; the user's part stays local") {
+  MemoryFs fs = mac_tree();
+  HandoffPrivilege priv{mac_user(), &fs, answer::granted, 0, {}};
+  context ctx(fs, priv, app);
+  ManagedFile a{"/etc/a.conf", "a\n", 0644};
+  ManagedFile b{"/etc/b.conf", "b\n", 0600};
+  ManagedFile mine{"/Users/alice/app.conf", "u\n", 0644};
+  auto report = converge(ctx, a, mine, b);
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(priv.calls == 1);
+  REQUIRE(priv.requests.size() == 1);
+  CHECK(priv.requests[0].changes.size() == 2);
+  CHECK(fs.file_bytes("/etc/a.conf") == std::optional<std::string>("a\n"));
+  CHECK(fs.status_of("/etc/b.conf")->mode == 0600);
+  CHECK(fs.status_of("/Users/alice/app.conf")->uid == 501);
+  CHECK(report->out_of_sync.empty());
+  // The runner wrote the privileged record as root; the caller's user record has only its item.
+  auto sys = fs.file_bytes("/var/lib/hostcfg/com.example.app.record");
+  REQUIRE(sys);
+  CHECK(sys->find("file:/etc/a.conf") != std::string::npos);
+  CHECK(fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record")->find("/etc/a.conf") ==
+        std::string::npos);
+  fs.clear_log();
+  REQUIRE(converge(ctx, a, mine, b));
+  CHECK(priv.calls == 1);
+  CHECK(fs.mutating_ops() == 0);
+}
+
+TEST_CASE("hand-off: the runner refuses unknown kinds and bad parameters") {
+  MemoryFs fs = mac_tree();
+  RootFor root(mac_user());
+  context ctx(fs, root, app);
+  record payload{app, {}};
+  payload.put(record_item{"cmd:rm", "shell_command", {{"command", "rm -rf /"}}});
+  payload.put(record_item{"file:relative", "managed_file", {{"path", "relative"}, {"mode", "420"}, {"dir_mode", "493"}}});
+  payload.put(record_item{"file:/etc/other", "managed_file",
+                          {{"path", "/etc/x"}, {"mode", "420"}, {"dir_mode", "493"}, {"content", "x"}}});
+  auto before = fs.take_snapshot();
+  auto outcome = execute_handoff<ManagedFile>(ctx, payload);
+  CHECK(outcome.events["cmd:rm"].at(0).message.find("unknown primitive kind") != std::string::npos);
+  CHECK(outcome.events["file:relative"].at(0).kind == event_kind::failed);
+  CHECK(outcome.events["file:/etc/other"].at(0).message.find("does not match") != std::string::npos);
+  CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
+}
+
+TEST_CASE("hand-off: a declined runner prompt is recorded and falls back like any decline") {
+  MemoryFs fs = mac_tree();
+  HandoffPrivilege priv{mac_user(), &fs, answer::declined, 0, {}};
+  context ctx(fs, priv, app);
+  ManagedFile primary{"/etc/app.conf", "x\n", 0644};
+  ManagedFile alternative{"/Users/alice/.app.conf", "x\n", 0644};
+  auto report = converge(ctx, fallback(primary, alternative));
+  REQUIRE(report);
+  CHECK(priv.calls == 1);
+  CHECK_FALSE(fs.status_of("/etc/app.conf"));
+  CHECK(fs.file_bytes("/Users/alice/.app.conf") == std::optional<std::string>("x\n"));
+  REQUIRE(converge(ctx, fallback(primary, alternative)));
+  CHECK(priv.calls == 1);
+}

@@ -72,8 +72,53 @@ struct ManagedFile {
   mode_type dir_mode = 0755;       ///< mode of missing parent directories we create
   std::size_t max_bytes = 16u << 20;
 
+  static constexpr const char* kind_name = "managed_file";
   std::string id() const { return "file:" + path; }
-  const char* kind() const { return "managed_file"; }
+  const char* kind() const { return kind_name; }
+
+  /// The typed desired state handed to an elevated runner (elevation.hpp): parameters only.
+  record_item desired_state() const {
+    record_item item{id(), kind(), {}};
+    item.fields = {{"path", path},         {"content", content},
+                   {"mode", std::to_string(mode)}, {"take_over", take_over ? "1" : "0"},
+                   {"dir_mode", std::to_string(dir_mode)}};
+    if (uid) item.fields["uid"] = std::to_string(*uid);
+    if (gid) item.fields["gid"] = std::to_string(*gid);
+    return item;
+  }
+
+  /// Rebuilds a ManagedFile from `desired_state()` output, validating every parameter (the
+  /// elevated runner treats it as untrusted input).
+  static result<ManagedFile> from_desired_state(const record_item& item) {
+    auto number = [&](const std::string& key, unsigned long max) -> std::optional<unsigned long> {
+      std::string text = item.get(key);
+      if (text.empty() || text.size() > 10 || text.find_first_not_of("0123456789") != std::string::npos)
+        return std::nullopt;
+      unsigned long value = std::stoul(text);
+      if (value > max) return std::nullopt;
+      return value;
+    };
+    std::string file = item.get("path");
+    if (!is_normal_path(file) || file == "/")
+      return fail(errc::invalid_input, "read desired state", file, "path must be absolute and normal");
+    auto m = number("mode", 07777);
+    auto dm = number("dir_mode", 07777);
+    if (!m || !dm) return fail(errc::invalid_input, "read desired state", file, "bad mode");
+    ManagedFile f{file, item.get("content"), static_cast<mode_type>(*m)};
+    f.dir_mode = static_cast<mode_type>(*dm);
+    f.take_over = item.get("take_over") == "1";
+    if (item.fields.count("uid")) {
+      auto u = number("uid", 0xFFFFFFFEul);
+      if (!u) return fail(errc::invalid_input, "read desired state", file, "bad uid");
+      f.uid = static_cast<uid_type>(*u);
+    }
+    if (item.fields.count("gid")) {
+      auto g = number("gid", 0xFFFFFFFEul);
+      if (!g) return fail(errc::invalid_input, "read desired state", file, "bad gid");
+      f.gid = static_cast<gid_type>(*g);
+    }
+    return f;
+  }
 
   /// Reads the file once and reports absent / matches / differs / conflict / locked / unreadable.
   template <class Fs, class Priv>

@@ -1,0 +1,63 @@
+#pragma once
+/// @file
+/// The elevated side of a hand-off (elevation.hpp): executes a payload of typed desired states
+/// with the given context (as root, acting for the user), re-validating every parameter through
+/// each primitive type's `from_desired_state` and re-probing everything itself. Only the types
+/// listed in the template arguments can be run: anything else in the payload is refused.
+///
+///     auto outcome = execute_handoff<ManagedFile, HostsEntry, SymlinkSet>(ctx, payload);
+///     std::string reply = serialize_record(encode_outcome(outcome, ctx.app_id));
+
+#include <string>
+
+#include "hostcfg/converge.hpp"
+#include "hostcfg/elevation.hpp"
+
+HOSTCFG_BEGIN_NAMESPACE
+
+namespace detail {
+template <class Ctx, class P>
+bool try_execute(Ctx& ctx, const record_item& item, elevated_outcome& outcome) {
+  if (item.primitive != P::kind_name) return false;
+  auto rebuilt = P::from_desired_state(item);
+  if (!rebuilt) {
+    outcome.events[item.id].push_back(
+        event{item.id, event_kind::failed, {}, rebuilt.error().message(), rebuilt.error(), true});
+    return true;
+  }
+  if (rebuilt->id() != item.id) {
+    auto e = fail(errc::invalid_input, "elevated runner", item.id, "the step id does not match its parameters").value();
+    outcome.events[item.id].push_back(event{item.id, event_kind::failed, {}, e.message(), e, true});
+    return true;
+  }
+  auto report = converge(ctx, *rebuilt);
+  if (!report) {
+    outcome.events[item.id].push_back(event{item.id, event_kind::failed, {}, report.error().message(), report.error(), true});
+    return true;
+  }
+  for (const auto& step : report->steps)
+    for (auto e : step.applied.events) outcome.events[item.id].push_back(e);
+  for (const auto& step : report->steps)
+    if (step.failure)
+      outcome.events[item.id].push_back(event{item.id, event_kind::failed, {}, step.failure->message(), step.failure, true});
+  return true;
+}
+}  // namespace detail
+
+/// Runs every step of `payload` whose kind is one of `Primitives...`; other kinds are refused.
+template <class... Primitives, class Fs, class Priv>
+elevated_outcome execute_handoff(context<Fs, Priv>& ctx, const record& payload) {
+  elevated_outcome outcome;
+  outcome.prompt_answer = answer::granted;
+  for (const auto& [id, item] : payload.items) {
+    bool known = (detail::try_execute<context<Fs, Priv>, Primitives>(ctx, item, outcome) || ...);
+    if (!known) {
+      auto e = fail(errc::invalid_input, "elevated runner", id,
+                    "unknown primitive kind '" + item.primitive + "': refused").value();
+      outcome.events[id].push_back(event{id, event_kind::failed, {}, e.message(), e, true});
+    }
+  }
+  return outcome;
+}
+
+HOSTCFG_END_NAMESPACE
