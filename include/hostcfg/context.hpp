@@ -92,6 +92,9 @@ class context {
   record_location user_record;      ///< the user's record (owned by the user)
   record_location system_record;    ///< the privileged record (root-owned)
   decision_policy policy;
+  /// Read the user's record. An elevated runner turns this off: it trusts only the root-owned
+  /// record and never acts on what a file the user can modify says.
+  bool read_user_record = true;
   std::function<std::int64_t()> clock;     ///< seconds since the epoch
   std::function<std::uint64_t()> random;   ///< random source
   /// Receives every event as it happens: (primitive id, event).

@@ -306,7 +306,8 @@ runner<fallback_step<P, A>> make_runner(const fallback_step<P, A>& f) {
 
 template <class Ctx>
 result<ledgers> load_ledgers(Ctx& ctx) {
-  auto user = load_record(ctx.fs, ctx.user_record, ctx.app_id);
+  auto user = ctx.read_user_record ? load_record(ctx.fs, ctx.user_record, ctx.app_id)
+                                   : result<record>(record{ctx.app_id, {}});
   if (!user) return tl::unexpected(user.error());
   auto system = load_record(ctx.fs, ctx.system_record, ctx.app_id);
   if (!system) {
@@ -319,7 +320,8 @@ result<ledgers> load_ledgers(Ctx& ctx) {
 
 template <class Ctx>
 void store_ledgers(Ctx& ctx, const ledgers& loaded, const ledgers& books, converge_report& report) {
-  auto user = store_record(ctx.fs, ctx.user_record, books.user, loaded.user);
+  auto user = ctx.read_user_record ? store_record(ctx.fs, ctx.user_record, books.user, loaded.user)
+                                   : result<bool>(false);
   if (user) report.user_record_written = *user;
   else report.notes.push_back("the user's record could not be written: " + user.error().message());
   auto system = store_record(ctx.fs, ctx.system_record, books.system, loaded.system);

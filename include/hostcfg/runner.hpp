@@ -30,6 +30,21 @@ bool try_execute(Ctx& ctx, const record_item& item, elevated_outcome& outcome) {
     outcome.events[item.id].push_back(event{item.id, event_kind::failed, {}, e.message(), e, true});
     return true;
   }
+  // Re-probe here, as root: a step whose changes the user could make alone is refused (those
+  // are done unprivileged, never with root rights in a directory the user controls).
+  ledgers books;
+  if (auto system = load_record(ctx.fs, ctx.system_record, ctx.app_id)) books.system = *system;
+  auto probed = rebuilt->probe(ctx, books);
+  if (probed) {
+    for (const auto& c : rebuilt->make_plan(*probed).changes)
+      if (!c.needs_elevation) {
+        auto e = fail(errc::unsafe_path, "elevated runner", c.path,
+                      "the user can make this change without admin rights; refused as root")
+                     .value();
+        outcome.events[item.id].push_back(event{item.id, event_kind::failed, c.path, e.message(), e, true});
+        return true;
+      }
+  }
   auto report = converge(ctx, *rebuilt);
   if (!report) {
     outcome.events[item.id].push_back(event{item.id, event_kind::failed, {}, report.error().message(), report.error(), true});
@@ -44,9 +59,12 @@ bool try_execute(Ctx& ctx, const record_item& item, elevated_outcome& outcome) {
 }
 }  // namespace detail
 
-/// Runs every step of `payload` whose kind is one of `Primitives...`; other kinds are refused.
+/// Runs every step of `payload` whose kind is one of `Primitives...`; other kinds are refused, and
+/// so is a step whose changes need no elevation. Turns off `ctx.read_user_record`: the runner acts
+/// only on the root-owned record.
 template <class... Primitives, class Fs, class Priv>
 elevated_outcome execute_handoff(context<Fs, Priv>& ctx, const record& payload) {
+  ctx.read_user_record = false;
   elevated_outcome outcome;
   outcome.prompt_answer = answer::granted;
   for (const auto& [id, item] : payload.items) {

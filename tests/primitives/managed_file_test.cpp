@@ -512,3 +512,35 @@ TEST_CASE("hand-off: a declined runner prompt is recorded and falls back like an
   REQUIRE(converge(ctx, fallback(primary, alternative)));
   CHECK(priv.calls == 1);
 }
+
+TEST_CASE("hand-off: a forged user record cannot make root overwrite a foreign file") {
+  MemoryFs fs = mac_tree();
+  fs.add_file("/etc/sudoers", "root ALL=(ALL) ALL\n", 0440, 0, 0);
+  // The user plants an item claiming hostcfg created /etc/sudoers.
+  record forged{app, {}};
+  forged.put(record_item{"file:/etc/sudoers", "managed_file", {{"created", "1"}, {"written", "x"}}});
+  fs.add_file("/Users/alice/.local/state/hostcfg/com.example.app.record", serialize_record(forged), 0600, 501, 20);
+  RootFor root(mac_user());
+  context ctx(fs, root, app);
+  ManagedFile evil{"/etc/sudoers", "alice ALL=(ALL) NOPASSWD: ALL\n", 0440};
+  auto report = converge(ctx, evil);
+  REQUIRE(report);
+  CHECK(report->steps[0].before.items[0].state == item_state::conflict);
+  CHECK(fs.file_bytes("/etc/sudoers") == std::optional<std::string>("root ALL=(ALL) ALL\n"));
+  // Uninstall as root does not remove it on the user's word either.
+  auto undone = uninstall(ctx, evil);
+  REQUIRE(undone);
+  CHECK(fs.file_bytes("/etc/sudoers") == std::optional<std::string>("root ALL=(ALL) ALL\n"));
+}
+
+TEST_CASE("hand-off: the runner refuses a step the user could do alone") {
+  MemoryFs fs = mac_tree();
+  RootFor root(mac_user());
+  context ctx(fs, root, app);
+  record payload{app, {}};
+  payload.put(ManagedFile{"/Users/alice/x.conf", "x\n", 0644}.desired_state());
+  auto outcome = execute_handoff<ManagedFile>(ctx, payload);
+  REQUIRE(outcome.events["file:/Users/alice/x.conf"].size() == 1);
+  CHECK(outcome.events["file:/Users/alice/x.conf"][0].failure->is(errc::unsafe_path));
+  CHECK_FALSE(fs.status_of("/Users/alice/x.conf"));
+}

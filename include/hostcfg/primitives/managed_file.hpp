@@ -137,7 +137,10 @@ struct ManagedFile {
       report.items.push_back(item);
       return report;
     }
-    const record_item* mine = books.find(id());
+    // Whether this file is ours is read from the record of its scope only: a file the user cannot
+    // write is judged by the root-owned record, never by the user's (which they could forge).
+    bool user_may_write = may_write_dir(user, ancestor->second);
+    const record_item* mine = user_may_write ? books.user.find(id()) : books.system.find(id());
     auto current = ctx.fs.read_file(user, path, max_bytes);
     if (!current && current.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
       current = ctx.fs.read_file(ctx.elevated_actor(), path, max_bytes);
@@ -173,7 +176,7 @@ struct ManagedFile {
       }
     }
     if (item.state == item_state::absent || item.state == item_state::differs) {
-      bool dir_ok = may_write_dir(user, ancestor->second);
+      bool dir_ok = user_may_write;
       bool needs = !dir_ok || owner_change || (uid && *uid != user.uid) || (gid && *gid != user.gid);
       if (needs) {
         item.needs_elevation = true;
