@@ -1,0 +1,384 @@
+// Real elevation (issue 8): the pure command builders, the runner's hardening, and - as root with
+// sudo installed - a converge run as a throwaway user through `sudo -A` with test askpass
+// programs (answer / cancel / too slow), against a root-owned tree (never the machine's own
+// /etc), with one prompt counted and owners checked.
+//
+// The test binary doubles as the elevated runner: started with --one-shot it runs the runner
+// before doctest's main (see `runner_mode` below), exactly as the helper program does.
+#include <hostcfg/backend/command_privilege.hpp>
+#include <hostcfg/backend/posix_fs.hpp>
+#include <hostcfg/backend/rooted_fs.hpp>
+#include <hostcfg/converge.hpp>
+#include <hostcfg/helper/one_shot.hpp>
+#include <hostcfg/primitives/managed_file.hpp>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "support/test_support.hpp"
+
+using namespace hostcfg;
+
+namespace {
+
+// Runner mode: if this process was started with --one-shot, be the runner and exit.
+const bool runner_mode = [] {
+  std::ifstream cmdline("/proc/self/cmdline", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  std::string current;
+  for (char c : all) {
+    if (c == '\0') {
+      args.push_back(current);
+      current.clear();
+    } else {
+      current += c;
+    }
+  }
+  bool one_shot = false;
+  for (const auto& a : args) one_shot = one_shot || a == "--one-shot";
+  if (!one_shot) return false;
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  int status = helper::run_one_shot<ManagedFile>(0, 1, 2,
+                                                 helper::parse_one_shot_options(static_cast<int>(argv.size()), argv.data()));
+  std::fflush(nullptr);
+  ::_exit(status);
+}();
+
+std::string run(const std::string& command) {
+  std::string out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return out;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof buffer, pipe)) out += buffer;
+  ::pclose(pipe);
+  return out;
+}
+
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+void write_file(const std::string& path, const std::string& bytes, mode_t mode) {
+  std::ofstream(path, std::ios::binary) << bytes;
+  ::chmod(path.c_str(), mode);
+}
+
+}  // namespace
+
+TEST_CASE("sudo command line: prompt on one line, % kept literal, runner words passed as they are") {
+  elevation_command cmd;
+  cmd.runner_path = "/opt/x/helper";
+  cmd.runner_args = {"--one-shot", "--root", "/tmp/a b"};
+  cmd.askpass = "/usr/lib/ask";
+  elevation_request request{"com.example.app", "change 100% of\nthings", {"create file /etc/x"}};
+  auto argv = elevation_argv(cmd, request);
+  REQUIRE(argv);
+  std::vector<std::string> expected{"/usr/bin/sudo", "-A", "-p",
+                                    "[com.example.app] change 100%% of things. Password for %p: ", "--",
+                                    "/opt/x/helper", "--one-shot", "--root", "/tmp/a b"};
+  CHECK(*argv == expected);
+}
+
+TEST_CASE("pkexec command line is the tool, the runner and its words") {
+  elevation_command cmd;
+  cmd.tool = elevation_tool::pkexec;
+  cmd.tool_path = "/usr/bin/pkexec";
+  cmd.runner_path = "/usr/libexec/helper";
+  auto argv = elevation_argv(cmd, elevation_request{"a", "r", {}});
+  REQUIRE(argv);
+  CHECK(*argv == std::vector<std::string>{"/usr/bin/pkexec", "/usr/libexec/helper", "--one-shot"});
+}
+
+TEST_CASE("AppleScript text quotes every layer: injection attempts stay data") {
+  elevation_command cmd;
+  cmd.tool = elevation_tool::osascript;
+  cmd.tool_path = "/usr/bin/osascript";
+  cmd.runner_path = "/Library/PrivilegedHelperTools/it's \"x\"\\y";
+  cmd.runner_args = {"--one-shot", "$(touch /tmp/pwned)"};
+  elevation_request request{"app", "reason with \"quotes\" and \\ and\nnewline", {"create link /usr/local/bin/docker"}};
+  auto argv = elevation_argv(cmd, request);
+  REQUIRE(argv);
+  REQUIRE(argv->size() == 3);
+  CHECK((*argv)[1] == "-e");
+  std::string expected =
+      "do shell script \"'/Library/PrivilegedHelperTools/it'\\\\''s \\\"x\\\"\\\\y' '--one-shot' '$(touch "
+      "/tmp/pwned)'\" with prompt \"reason with \\\"quotes\\\" and \\\\ and\\nnewline\\n- create link "
+      "/usr/local/bin/docker\" with administrator privileges";
+  CHECK((*argv)[2] == expected);
+  CHECK(applescript_string("a\"b\\c\td") == "\"a\\\"b\\\\c\\td\"");
+  CHECK(posix_single_quote("it's") == "'it'\\''s'");
+}
+
+TEST_CASE("control characters in any word of the command line are refused") {
+  elevation_command cmd;
+  cmd.runner_path = std::string("/opt/helper\nrm -rf /");
+  auto argv = elevation_argv(cmd, elevation_request{"a", "r", {}});
+  REQUIRE_FALSE(argv);
+  CHECK(argv.error().is(errc::invalid_input));
+  CHECK(argv.error().message().find("control character") != std::string::npos);
+  cmd.runner_path = "relative/helper";
+  CHECK(elevation_argv(cmd, elevation_request{"a", "r", {}}).error().message().find("absolute") != std::string::npos);
+  cmd.runner_path = "/opt/helper";
+  cmd.runner_args = {std::string("a\0b", 3)};
+  CHECK_FALSE(elevation_argv(cmd, elevation_request{"a", "r", {}}));
+}
+
+TEST_CASE("how a prompt ended is told apart: declined, cancelled, unavailable") {
+  CHECK(classify_elevation_failure(elevation_tool::sudo, 1, "sudo: 3 incorrect password attempts") == answer::declined);
+  CHECK(classify_elevation_failure(elevation_tool::sudo, 1, "sudo: no password was provided") == answer::cancelled);
+  CHECK(classify_elevation_failure(elevation_tool::sudo, 1, "sudo: a password is required") == answer::cancelled);
+  CHECK(classify_elevation_failure(elevation_tool::sudo, 1, "bob is not in the sudoers file.") == answer::unavailable);
+  CHECK(classify_elevation_failure(elevation_tool::pkexec, 126, "") == answer::cancelled);
+  CHECK(classify_elevation_failure(elevation_tool::pkexec, 127, "") == answer::declined);
+  CHECK(classify_elevation_failure(elevation_tool::osascript, 1, "execution error: User canceled. (-128)") ==
+        answer::cancelled);
+}
+
+TEST_CASE("one-shot options: only known options, absolute paths, numeric uid") {
+  std::vector<std::string> words{"runner", "--one-shot", "--root", "/srv/tree", "--uid", "501"};
+  std::vector<char*> argv;
+  for (auto& w : words) argv.push_back(w.data());
+  auto parsed = helper::parse_one_shot_options(static_cast<int>(argv.size()), argv.data());
+  REQUIRE(parsed);
+  CHECK(parsed->root == std::optional<std::string>("/srv/tree"));
+  CHECK(parsed->uid == std::optional<uid_type>(501));
+  std::vector<std::string> bad{"runner", "--one-shot", "--exec", "/bin/sh"};
+  std::vector<char*> bad_argv;
+  for (auto& w : bad) bad_argv.push_back(w.data());
+  CHECK(helper::parse_one_shot_options(static_cast<int>(bad_argv.size()), bad_argv.data()).error().message().find(
+            "unknown option") != std::string::npos);
+  std::vector<std::string> rel{"runner", "--root", "tree"};
+  std::vector<char*> rel_argv;
+  for (auto& w : rel) rel_argv.push_back(w.data());
+  CHECK_FALSE(helper::parse_one_shot_options(static_cast<int>(rel_argv.size()), rel_argv.data()));
+}
+
+TEST_CASE("the runner refuses to run from a binary a user could replace") {
+  if (::geteuid() != 0) {
+    HOSTCFG_SKIP("needs root to make root-owned directories");
+    return;
+  }
+  char templ[] = "/var/tmp/hostcfg-trust-XXXXXX";
+  REQUIRE(::mkdtemp(templ));
+  std::string dir = templ;
+  ::chmod(dir.c_str(), 0755);
+  write_file(dir + "/runner", "#!/bin/sh\n", 0755);
+  CHECK(helper::check_trusted_binary(dir + "/runner"));
+  ::chmod(dir.c_str(), 0777);  // a user could swap the binary
+  auto refused = helper::check_trusted_binary(dir + "/runner");
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().is(errc::unsafe_path));
+  CHECK(refused.error().path == dir);
+  ::chmod(dir.c_str(), 0755);
+  ::chown((dir + "/runner").c_str(), 65534, 65534);
+  CHECK(helper::check_trusted_binary(dir + "/runner").error().path == dir + "/runner");
+  ::symlink((dir + "/runner").c_str(), (dir + "/link").c_str());
+  CHECK(helper::check_trusted_binary(dir + "/link").error().message().find("symlink") != std::string::npos);
+  run("rm -rf '" + dir + "'");
+}
+
+TEST_CASE("the runner takes the user from the elevation tool, never from HOME") {
+  ::setenv("SUDO_UID", "65534", 1);
+  ::setenv("HOME", "/root", 1);
+  helper::one_shot_options options;
+  options.uid = 0;  // ignored: the tool's word wins
+  auto uid = helper::requesting_uid(options);
+  REQUIRE(uid);
+  CHECK(*uid == 65534);
+  auto user = helper::lookup_user(*uid);
+  REQUIRE(user);
+  CHECK(user->home != "/root");
+  ::setenv("SUDO_UID", "65534; rm -rf /", 1);
+  CHECK_FALSE(helper::requesting_uid(options));
+  ::unsetenv("SUDO_UID");
+}
+
+namespace {
+
+// A throwaway user, a sudoers rule limited to the runner, askpass programs, a root-owned tree.
+// Everything is removed in the destructor, also when a check fails.
+struct sudo_fixture {
+  std::string dir, root, runner, user = "hcfgt" + std::to_string(::getpid() % 100000), sudoers;
+  uid_type uid = 0;
+  gid_type gid = 0;
+  bool ready = false;
+  std::string why_not;
+
+  sudo_fixture() {
+    if (::geteuid() != 0) { why_not = "needs root"; return; }
+    if (!exists("/usr/bin/sudo")) { why_not = "sudo is not installed (apt-get install sudo)"; return; }
+    if (!exists("/usr/sbin/useradd")) { why_not = "useradd is not available"; return; }
+    char templ[] = "/var/tmp/hostcfg-elevate-XXXXXX";
+    if (!::mkdtemp(templ)) { why_not = "mkdtemp failed"; return; }
+    dir = templ;
+    ::chmod(dir.c_str(), 0755);
+    root = dir + "/root";
+    run("mkdir -p '" + dir + "/bin' '" + root + "/etc' '" + root + "/var/lib' '" + root + "/home/" + user + "'");
+    runner = dir + "/bin/runner";
+    run("cp /proc/" + std::to_string(::getpid()) + "/exe '" + runner + "' && chmod 0755 '" + runner + "'");
+    write_file(dir + "/bin/askpass-ok", "#!/bin/sh\necho 'S3cret-pass'\n", 0755);
+    write_file(dir + "/bin/askpass-cancel", "#!/bin/sh\nexit 1\n", 0755);
+    write_file(dir + "/bin/askpass-slow", "#!/bin/sh\nsleep 20\necho 'S3cret-pass'\n", 0755);
+    run("useradd -M -d /home/" + user + " -s /bin/sh " + user + " 2>&1");
+    run("echo '" + user + ":S3cret-pass' | chpasswd 2>&1");
+    auto user_db = helper::lookup_user(static_cast<uid_type>(std::atoi(run("id -u " + user).c_str())));
+    if (!user_db || user_db->uid == 0) { why_not = "could not create a test user"; return; }
+    uid = user_db->uid;
+    gid = user_db->gid;
+    ::chown((root + "/home/" + user).c_str(), uid, gid);
+    ::chmod((root + "/home/" + user).c_str(), 0755);
+    sudoers = "/etc/sudoers.d/hostcfg-test-" + user;
+    std::string rule = "Defaults:" + user + " timestamp_timeout=0, !lecture, passwd_tries=1\n" + user +
+                       " ALL=(root) " + runner + " --one-shot --root " + root + "\n";
+    write_file(sudoers + ".tmp", rule, 0440);
+    if (run("visudo -cf '" + sudoers + ".tmp' >/dev/null 2>&1 && echo ok") != "ok\n") {
+      why_not = "visudo rejected the test rule";
+      ::unlink((sudoers + ".tmp").c_str());
+      return;
+    }
+    ::rename((sudoers + ".tmp").c_str(), sudoers.c_str());
+    ready = true;
+  }
+  ~sudo_fixture() {
+    if (!sudoers.empty()) ::unlink(sudoers.c_str());
+    if (uid != 0) run("userdel " + user + " 2>/dev/null");
+    if (!dir.empty()) run("rm -rf '" + dir + "'");
+  }
+
+  elevation_command command(const std::string& askpass, int timeout_ms = 30000) const {
+    elevation_command cmd;
+    cmd.runner_path = runner;
+    cmd.runner_args = {"--one-shot", "--root", root};
+    cmd.askpass = dir + "/bin/" + askpass;
+    cmd.timeout_ms = timeout_ms;
+    return cmd;
+  }
+  user_identity identity() const {
+    return user_identity{uid, gid, {gid}, user, "/home/" + user, "/bin/sh", std::nullopt, std::nullopt};
+  }
+
+  // Runs `body` in a child as the test user; returns what it printed.
+  template <class Body>
+  std::string as_user(Body body) const {
+    int fds[2];
+    if (::pipe(fds) != 0) return "pipe failed";
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(fds[0]);
+      if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) ::_exit(3);
+      std::string out = body();
+      ssize_t ignored = ::write(fds[1], out.data(), out.size());
+      (void)ignored;
+      ::_exit(0);
+    }
+    ::close(fds[1]);
+    std::string out;
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::read(fds[0], buffer, sizeof buffer)) > 0) out.append(buffer, static_cast<std::size_t>(n));
+    ::close(fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return out;
+  }
+};
+
+// One converge as the test user through sudo; a one-line summary of what happened.
+std::string converge_as_user(const sudo_fixture& f, const std::string& askpass, int timeout_ms = 30000) {
+  return f.as_user([&] {
+    PosixFs posix;
+    RootedFs<PosixFs> fs(posix, f.root);
+    CommandPrivilege priv(f.identity(), f.command(askpass, timeout_ms));
+    context ctx(fs, priv, "com.example.elevate");
+    ManagedFile system_file{"/etc/app.conf", "system\n", 0644};
+    ManagedFile user_file{"/home/" + f.user + "/app.conf", "user\n", 0644};
+    auto report = converge(ctx, system_file, user_file);
+    if (!report) return "error " + report.error().message();
+    std::string summary = "prompts=" + std::to_string(priv.prompts()) + " answer=" +
+                          (report->prompt_answer ? answer_name(*report->prompt_answer) : "none") +
+                          " ok=" + (report->ok() ? "1" : "0") + " out_of_sync=" +
+                          std::to_string(report->out_of_sync.size());
+    for (const auto& n : report->notes) summary += " note=" + n;
+    return summary;
+  });
+}
+
+}  // namespace
+
+TEST_CASE("converge as a user through sudo -A: one prompt, system part as root, user part as the user") {
+  sudo_fixture f;
+  if (!f.ready) {
+    HOSTCFG_SKIP(f.why_not);
+    return;
+  }
+  std::string summary = converge_as_user(f, "askpass-ok");
+  INFO(summary);
+  CHECK(summary.find("prompts=1 answer=granted ok=1 out_of_sync=0") == 0);
+  struct stat st;
+  REQUIRE(::stat((f.root + "/etc/app.conf").c_str(), &st) == 0);
+  CHECK(st.st_uid == 0);
+  CHECK((st.st_mode & 07777) == 0644);
+  REQUIRE(::stat((f.root + "/home/" + f.user + "/app.conf").c_str(), &st) == 0);
+  CHECK(st.st_uid == f.uid);
+  REQUIRE(::stat((f.root + "/var/lib/hostcfg/com.example.elevate.record").c_str(), &st) == 0);
+  CHECK(st.st_uid == 0);
+  REQUIRE(::stat((f.root + "/home/" + f.user + "/.local/state/hostcfg/com.example.elevate.record").c_str(), &st) == 0);
+  CHECK(st.st_uid == f.uid);
+  // The second run: in sync, nothing started, no prompt.
+  std::string again = converge_as_user(f, "askpass-ok");
+  CHECK(again.find("prompts=0") == 0);
+}
+
+TEST_CASE("sudo askpass that gives up is 'cancelled'; one too slow is 'timed out'; nothing is written") {
+  sudo_fixture f;
+  if (!f.ready) {
+    HOSTCFG_SKIP(f.why_not);
+    return;
+  }
+  std::string cancelled = converge_as_user(f, "askpass-cancel");
+  INFO(cancelled);
+  CHECK(cancelled.find("prompts=1 answer=cancelled") == 0);
+  CHECK_FALSE(exists(f.root + "/etc/app.conf"));
+  // Cancelled is recorded: the next run does not start sudo at all.
+  std::string second = converge_as_user(f, "askpass-ok");
+  INFO(second);
+  CHECK(second.find("prompts=0 answer=none ok=1") == 0);
+  CHECK(run("cat '" + f.root + "/home/" + f.user + "/.local/state/hostcfg/com.example.elevate.record'")
+            .find("field answer cancelled") != std::string::npos);
+  run("rm -f '" + f.root + "/home/" + f.user + "/.local/state/hostcfg/com.example.elevate.record'");
+  std::string slow = converge_as_user(f, "askpass-slow", 1500);
+  INFO(slow);
+  CHECK(slow.find("prompts=1 answer=timed_out") == 0);
+  CHECK_FALSE(exists(f.root + "/etc/app.conf"));
+}
+
+TEST_CASE("a forged request through sudo is refused by the runner: unknown kinds, user paths") {
+  sudo_fixture f;
+  if (!f.ready) {
+    HOSTCFG_SKIP(f.why_not);
+    return;
+  }
+  std::string out = f.as_user([&] {
+    CommandPrivilege priv(f.identity(), f.command("askpass-ok"));
+    record payload{"com.example.elevate", {}};
+    payload.put(record_item{"cmd:x", "shell_command", {{"command", "touch /tmp/pwned"}}});
+    payload.put(ManagedFile{"/home/" + f.user + "/x", "x", 0644}.desired_state());
+    auto outcome = priv.run_elevated(elevation_request{"com.example.elevate", "test", {}}, payload);
+    if (!outcome) return "error " + outcome.error().message();
+    std::string text;
+    for (const auto& [step, events] : outcome->events)
+      for (const auto& e : events) text += step + ":" + event_kind_name(e.kind) + ":" + e.message + "\n";
+    return text;
+  });
+  INFO(out);
+  CHECK(out.find("cmd:x:failed:") != std::string::npos);
+  CHECK(out.find("unknown primitive kind") != std::string::npos);
+  CHECK(out.find("without admin rights; refused as root") != std::string::npos);
+  CHECK_FALSE(exists(f.root + "/home/" + f.user + "/x"));
+}
