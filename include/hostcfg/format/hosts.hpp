@@ -1,0 +1,904 @@
+#pragma once
+/// @file
+/// The hosts file, losslessly: a pure codec (bytes in, bytes out, no I/O) and the three edits the
+/// HostsEntry primitive is a thin layer over: `probe_hosts`, `apply_hosts`, `revert_hosts`.
+///
+/// Reading: `parse_hosts(x)` keeps every line's exact bytes, so `serialize_hosts(parse_hosts(x)) == x`
+/// for any input (LF, CRLF, mixed, lone CR, no final newline, BOM, NUL, non-UTF-8...). Fields are
+/// read as the BSD/glibc resolvers read them: everything from the first `#` is a comment (so an
+/// inline `# comment` never yields names, hostctl#72), fields are split on runs of spaces and tabs,
+/// and a line whose first field is not an address is kept and reported as unparsable.
+///
+/// Resolution: names compare case-insensitively (ASCII) and, per address family, the first
+/// matching line of the file wins.
+///
+/// Editing: hostcfg only ever writes inside one section between marker lines (format/markers.hpp),
+/// one short `<address>\t<name>` line per name, in the file's own line ending. Outside the section
+/// every byte stays as it was, except, with `override_conflicts`, a conflicting line is disabled by
+/// prefixing it with a tag naming the app (`# [disabled by com.example] `), which revert strips
+/// again to give back the exact original line.
+///
+///     auto m = default_markers("com.docker.desktop");
+///     auto want = make_hosts_mappings("127.0.0.1", {"kubernetes.docker.internal"});
+///     auto applied = apply_hosts(bytes, m, *want, {});       // new bytes + what changed
+///     auto reverted = revert_hosts(applied->bytes, m, {}, &applied->record);
+///     // reverted->bytes == bytes
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "hostcfg/error.hpp"
+#include "hostcfg/format/hostname.hpp"
+#include "hostcfg/format/ip_address.hpp"
+#include "hostcfg/format/lines.hpp"
+#include "hostcfg/format/markers.hpp"
+
+HOSTCFG_BEGIN_NAMESPACE
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+/// What a line of a hosts file is, as the resolver sees it.
+enum class hosts_line_kind {
+  blank,       ///< nothing but spaces and tabs
+  comment,     ///< nothing before a `#` but spaces and tabs
+  entry,       ///< an address followed by at least one name
+  unparsable,  ///< anything else (kept verbatim; the resolver skips it)
+};
+
+/// "blank", "comment", "entry", "unparsable".
+inline const char* hosts_line_kind_name(hosts_line_kind k) {
+  switch (k) {
+    case hosts_line_kind::blank: return "blank";
+    case hosts_line_kind::comment: return "comment";
+    case hosts_line_kind::entry: return "entry";
+    case hosts_line_kind::unparsable: return "unparsable";
+  }
+  return "?";
+}
+
+/// One line of a hosts file: its exact bytes plus what the resolver reads from it. The views
+/// point into the parsed input, which must outlive the model.
+struct hosts_line {
+  std::string_view text;     ///< the line without its ending (a BOM on line 1 included)
+  std::string_view ending;   ///< "\n", "\r\n", "\r" or "" (last line without a final newline)
+  std::size_t offset = 0;    ///< byte offset of `text` in the input
+  std::size_t number = 0;    ///< 1-based line number
+  hosts_line_kind kind = hosts_line_kind::blank;
+  std::string_view address;  ///< first field as written (entry; unparsable when it has fields)
+  std::string_view zone;     ///< zone id after `%` (e.g. "lo0" of fe80::1%lo0), else empty
+  std::string_view comment;  ///< from the first `#` to the end of the text, else empty
+  ip_address ip;             ///< the parsed address (entry only)
+  std::size_t names_begin = 0;  ///< index of the first name in `hosts_file::names`
+  std::size_t names_count = 0;  ///< number of names (entry only)
+  const char* problem = nullptr;  ///< why the line is unparsable (static text), else nullptr
+};
+
+/// A read-only window on a line's names.
+struct hosts_names {
+  const std::string_view* first = nullptr;
+  std::size_t count = 0;
+  const std::string_view* begin() const { return first; }
+  const std::string_view* end() const { return first + count; }
+  std::size_t size() const { return count; }
+  std::string_view operator[](std::size_t i) const { return first[i]; }
+};
+
+/// A parsed hosts file. `serialize()` gives back the input byte for byte.
+struct hosts_file {
+  std::string_view bytes;               ///< the input
+  std::vector<hosts_line> lines;        ///< every line, in order
+  std::vector<std::string_view> names;  ///< every entry's names, flattened (see hosts_line::names_begin)
+  bool has_bom = false;                 ///< the input starts with a UTF-8 BOM (ignored when reading fields)
+
+  /// The names of `line` (empty unless it is an entry).
+  hosts_names names_of(const hosts_line& line) const {
+    return {names.data() + line.names_begin, line.names_count};
+  }
+  /// Concatenates every line's text and ending: the input, exactly.
+  std::string serialize() const {
+    std::string out;
+    out.reserve(bytes.size());
+    for (const auto& line : lines) {
+      out.append(line.text);
+      out.append(line.ending);
+    }
+    return out;
+  }
+  /// The unparsable lines, for a report.
+  std::vector<const hosts_line*> unparsable() const {
+    std::vector<const hosts_line*> out;
+    for (const auto& line : lines)
+      if (line.kind == hosts_line_kind::unparsable) out.push_back(&line);
+    return out;
+  }
+};
+
+namespace detail {
+
+inline constexpr std::string_view utf8_bom = "\xEF\xBB\xBF";
+
+/// The next line at `pos` (same rules as split_lines, without building a vector), advancing pos.
+inline line_view next_line(std::string_view bytes, std::size_t& pos) {
+  // memchr for '\n', then for a lone '\r' inside the line: two vectorised scans instead of a
+  // byte loop, which is most of the cost of reading a 150k-line file.
+  const std::size_t start = pos;
+  const char* base = bytes.data();
+  const std::size_t size = bytes.size();
+  const void* nl = std::memchr(base + start, '\n', size - start);
+  std::size_t end = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - base) : size;
+  const void* cr = std::memchr(base + start, '\r', end - start);
+  if (cr) {
+    std::size_t at = static_cast<std::size_t>(static_cast<const char*>(cr) - base);
+    if (at + 1 != end || !nl) {  // a lone CR ends the line here (or a CR closing the last line)
+      pos = at + 1;
+      return {bytes.substr(start, at - start), bytes.substr(at, 1), start};
+    }
+    pos = end + 1;
+    return {bytes.substr(start, at - start), bytes.substr(at, 2), start};
+  }
+  if (!nl) {
+    pos = size;
+    return {bytes.substr(start), {}, start};
+  }
+  pos = end + 1;
+  return {bytes.substr(start, end - start), bytes.substr(end, 1), start};
+}
+
+inline bool is_field_space(char c) { return c == ' ' || c == '\t'; }
+
+/// Reads the fields of one line's content (BOM already removed) into `line` and appends its names
+/// to `names`. Used for real lines and, in probe, for the content of comment lines.
+inline void read_fields(std::string_view content, hosts_line& line, std::vector<std::string_view>& names) {
+  // One pass: fields end at a space, a tab or the first '#' (glibc truncates the line there even
+  // inside a field, "odin#x" reads as "odin"); NUL bytes are noted on the way.
+  const char* p = content.data();
+  const std::size_t n = content.size();
+  std::size_t i = 0;
+  bool nul = false;
+  bool first = true;
+  std::string_view address;
+  line.names_begin = names.size();
+  for (;;) {
+    while (i < n && (p[i] == ' ' || p[i] == '\t')) ++i;
+    if (i == n || p[i] == '#') break;
+    std::size_t start = i;
+    while (i < n && p[i] != ' ' && p[i] != '\t' && p[i] != '#') {
+      nul = nul || p[i] == '\0';
+      ++i;
+    }
+    std::string_view field(p + start, i - start);
+    if (first) {
+      address = field;
+      first = false;
+    } else {
+      names.push_back(field);
+    }
+  }
+  if (i < n) line.comment = content.substr(i);
+  if (first) {
+    line.kind = i < n ? hosts_line_kind::comment : hosts_line_kind::blank;
+    return;
+  }
+  line.address = address;
+  line.kind = hosts_line_kind::unparsable;
+  auto reject = [&](const char* why) {
+    names.resize(line.names_begin);
+    line.problem = why;
+  };
+  if (nul) return reject("contains a NUL byte");
+  std::string_view addr = address;
+  std::size_t percent = address.find('%');
+  if (percent != std::string_view::npos && address.find(':') != std::string_view::npos) {
+    addr = address.substr(0, percent);
+    line.zone = address.substr(percent + 1);
+    if (line.zone.empty()) return reject("empty zone id after '%'");
+  }
+  auto ip = read_ip_address(addr);
+  if (!ip) return reject("first field is not an IP address");
+  line.ip = *ip;
+  line.names_count = names.size() - line.names_begin;
+  if (line.names_count == 0) return reject("an address without names");
+  line.kind = hosts_line_kind::entry;
+}
+
+/// Reads one physical line.
+inline hosts_line read_line(const line_view& lv, std::size_t number, std::vector<std::string_view>& names) {
+  hosts_line line;
+  line.text = lv.text;
+  line.ending = lv.ending;
+  line.offset = lv.offset;
+  line.number = number;
+  std::string_view content = lv.text;
+  if (number == 1 && content.substr(0, utf8_bom.size()) == utf8_bom) content.remove_prefix(utf8_bom.size());
+  read_fields(content, line, names);
+  return line;
+}
+
+/// Calls `fn(const hosts_line&, names_view)` for every line, reusing one names buffer: one pass,
+/// no allocation per line.
+template <class Fn>
+void for_each_hosts_line(std::string_view bytes, Fn&& fn) {
+  std::vector<std::string_view> names;
+  std::size_t pos = 0, number = 0;
+  while (pos < bytes.size()) {
+    line_view lv = next_line(bytes, pos);
+    names.clear();
+    hosts_line line = read_line(lv, ++number, names);
+    fn(line, hosts_names{names.data(), names.size()});
+  }
+}
+
+}  // namespace detail
+
+/// Parses `bytes` (never fails: what cannot be read is kept as an unparsable line).
+inline hosts_file parse_hosts(std::string_view bytes) {
+  hosts_file file;
+  file.bytes = bytes;
+  file.has_bom = bytes.substr(0, detail::utf8_bom.size()) == detail::utf8_bom;
+  // One reservation from a cheap count keeps the 150k-line case free of regrowth copies.
+  std::size_t estimate = static_cast<std::size_t>(std::count(bytes.begin(), bytes.end(), '\n')) + 1;
+  file.lines.reserve(estimate);
+  file.names.reserve(estimate);
+  std::size_t pos = 0, number = 0;
+  while (pos < bytes.size()) {
+    line_view lv = detail::next_line(bytes, pos);
+    file.lines.push_back(detail::read_line(lv, ++number, file.names));
+  }
+  return file;
+}
+
+/// `parse_hosts(x).serialize()`: `x`, byte for byte.
+inline std::string serialize_hosts(const hosts_file& file) { return file.serialize(); }
+
+/// Where a name resolves in one address family: the first entry line naming it, and the address
+/// there. nullopt when no line names it.
+struct hosts_resolution {
+  const hosts_line* line = nullptr;  ///< the winning line
+  ip_address address;                ///< its address
+  std::string_view zone;             ///< its zone id, if any
+};
+
+/// Resolves `name` (case-insensitively) among `family` addresses the way the resolver reads the
+/// file: the first matching line wins.
+inline std::optional<hosts_resolution> resolve_hosts(const hosts_file& file, std::string_view name,
+                                                      address_family family) {
+  for (const auto& line : file.lines) {
+    if (line.kind != hosts_line_kind::entry || line.ip.family != family) continue;
+    for (std::string_view n : file.names_of(line))
+      if (iequals_ascii(n, name)) return hosts_resolution{&line, line.ip, line.zone};
+  }
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Desired state
+
+/// One (address, name) pair hostcfg should make resolve. Build it with `make_hosts_mapping`, which
+/// validates both fields; apply/probe validate again so no unchecked text can reach the file.
+struct hosts_mapping {
+  std::string address;  ///< canonical text (inet_ntop form)
+  std::string name;     ///< lower-case RFC 1123 name
+
+  friend bool operator==(const hosts_mapping& a, const hosts_mapping& b) {
+    return a.address == b.address && a.name == b.name;
+  }
+};
+
+/// Validates and builds one mapping. Errors name the field ("address", "name").
+inline result<hosts_mapping> make_hosts_mapping(std::string_view address, std::string_view name) {
+  auto ip = parse_ip_address(address, "address");
+  if (!ip) return tl::unexpected(ip.error());
+  auto ok = validate_hostname(name, "name");
+  if (!ok) return tl::unexpected(ok.error());
+  return hosts_mapping{std::string(address), std::string(name)};
+}
+
+/// Validates and builds one mapping per name for the same address (a HostsEntry{address, names...}).
+inline result<std::vector<hosts_mapping>> make_hosts_mappings(std::string_view address,
+                                                              const std::vector<std::string>& names) {
+  std::vector<hosts_mapping> out;
+  if (names.empty())
+    return fail(errc::invalid_input, "validate hostname", "names", "no name given", "give at least one name");
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    auto ip = parse_ip_address(address, "address");
+    if (!ip) return tl::unexpected(ip.error());
+    auto ok = validate_hostname(names[i], "names[" + std::to_string(i) + "]");
+    if (!ok) return tl::unexpected(ok.error());
+    out.push_back({std::string(address), names[i]});
+  }
+  return out;
+}
+
+/// The tag apply puts in front of a conflicting line it disables (override), naming the app so a
+/// reader knows who did it and revert can find it without a record: "# [disabled by <app>] ".
+inline std::string disabled_line_prefix(std::string_view app_id) {
+  return "# [disabled by " + std::string(app_id) + "] ";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probe
+
+/// The state of one desired mapping in a file.
+enum class hosts_mapping_state {
+  in_sync,           ///< the name resolves to the address (the first line for its family has it)
+  missing,           ///< no line names it in that family
+  conflict,          ///< a line outside our section maps it to another address and wins
+  commented_out,     ///< only a commented-out line names it
+  stale_in_section,  ///< our section maps it to another address and wins
+};
+
+/// "in sync", "missing", "conflict", "commented out", "stale in section".
+inline const char* hosts_mapping_state_name(hosts_mapping_state s) {
+  switch (s) {
+    case hosts_mapping_state::in_sync: return "in sync";
+    case hosts_mapping_state::missing: return "missing";
+    case hosts_mapping_state::conflict: return "conflict";
+    case hosts_mapping_state::commented_out: return "commented out";
+    case hosts_mapping_state::stale_in_section: return "stale in section";
+  }
+  return "?";
+}
+
+/// One desired mapping and what the file says about it.
+struct hosts_mapping_status {
+  hosts_mapping mapping;      ///< what was asked for
+  hosts_mapping_state state = hosts_mapping_state::missing;
+  std::size_t line_number = 0;  ///< the line that decided (0 when missing)
+  std::string line_text;        ///< that line's text, for a report
+  std::string found_address;    ///< conflict / stale / commented out: the address that line has
+  bool in_section = false;      ///< that line is inside our section
+};
+
+/// What probe saw: one status per desired mapping, in the order asked, plus the file's shape.
+struct hosts_probe_result {
+  std::vector<hosts_mapping_status> mappings;
+  std::optional<section_span> section;          ///< our section, if present
+  std::vector<std::size_t> unparsable_lines;    ///< line numbers the resolver skips
+  std::string line_ending;                      ///< what new lines will use ("\n" or "\r\n")
+  bool has_final_newline = true;
+
+  /// True when every mapping is in sync.
+  bool all_in_sync() const {
+    for (const auto& m : mappings)
+      if (m.state != hosts_mapping_state::in_sync) return false;
+    return true;
+  }
+};
+
+/// Lines hostcfg writes into a hosts file stay shorter than this (RELIABILITY H7).
+inline constexpr std::size_t max_hosts_line_bytes = 256;
+
+namespace detail {
+
+/// A desired mapping, validated and parsed.
+struct desired_mapping {
+  hosts_mapping mapping;
+  ip_address ip;
+};
+
+inline result<std::vector<desired_mapping>> validate_mappings(const std::vector<hosts_mapping>& want) {
+  std::vector<desired_mapping> out;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    std::string field = "mappings[" + std::to_string(i) + "]";
+    auto ip = parse_ip_address(want[i].address, field + ".address");
+    if (!ip) return tl::unexpected(ip.error());
+    auto ok = validate_hostname(want[i].name, field + ".name");
+    if (!ok) return tl::unexpected(ok.error());
+    // RELIABILITY H7: BSD-derived resolvers read hosts lines into fixed buffers; keep every line
+    // we write (address, tab, name) under 256 bytes.
+    std::size_t line_size = want[i].address.size() + 1 + want[i].name.size();
+    if (line_size >= max_hosts_line_bytes)
+      return fail(errc::invalid_input, "validate hosts mappings", field,
+                  "the line '" + want[i].address + "\t<name>' would be " + std::to_string(line_size) +
+                      " bytes; hosts lines are kept under " + std::to_string(max_hosts_line_bytes),
+                  "use a shorter name");
+    bool duplicate = false;
+    for (const auto& d : out) {
+      if (d.mapping.name != want[i].name || d.ip.family != ip->family) continue;
+      if (d.ip != *ip)
+        return fail(errc::invalid_input, "validate hosts mappings", field,
+                    "name '" + want[i].name + "' is asked for both " + d.mapping.address + " and " + want[i].address,
+                    "a name resolves to one address per family; keep one");
+      duplicate = true;
+    }
+    if (!duplicate) out.push_back({want[i], *ip});
+  }
+  return out;
+}
+
+inline bool names_contain(hosts_names names, std::string_view name) {
+  for (std::string_view n : names)
+    if (iequals_ascii(n, name)) return true;
+  return false;
+}
+
+/// The content of a comment line after its leading `#`s and spaces, for "commented out" checks
+/// ("#127.0.0.1 foo", "# 127.0.0.1 foo", "## ...").
+inline std::string_view uncommented(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size() && is_field_space(text[i])) ++i;
+  while (i < text.size() && (text[i] == '#' || is_field_space(text[i]))) ++i;
+  return text.substr(i);
+}
+
+/// find_section, skipped when no marker text occurs anywhere in the file (the common case of a
+/// first install): find_section splits the whole file into a vector of lines first, which costs
+/// as much as all the rest of a probe on a 150k-line file.
+inline result<std::optional<section_span>> find_our_section(std::string_view bytes, const section_markers& m) {
+  bool any = !m.end_line.empty() && bytes.find(m.end_line) != std::string_view::npos;
+  any = any || (!m.begin_line.empty() && bytes.find(m.begin_line) != std::string_view::npos);
+  for (const auto& prefix : m.begin_prefixes) any = any || bytes.find(prefix) != std::string_view::npos;
+  if (!any) return std::optional<section_span>{};
+  return find_section(bytes, m);
+}
+
+inline bool inside(const std::optional<section_span>& s, std::size_t offset) {
+  return s && offset >= s->begin && offset < s->end;
+}
+
+}  // namespace detail
+
+/// Reports, per desired mapping, whether the file makes it resolve (see hosts_mapping_state).
+/// One pass over the file; broken markers -> errc::broken_markers; invalid mappings -> invalid_input.
+inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const section_markers& markers,
+                                              const std::vector<hosts_mapping>& want) {
+  auto desired = detail::validate_mappings(want);
+  if (!desired) return tl::unexpected(desired.error());
+  auto section = detail::find_our_section(bytes, markers);
+  if (!section) return tl::unexpected(section.error());
+
+  hosts_probe_result out;
+  out.section = *section;
+  out.line_ending = std::string(preferred_line_ending(bytes));
+  out.has_final_newline = ends_with_newline(bytes);
+  std::vector<bool> decided(desired->size(), false);
+  std::vector<bool> seen_commented(desired->size(), false);
+  for (const auto& d : *desired) out.mappings.push_back({d.mapping, hosts_mapping_state::missing, 0, {}, {}, false});
+
+  std::vector<std::string_view> scratch;
+  detail::for_each_hosts_line(bytes, [&](const hosts_line& line, hosts_names names) {
+    if (line.kind == hosts_line_kind::unparsable) out.unparsable_lines.push_back(line.number);
+    if (line.kind == hosts_line_kind::entry) {
+      for (std::size_t k = 0; k < desired->size(); ++k) {
+        const auto& d = (*desired)[k];
+        if (decided[k] || line.ip.family != d.ip.family || !detail::names_contain(names, d.mapping.name)) continue;
+        decided[k] = true;
+        auto& st = out.mappings[k];
+        st.line_number = line.number;
+        st.line_text = std::string(line.text);
+        st.in_section = detail::inside(*section, line.offset);
+        bool same = line.ip == d.ip && line.zone.empty();
+        st.found_address = std::string(line.address);
+        st.state = same ? hosts_mapping_state::in_sync
+                        : (st.in_section ? hosts_mapping_state::stale_in_section : hosts_mapping_state::conflict);
+      }
+    } else if (line.kind == hosts_line_kind::comment) {
+      // Only the first commented-out mention is reported; a later real line still decides.
+      hosts_line inner;
+      scratch.clear();
+      detail::read_fields(detail::uncommented(line.comment), inner, scratch);
+      if (inner.kind != hosts_line_kind::entry) return;
+      hosts_names inner_names{scratch.data(), scratch.size()};
+      for (std::size_t k = 0; k < desired->size(); ++k) {
+        const auto& d = (*desired)[k];
+        if (decided[k] || seen_commented[k] || inner.ip.family != d.ip.family ||
+            !detail::names_contain(inner_names, d.mapping.name))
+          continue;
+        seen_commented[k] = true;
+        auto& st = out.mappings[k];
+        st.state = hosts_mapping_state::commented_out;
+        st.line_number = line.number;
+        st.line_text = std::string(line.text);
+        st.found_address = std::string(inner.address);
+        st.in_section = detail::inside(*section, line.offset);
+      }
+    }
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apply
+
+/// How apply treats conflicts.
+struct hosts_edit_options {
+  /// Disable (comment out, tagged) a line outside our section that maps a desired name to another
+  /// address, and re-add that line's other names in our section with their old address.
+  bool override_conflicts = false;
+  /// The tag for disabled lines; `disabled_line_prefix(app_id)`. Required with override_conflicts.
+  std::string disable_prefix;
+};
+
+/// A line apply disabled: where it was and its exact original text (without the line ending,
+/// which is kept as it was).
+struct hosts_disabled_line {
+  std::size_t line_number = 0;
+  std::string original;  ///< the line before
+  std::string written;   ///< the line after (disable_prefix + original)
+};
+
+/// What revert needs to undo an apply exactly. Keep it in the record. When merging the records of
+/// several applies, keep `added_newline_before_section` true once set and the union of `disabled`.
+struct hosts_revert_record {
+  std::string section;                        ///< the section as written, markers and endings included
+  bool added_newline_before_section = false;  ///< apply terminated the file's last line to append
+  std::vector<hosts_disabled_line> disabled;  ///< lines apply disabled
+};
+
+/// The outcome of apply: the new bytes, and each change, so a primitive can report and record it.
+struct hosts_apply_result {
+  std::string bytes;   ///< the whole new file
+  bool changed = false;  ///< bytes differ from the input (false: make no write)
+  std::vector<hosts_mapping> added;    ///< mappings now written in our section that were not there
+  std::vector<hosts_mapping_status> conflicts_left;  ///< conflicts not overridden (nothing added for them)
+  std::vector<hosts_disabled_line> disabled;          ///< lines disabled by override
+  std::vector<hosts_mapping> carried;                 ///< other names of disabled lines, re-added in the section
+  std::vector<std::string> dropped_section_lines;     ///< stale lines of our section that were removed
+  std::size_t section_line_number = 0;  ///< line number of the begin marker in the new bytes (0: no section)
+  hosts_revert_record record;           ///< what revert needs
+};
+
+namespace detail {
+
+/// A line's address is the desired one: same bytes and no zone id (fe80::1%lo0 is not fe80::1).
+inline bool same_address(const desired_mapping& d, const hosts_line& line) {
+  return line.ip == d.ip && line.zone.empty();
+}
+
+inline std::size_t count_lines(std::string_view bytes, std::size_t end) {
+  std::size_t n = 1;
+  for (std::size_t i = 0; i < end; ++i) {
+    if (bytes[i] == '\n') ++n;
+    else if (bytes[i] == '\r' && !(i + 1 < bytes.size() && bytes[i + 1] == '\n')) ++n;
+  }
+  return n;
+}
+
+}  // namespace detail
+
+/// Computes the new file that makes every desired mapping resolve, touching only our section (and,
+/// with override, tagging conflicting lines). Pure: returns bytes and a description of the edit.
+/// Broken markers -> errc::broken_markers and nothing produced; invalid mappings or prefix ->
+/// errc::invalid_input. Idempotent: applying to its own output returns `changed == false`.
+inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const section_markers& markers,
+                                              const std::vector<hosts_mapping>& want,
+                                              const hosts_edit_options& options) {
+  auto desired_r = detail::validate_mappings(want);
+  if (!desired_r) return tl::unexpected(desired_r.error());
+  const auto& desired = *desired_r;
+  if (options.override_conflicts || !options.disable_prefix.empty()) {
+    const auto& p = options.disable_prefix;
+    if (p.empty() || p[0] != '#')
+      return fail(errc::invalid_input, "validate disable prefix", "'" + detail::printable(p) + "'",
+                  "must start with '#' so the disabled line is a comment", "use disabled_line_prefix(app_id)");
+    for (char c : p)
+      if (c == '\n' || c == '\r' || c == '\0')
+        return fail(errc::invalid_input, "validate disable prefix", "'" + detail::printable(p) + "'",
+                    "contains a line break or NUL");
+  }
+  auto section_r = detail::find_our_section(bytes, markers);
+  if (!section_r) return tl::unexpected(section_r.error());
+  const std::optional<section_span>& section = *section_r;
+  const std::size_t section_begin = section ? section->begin : bytes.size();
+  const std::size_t section_end = section ? section->end : bytes.size();
+
+  // One pass: for each desired mapping, the lines that name it (in its family) before our
+  // section, the first such line after it, and whether our section names it at all.
+  struct match {
+    std::size_t offset;
+    std::size_t number;
+    std::string_view text;
+    std::string_view address;
+    bool same;
+  };
+  const std::size_t k_count = desired.size();
+  std::vector<std::vector<match>> before(k_count);
+  std::vector<std::optional<match>> after(k_count);
+  std::vector<bool> named_in_section(k_count, false);
+  std::vector<bool> before_done(k_count, false);  // stop collecting after a correct line
+  detail::for_each_hosts_line(bytes, [&](const hosts_line& line, hosts_names names) {
+    bool in_sec = section && line.offset >= section_begin && line.offset < section_end;
+    if (line.kind != hosts_line_kind::entry) return;
+    for (std::size_t k = 0; k < k_count; ++k) {
+      const auto& d = desired[k];
+      if (line.ip.family != d.ip.family || !detail::names_contain(names, d.mapping.name)) continue;
+      bool same = detail::same_address(d, line);
+      match m{line.offset, line.number, line.text, line.address, same};
+      if (in_sec) {
+        named_in_section[k] = true;
+      } else if (line.offset < section_begin) {
+        if (!before_done[k]) before[k].push_back(m);
+        if (same) before_done[k] = true;
+      } else if (!after[k]) {
+        after[k] = m;
+      }
+    }
+  });
+
+  // Override: disable conflicting lines until each name's first remaining line is correct or none
+  // is left. A disabled line may have been another mapping's correct line, hence the fixpoint.
+  // A set, not a vector scan: a hostile file can repeat one name on 100k lines.
+  std::vector<std::size_t> disabled_offsets;
+  std::unordered_set<std::size_t> disabled_set;
+  auto is_disabled = [&](std::size_t off) { return disabled_set.count(off) != 0; };
+  hosts_apply_result out;
+  if (options.override_conflicts) {
+    for (bool grew = true; grew;) {
+      grew = false;
+      for (std::size_t k = 0; k < k_count; ++k) {
+        for (const auto& m : before[k]) {
+          if (is_disabled(m.offset)) continue;
+          if (m.same) break;
+          disabled_offsets.push_back(m.offset);
+          disabled_set.insert(m.offset);
+          out.disabled.push_back({m.number, std::string(m.text), options.disable_prefix + std::string(m.text)});
+          grew = true;
+        }
+      }
+    }
+  }
+
+  // Which mappings need a line in our section.
+  std::vector<bool> needed(k_count, false);
+  for (std::size_t k = 0; k < k_count; ++k) {
+    const match* first = nullptr;
+    for (const auto& m : before[k])
+      if (!is_disabled(m.offset)) {
+        first = &m;
+        break;
+      }
+    if (first) {
+      if (!first->same) {
+        hosts_mapping_status st;
+        st.mapping = desired[k].mapping;
+        st.state = hosts_mapping_state::conflict;
+        st.line_number = first->number;
+        st.line_text = std::string(first->text);
+        st.found_address = std::string(first->address);
+        out.conflicts_left.push_back(std::move(st));
+      }
+      continue;  // decided before our section: correct (nothing to add) or a conflict left alone
+    }
+    // Nothing before us: our section decides if it names the name; otherwise a correct line
+    // after it already does the job.
+    needed[k] = named_in_section[k] || !(after[k] && after[k]->same);
+  }
+
+  // Other names of disabled lines, re-added with their old address (first disabled line wins).
+  struct carried_line {
+    std::string address;
+    std::string name;
+    address_family family;
+  };
+  std::vector<carried_line> carried;
+  auto is_desired_name = [&](std::string_view name, address_family f) {
+    for (const auto& d : desired)
+      if (d.ip.family == f && iequals_ascii(d.mapping.name, name)) return true;
+    return false;
+  };
+  // Keyed lookups (family + lower-case name; + address for "already in the section"): an
+  // override of a blocklist can carry tens of thousands of names.
+  auto name_key = [](address_family f, std::string_view name) {
+    return std::string(1, f == address_family::ipv4 ? '4' : '6') + ascii_lower(name);
+  };
+  std::unordered_map<std::string, std::size_t> carried_by_name;
+  auto add_carried = [&](std::string_view address, std::string_view name, address_family f) {
+    if (carried_by_name.emplace(name_key(f, name), carried.size()).second)
+      carried.push_back({std::string(address), std::string(name), f});
+  };
+  if (!disabled_offsets.empty()) {
+    std::vector<std::size_t> sorted = disabled_offsets;
+    std::sort(sorted.begin(), sorted.end());
+    std::vector<std::string_view> names;
+    for (std::size_t off : sorted) {
+      std::size_t pos = off;
+      line_view lv = detail::next_line(bytes, pos);
+      names.clear();
+      hosts_line line = detail::read_line(lv, off == 0 ? 1 : 2, names);
+      for (std::string_view n : names)
+        if (!is_desired_name(n, line.ip.family)) add_carried(line.address, n, line.ip.family);
+    }
+  }
+
+  // The new section body: our section's lines kept where still right, stale ones dropped, then
+  // the missing lines. Lines we did not write (comments, other entries) stay as they are.
+  const std::string eol(preferred_line_ending(bytes));
+  std::string inner;
+  std::vector<bool> emitted(k_count, false);
+  std::vector<bool> carried_emitted(carried.size(), false);
+  std::vector<std::string_view> names_buf;
+  if (section) {
+    std::size_t pos = section->inner_begin;
+    while (pos < section->inner_end) {
+      line_view lv = detail::next_line(bytes, pos);
+      names_buf.clear();
+      hosts_line line = detail::read_line(lv, 2, names_buf);
+      std::string_view whole = bytes.substr(lv.offset, lv.text.size() + lv.ending.size());
+      if (line.kind != hosts_line_kind::entry) {
+        inner.append(whole);
+        continue;
+      }
+      bool mentions_desired = false;
+      bool all_ours = true;
+      std::vector<std::size_t> hits;
+      for (std::string_view n : names_buf) {
+        bool hit = false;
+        for (std::size_t k = 0; k < k_count; ++k) {
+          if (desired[k].ip.family != line.ip.family || !iequals_ascii(desired[k].mapping.name, n)) continue;
+          mentions_desired = true;
+          // A correct line is kept even when a user line before us already answers: harmless,
+          // and dropping it would make apply rewrite a file that probe calls in sync.
+          hit = !emitted[k] && line.ip == desired[k].ip && line.zone.empty() &&
+                std::find(hits.begin(), hits.end(), k) == hits.end();
+          if (hit) hits.push_back(k);
+        }
+        all_ours = all_ours && hit;
+      }
+      if (!mentions_desired) {
+        inner.append(whole);
+        for (std::string_view n : names_buf) {
+          auto it = carried_by_name.find(name_key(line.ip.family, n));
+          if (it != carried_by_name.end() && carried[it->second].address == line.address)
+            carried_emitted[it->second] = true;
+        }
+        continue;
+      }
+      if (all_ours) {
+        inner.append(whole);
+        for (std::size_t k : hits) emitted[k] = true;
+        continue;
+      }
+      out.dropped_section_lines.push_back(std::string(lv.text));
+      for (std::string_view n : names_buf)
+        if (!is_desired_name(n, line.ip.family)) add_carried(line.address, n, line.ip.family);
+      carried_emitted.resize(carried.size(), false);
+    }
+  }
+  for (std::size_t k = 0; k < k_count; ++k) {
+    if (!needed[k] || emitted[k]) continue;
+    inner += desired[k].mapping.address + "\t" + desired[k].mapping.name + eol;
+    out.added.push_back(desired[k].mapping);
+  }
+  for (std::size_t c = 0; c < carried.size(); ++c) {
+    if (carried_emitted[c]) continue;
+    inner += carried[c].address + "\t" + carried[c].name + eol;
+    out.carried.push_back({carried[c].address, carried[c].name});
+  }
+
+  // Assemble: the part before our section (with disabled lines tagged), the section, the rest.
+  std::string& result_bytes = out.bytes;
+  result_bytes.reserve(bytes.size() + inner.size() + markers.begin_line.size() + markers.end_line.size() + 64);
+  std::sort(disabled_offsets.begin(), disabled_offsets.end());
+  std::sort(out.disabled.begin(), out.disabled.end(),
+            [](const hosts_disabled_line& a, const hosts_disabled_line& b) { return a.line_number < b.line_number; });
+  std::size_t copied = 0;
+  for (std::size_t off : disabled_offsets) {
+    result_bytes.append(bytes.substr(copied, off - copied));
+    result_bytes.append(options.disable_prefix);
+    copied = off;
+  }
+  result_bytes.append(bytes.substr(copied, section_begin - copied));
+  std::string section_text;
+  if (section) {
+    // Keep our marker lines as they are unless the begin line is from an older format.
+    std::size_t pos = section->begin;
+    line_view begin_lv = detail::next_line(bytes, pos);
+    if (detail::trim_trailing_space(begin_lv.text) == markers.begin_line)
+      section_text.append(bytes.substr(section->begin, section->inner_begin - section->begin));
+    else
+      section_text.append(markers.begin_line).append(begin_lv.ending);
+    section_text.append(inner);
+    section_text.append(bytes.substr(section->inner_end, section->end - section->inner_end));
+  } else if (!inner.empty()) {
+    if (!ends_with_newline(result_bytes)) {
+      result_bytes.append(eol);
+      out.record.added_newline_before_section = true;
+    }
+    section_text = markers.begin_line + eol + inner + markers.end_line + eol;
+  }
+  if (section || !inner.empty()) out.section_line_number = detail::count_lines(result_bytes, result_bytes.size());
+  result_bytes.append(section_text);
+  result_bytes.append(bytes.substr(section_end));
+  out.changed = result_bytes != bytes;
+  out.record.section = section_text;
+  out.record.disabled = out.disabled;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revert
+
+/// The outcome of revert.
+struct hosts_revert_result {
+  std::string bytes;     ///< the whole new file
+  bool changed = false;  ///< bytes differ from the input
+  bool section_found = false;
+  std::vector<std::string> kept_user_lines;       ///< lines in our section we did not write, left in place
+  std::vector<hosts_disabled_line> restored;      ///< disabled lines given back (line numbers as found)
+  std::vector<hosts_disabled_line> not_found;     ///< recorded disabled lines no longer present as written
+};
+
+/// Removes our section and re-enables every line carrying `disable_prefix` (the lines apply
+/// disabled), giving back the original bytes. With `record` (from apply), lines in the section
+/// that apply did not write are kept in place and listed in `kept_user_lines`, and a final newline
+/// apply added is removed again. Without a record the whole section is removed.
+/// Broken markers -> errc::broken_markers, nothing produced.
+inline result<hosts_revert_result> revert_hosts(std::string_view bytes, const section_markers& markers,
+                                                std::string_view disable_prefix,
+                                                const hosts_revert_record* record = nullptr) {
+  auto section_r = detail::find_our_section(bytes, markers);
+  if (!section_r) return tl::unexpected(section_r.error());
+  const std::optional<section_span>& section = *section_r;
+  hosts_revert_result out;
+  out.section_found = section.has_value();
+  const std::size_t section_begin = section ? section->begin : bytes.size();
+  const std::size_t section_end = section ? section->end : bytes.size();
+
+  // What we wrote between the markers, as a multiset of line texts.
+  std::unordered_multiset<std::string_view> ours;
+  if (record) {
+    std::size_t pos = 0;
+    std::vector<std::string_view> all;
+    while (pos < record->section.size()) all.push_back(detail::next_line(record->section, pos).text);
+    if (all.size() >= 2) ours.insert(all.begin() + 1, all.end() - 1);
+  }
+
+  std::string& o = out.bytes;
+  o.reserve(bytes.size());
+  std::size_t pos = 0, number = 0;
+  while (pos < bytes.size()) {
+    line_view lv = detail::next_line(bytes, pos);
+    ++number;
+    bool in_sec = section && lv.offset >= section_begin && lv.offset < section_end;
+    if (in_sec) {
+      if (lv.offset < section->inner_begin || lv.offset >= section->inner_end) continue;  // a marker
+      if (record) {
+        auto it = ours.find(lv.text);
+        if (it != ours.end()) {
+          ours.erase(it);
+          continue;
+        }
+        out.kept_user_lines.push_back(std::string(lv.text));
+        o.append(lv.text).append(lv.ending);
+      }
+      continue;
+    }
+    if (!disable_prefix.empty() && lv.text.substr(0, disable_prefix.size()) == disable_prefix) {
+      std::string_view original = lv.text.substr(disable_prefix.size());
+      out.restored.push_back({number, std::string(original), std::string(lv.text)});
+      o.append(original).append(lv.ending);
+      continue;
+    }
+    o.append(lv.text).append(lv.ending);
+  }
+  // Undo the final newline apply added, when the section was the last thing in the file.
+  if (record && record->added_newline_before_section && section && section_end == bytes.size() &&
+      out.kept_user_lines.empty()) {
+    if (o.size() >= 2 && o.compare(o.size() - 2, 2, "\r\n") == 0) o.resize(o.size() - 2);
+    else if (!o.empty() && (o.back() == '\n' || o.back() == '\r')) o.pop_back();
+  }
+  if (record && !record->disabled.empty()) {
+    std::unordered_multiset<std::string_view> restored;
+    for (const auto& r : out.restored) restored.insert(r.original);
+    for (const auto& d : record->disabled) {
+      auto it = restored.find(d.original);
+      if (it == restored.end()) out.not_found.push_back(d);
+      else restored.erase(it);
+    }
+  }
+  out.changed = o != bytes;
+  return out;
+}
+
+HOSTCFG_END_NAMESPACE

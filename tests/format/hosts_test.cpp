@@ -1,0 +1,547 @@
+// The lossless hosts codec and its probe / apply / revert edits (issue 4; RELIABILITY H1-H7).
+#include "hostcfg/format/hosts.hpp"
+
+#include <dirent.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "support/test_support.hpp"
+
+using namespace hostcfg;
+
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// Every file of <corpus>/hosts, as (name, bytes); empty when the corpus is absent.
+std::vector<std::pair<std::string, std::string>> corpus_files() {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string dir = hostcfg_test::corpus_dir() + "/hosts";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    out.emplace_back(name, read_file(dir + "/" + name));
+  }
+  closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+const section_markers markers = default_markers("com.example.app");
+const std::string prefix = disabled_line_prefix("com.example.app");
+
+std::vector<hosts_mapping> want(std::initializer_list<std::pair<const char*, const char*>> pairs) {
+  std::vector<hosts_mapping> out;
+  for (const auto& p : pairs) out.push_back({p.first, p.second});
+  return out;
+}
+
+hosts_apply_result apply_ok(std::string_view bytes, const std::vector<hosts_mapping>& w, bool override = false) {
+  hosts_edit_options o;
+  o.override_conflicts = override;
+  o.disable_prefix = prefix;
+  auto r = apply_hosts(bytes, markers, w, o);
+  REQUIRE(r.has_value());
+  return *r;
+}
+
+hosts_probe_result probe_ok(std::string_view bytes, const std::vector<hosts_mapping>& w) {
+  auto r = probe_hosts(bytes, markers, w);
+  REQUIRE(r.has_value());
+  return *r;
+}
+
+const char* const begin_marker = "# >>> hostcfg com.example.app v1 >>>";
+const char* const end_marker = "# <<< hostcfg com.example.app <<<";
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+TEST_CASE("round trip is byte-exact for every corpus file") {
+  auto files = corpus_files();
+  if (files.empty()) {
+    HOSTCFG_SKIP("no hosts corpus at " + hostcfg_test::corpus_dir());
+    return;
+  }
+  CHECK(files.size() >= 10);
+  for (const auto& file : files) {
+    const std::string& name = file.first;
+    const std::string& bytes = file.second;
+    CAPTURE(name);
+    auto parsed = parse_hosts(bytes);
+    CHECK(parsed.serialize() == bytes);
+    CHECK(serialize_hosts(parsed) == bytes);
+  }
+}
+
+TEST_CASE("corpus: go's testdata hosts reads as the resolver does (inline comment, bogus lines, zone)") {
+  std::string path = hostcfg_test::corpus_dir() + "/hosts/go-net-testdata-hosts.hosts";
+  std::string bytes = read_file(path);
+  if (bytes.empty()) {
+    HOSTCFG_SKIP("corpus file missing: " + path);
+    return;
+  }
+  auto f = parse_hosts(bytes);
+  REQUIRE(f.lines.size() == 11);
+  // "127.0.0.3\todin  # inline comment " -> one name; the comment never becomes names.
+  const auto& l3 = f.lines[2];
+  CHECK(l3.kind == hosts_line_kind::entry);
+  REQUIRE(f.names_of(l3).size() == 1);
+  CHECK(f.names_of(l3)[0] == "odin");
+  CHECK(l3.comment == "# inline comment ");
+  // fe80::1%lo0 is an IPv6 entry whose zone is kept verbatim.
+  CHECK(f.lines[7].kind == hosts_line_kind::entry);
+  CHECK(f.lines[7].address == "fe80::1%lo0");
+  CHECK(f.lines[7].zone == "lo0");
+  CHECK(f.lines[7].ip.family == address_family::ipv6);
+  // "123.123.123\tloki" and "321.321.321.321" are skipped by the resolver: unparsable here.
+  auto bad = f.unparsable();
+  REQUIRE(bad.size() == 2);
+  CHECK(bad[0]->number == 10);
+  CHECK(std::string(bad[0]->problem) == "first field is not an IP address");
+  CHECK(bad[1]->number == 11);
+  // Resolution: the first IPv4 line for odin is line 2.
+  auto odin = resolve_hosts(f, "ODIN", address_family::ipv4);
+  REQUIRE(odin.has_value());
+  CHECK(odin->line->number == 2);
+  CHECK(to_string(odin->address) == "127.0.0.2");
+  auto odin6 = resolve_hosts(f, "odin", address_family::ipv6);
+  REQUIRE(odin6.has_value());
+  CHECK(to_string(odin6->address) == "::2");
+  CHECK_FALSE(resolve_hosts(f, "loki", address_family::ipv4).has_value());
+}
+
+TEST_CASE("line kinds, fields and endings of awkward input are read and kept exactly") {
+  std::string bytes = std::string("\xEF\xBB\xBF") + "127.0.0.1\tlocalhost  LOCAL.Host\r\n" + "   \t\n" +
+                      "  # a comment\r" + "::1 ip6-localhost#glued comment\n" + "10.0.0.1\n" +
+                      std::string("10.0.0.2 a\0b\n", 13) + "not-an-ip name\n" + "fe80::1% broken\n" +
+                      "\xff\xfe bytes\n" + "192.168.0.1 last-no-eol";
+  auto f = parse_hosts(bytes);
+  CHECK(f.has_bom);
+  CHECK(f.serialize() == bytes);
+  REQUIRE(f.lines.size() == 10);
+  std::vector<hosts_line_kind> kinds;
+  for (const auto& l : f.lines) kinds.push_back(l.kind);
+  using k = hosts_line_kind;
+  CHECK(kinds == std::vector<k>{k::entry, k::blank, k::comment, k::entry, k::unparsable, k::unparsable,
+                                k::unparsable, k::unparsable, k::unparsable, k::entry});
+  CHECK(f.lines[0].ending == "\r\n");
+  CHECK(f.lines[2].ending == "\r");
+  CHECK(f.lines[9].ending == "");
+  auto n0 = f.names_of(f.lines[0]);
+  REQUIRE(n0.size() == 2);
+  CHECK(n0[1] == "LOCAL.Host");
+  CHECK(f.names_of(f.lines[3]).size() == 1);
+  CHECK(f.lines[3].comment == "#glued comment");
+  CHECK(std::string(f.lines[4].problem) == "an address without names");
+  CHECK(std::string(f.lines[5].problem) == "contains a NUL byte");
+  CHECK(std::string(f.lines[7].problem) == "empty zone id after '%'");
+  // Names compare case-insensitively.
+  auto r = resolve_hosts(f, "local.host", address_family::ipv4);
+  REQUIRE(r.has_value());
+  CHECK(r->line->number == 1);
+}
+
+TEST_CASE("round trip is byte-exact for seeded random lines of hostile bytes") {
+  std::mt19937 rng(20260401);
+  const std::vector<std::string> pieces = {"127.0.0.1", "::1", "fe80::1%lo0", " ", "\t", "  ", "#", "# c", "\r\n",
+                                           "\n", "\r", "localhost", "A.B", std::string("\0", 1), "\xEF\xBB\xBF",
+                                           "\xff", "x", "0.0.0.0", "::ffff:1.2.3.4", "1.2.3"};
+  for (int round = 0; round < 2000; ++round) {
+    std::string bytes;
+    int n = int(rng() % 40);
+    for (int i = 0; i < n; ++i) bytes += pieces[rng() % pieces.size()];
+    auto f = parse_hosts(bytes);
+    REQUIRE(f.serialize() == bytes);
+    std::size_t total = 0;
+    for (const auto& l : f.lines) {
+      CHECK(l.offset == total);
+      total += l.text.size() + l.ending.size();
+    }
+    CHECK(total == bytes.size());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probe
+
+TEST_CASE("probe reports every state with the deciding line") {
+  std::string bytes =
+      "127.0.0.1 localhost\n"                 // 1
+      "10.0.0.9 taken.test other.test\n"      // 2
+      "#127.0.0.1 sleeping.test\n"            // 3
+      "# >>> hostcfg com.example.app v1 >>>\n"  // 4
+      "127.0.0.2 stale.test\n"                // 5
+      "# <<< hostcfg com.example.app <<<\n";  // 6
+  auto p = probe_ok(bytes, want({{"127.0.0.1", "localhost"},
+                                 {"127.0.0.1", "absent.test"},
+                                 {"127.0.0.1", "taken.test"},
+                                 {"127.0.0.1", "sleeping.test"},
+                                 {"127.0.0.1", "stale.test"},
+                                 {"::1", "localhost"}}));
+  REQUIRE(p.mappings.size() == 6);
+  CHECK(p.mappings[0].state == hosts_mapping_state::in_sync);
+  CHECK(p.mappings[0].line_number == 1);
+  CHECK(p.mappings[1].state == hosts_mapping_state::missing);
+  CHECK(p.mappings[1].line_number == 0);
+  CHECK(p.mappings[2].state == hosts_mapping_state::conflict);
+  CHECK(p.mappings[2].line_number == 2);
+  CHECK(p.mappings[2].found_address == "10.0.0.9");
+  CHECK(p.mappings[2].line_text == "10.0.0.9 taken.test other.test");
+  CHECK_FALSE(p.mappings[2].in_section);
+  CHECK(p.mappings[3].state == hosts_mapping_state::commented_out);
+  CHECK(p.mappings[3].line_number == 3);
+  CHECK(p.mappings[3].found_address == "127.0.0.1");
+  CHECK(p.mappings[4].state == hosts_mapping_state::stale_in_section);
+  CHECK(p.mappings[4].line_number == 5);
+  CHECK(p.mappings[4].found_address == "127.0.0.2");
+  CHECK(p.mappings[4].in_section);
+  // Per family: the IPv4 localhost line does not answer for IPv6.
+  CHECK(p.mappings[5].state == hosts_mapping_state::missing);
+  CHECK_FALSE(p.all_in_sync());
+  REQUIRE(p.section.has_value());
+  CHECK(p.section->begin_line_number == 4);
+  CHECK(p.line_ending == "\n");
+  CHECK(std::string(hosts_mapping_state_name(p.mappings[3].state)) == "commented out");
+}
+
+TEST_CASE("probe: the first line per family wins, names are case-insensitive, zones differ") {
+  std::string bytes = "10.1.1.1 Mixed.Test\n127.0.0.1 mixed.test\nfe80::1%lo0 zoned.test\n";
+  auto p = probe_ok(bytes, want({{"127.0.0.1", "mixed.test"}, {"fe80::1", "zoned.test"}}));
+  CHECK(p.mappings[0].state == hosts_mapping_state::conflict);
+  CHECK(p.mappings[0].line_number == 1);
+  CHECK(p.mappings[1].state == hosts_mapping_state::conflict);
+  CHECK(p.mappings[1].found_address == "fe80::1%lo0");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apply
+
+TEST_CASE("apply appends one short line per name in a new section, golden bytes") {
+  std::string bytes = "127.0.0.1\tlocalhost\n::1 localhost\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "kubernetes.docker.internal"}, {"127.0.0.1", "localhost"},
+                                 {"127.0.0.1", "host.docker.internal"}}));
+  CHECK(r.changed);
+  CHECK(r.bytes == bytes + begin_marker + "\n127.0.0.1\tkubernetes.docker.internal\n127.0.0.1\thost.docker.internal\n" +
+                       end_marker + "\n");
+  REQUIRE(r.added.size() == 2);
+  CHECK(r.added[0].name == "kubernetes.docker.internal");
+  CHECK(r.section_line_number == 3);
+  CHECK_FALSE(r.record.added_newline_before_section);
+  // Idempotent: the second apply changes nothing and adds nothing.
+  auto again = apply_ok(r.bytes, want({{"127.0.0.1", "kubernetes.docker.internal"}, {"127.0.0.1", "localhost"},
+                                       {"127.0.0.1", "host.docker.internal"}}));
+  CHECK_FALSE(again.changed);
+  CHECK(again.bytes == r.bytes);
+  CHECK(again.added.empty());
+  CHECK(probe_ok(r.bytes, want({{"127.0.0.1", "kubernetes.docker.internal"}})).all_in_sync());
+}
+
+TEST_CASE("apply on a file without a final newline puts the section on its own line; revert removes it") {
+  std::string bytes = "127.0.0.1 localhost";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "a.test"}}));
+  CHECK(r.bytes == std::string("127.0.0.1 localhost\n") + begin_marker + "\n127.0.0.1\ta.test\n" + end_marker + "\n");
+  CHECK(r.record.added_newline_before_section);
+  auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes == bytes);
+  CHECK(back->changed);
+}
+
+TEST_CASE("apply on a CRLF file writes CRLF lines and leaves the rest byte-identical") {
+  std::string bytes = "# hosts\r\n127.0.0.1 localhost\r\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "a.test"}}));
+  CHECK(r.bytes == bytes + begin_marker + "\r\n127.0.0.1\ta.test\r\n" + end_marker + "\r\n");
+  CHECK(r.bytes.find("\r\r") == std::string::npos);
+  // Re-applying many times never grows the file (docker/for-win#8773).
+  std::string cur = r.bytes;
+  for (int i = 0; i < 5; ++i) cur = apply_ok(cur, want({{"127.0.0.1", "a.test"}})).bytes;
+  CHECK(cur == r.bytes);
+}
+
+TEST_CASE("apply rewrites an existing section in place: stale line replaced, user lines and the rest kept") {
+  std::string bytes = std::string("127.0.0.1 localhost\n") + begin_marker + "\n# my note\n127.0.0.2\tb.test\n" +
+                      "127.0.0.1\ta.test\n" + end_marker + "\n10.0.0.1 after.test\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "a.test"}, {"127.0.0.1", "b.test"}}));
+  CHECK(r.bytes == std::string("127.0.0.1 localhost\n") + begin_marker + "\n# my note\n127.0.0.1\ta.test\n" +
+                       "127.0.0.1\tb.test\n" + end_marker + "\n10.0.0.1 after.test\n");
+  REQUIRE(r.dropped_section_lines.size() == 1);
+  CHECK(r.dropped_section_lines[0] == "127.0.0.2\tb.test");
+  REQUIRE(r.added.size() == 1);
+  CHECK(r.added[0].name == "b.test");
+  CHECK(r.section_line_number == 2);
+}
+
+TEST_CASE("apply upgrades an older-format begin marker in place") {
+  std::string bytes = "# >>> hostcfg com.example.app v0 >>>\n127.0.0.1\ta.test\n# <<< hostcfg com.example.app <<<\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "a.test"}}));
+  CHECK(r.bytes == std::string(begin_marker) + "\n127.0.0.1\ta.test\n" + end_marker + "\n");
+}
+
+TEST_CASE("apply adopts Docker's own markers and keeps its comment line") {
+  auto docker = custom_markers("# Added by Docker Desktop", "# End of section");
+  std::string bytes =
+      "127.0.0.1 localhost kubernetes.docker.internal\n::1 localhost\n# Added by Docker Desktop\n"
+      "# To allow the same kube context to work on the host and the container:\n"
+      "127.0.0.1 kubernetes.docker.internal\n# End of section\n";
+  auto r = apply_hosts(bytes, docker, want({{"127.0.0.1", "kubernetes.docker.internal"}}), {});
+  REQUIRE(r.has_value());
+  CHECK_FALSE(r->changed);
+  auto p = probe_hosts(bytes, docker, want({{"127.0.0.1", "kubernetes.docker.internal"}}));
+  REQUIRE(p.has_value());
+  CHECK(p->mappings[0].state == hosts_mapping_state::in_sync);
+  CHECK(p->mappings[0].line_number == 1);
+}
+
+TEST_CASE("apply adds nothing when a user line already maps the name, and nothing when none is needed") {
+  std::string bytes = "127.0.0.1 localhost\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "LOCALHOST"}}).empty() ? want({}) : want({{"127.0.0.1", "localhost"}}));
+  CHECK_FALSE(r.changed);
+  CHECK(r.bytes == bytes);
+  CHECK(r.section_line_number == 0);
+  CHECK(r.record.section.empty());
+}
+
+TEST_CASE("a commented-out mapping is added in our section; the comment stays") {
+  std::string bytes = "#127.0.0.1 a.test\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "a.test"}}));
+  CHECK(r.bytes == bytes + begin_marker + "\n127.0.0.1\ta.test\n" + end_marker + "\n");
+}
+
+TEST_CASE("a conflict is reported and left alone without override: no duplicate added") {
+  std::string bytes = "10.0.0.9 taken.test other.test\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "taken.test"}, {"127.0.0.1", "free.test"}}));
+  REQUIRE(r.conflicts_left.size() == 1);
+  CHECK(r.conflicts_left[0].mapping.name == "taken.test");
+  CHECK(r.conflicts_left[0].line_number == 1);
+  CHECK(r.conflicts_left[0].found_address == "10.0.0.9");
+  CHECK(r.bytes == bytes + begin_marker + "\n127.0.0.1\tfree.test\n" + end_marker + "\n");
+  CHECK(r.bytes.find("taken.test", 10) == std::string::npos);
+}
+
+TEST_CASE("override disables the conflicting line, re-adds its other names, and revert restores it exactly") {
+  std::string bytes = "127.0.0.1 localhost\n10.0.0.9\ttaken.test  Other.Test # lab box\r\n::1 localhost\n";
+  auto w = want({{"127.0.0.1", "taken.test"}});
+  auto r = apply_ok(bytes, w, true);
+  REQUIRE(r.disabled.size() == 1);
+  CHECK(r.disabled[0].line_number == 2);
+  CHECK(r.disabled[0].original == "10.0.0.9\ttaken.test  Other.Test # lab box");
+  CHECK(r.disabled[0].written == prefix + "10.0.0.9\ttaken.test  Other.Test # lab box");
+  REQUIRE(r.carried.size() == 1);
+  CHECK(r.carried[0].address == "10.0.0.9");
+  CHECK(r.carried[0].name == "Other.Test");
+  CHECK(r.bytes == "127.0.0.1 localhost\n# [disabled by com.example.app] 10.0.0.9\ttaken.test  Other.Test # lab box\r\n"
+                   "::1 localhost\n" +
+                       std::string(begin_marker) + "\n127.0.0.1\ttaken.test\n10.0.0.9\tOther.Test\n" + end_marker + "\n");
+  // Everything else still resolves as before; the name now resolves to us.
+  auto after = parse_hosts(r.bytes);
+  CHECK(to_string(resolve_hosts(after, "other.test", address_family::ipv4)->address) == "10.0.0.9");
+  CHECK(to_string(resolve_hosts(after, "taken.test", address_family::ipv4)->address) == "127.0.0.1");
+  // Idempotent.
+  auto again = apply_ok(r.bytes, w, true);
+  CHECK_FALSE(again.changed);
+  // Revert with the record, and without one: the original bytes.
+  auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes == bytes);
+  REQUIRE(back->restored.size() == 1);
+  CHECK(back->restored[0].line_number == 2);
+  CHECK(back->not_found.empty());
+  auto blind = revert_hosts(r.bytes, markers, prefix, nullptr);
+  REQUIRE(blind.has_value());
+  CHECK(blind->bytes == bytes);
+}
+
+TEST_CASE("override keeps disabling until the first remaining line is right") {
+  std::string bytes = "10.0.0.1 a.test\n10.0.0.2 a.test b.test\n127.0.0.1 a.test\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "a.test"}}), true);
+  REQUIRE(r.disabled.size() == 2);
+  CHECK(r.added.empty());  // line 3 now answers
+  CHECK(r.bytes == prefix + "10.0.0.1 a.test\n" + prefix + "10.0.0.2 a.test b.test\n127.0.0.1 a.test\n" +
+                       begin_marker + "\n10.0.0.2\tb.test\n" + end_marker + "\n");
+  auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes == bytes);
+}
+
+TEST_CASE("override without a valid disable prefix is refused") {
+  hosts_edit_options o;
+  o.override_conflicts = true;
+  auto r = apply_hosts("10.0.0.1 a.test\n", markers, want({{"127.0.0.1", "a.test"}}), o);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().is(errc::invalid_input));
+  CHECK(r.error().message().find("must start with '#'") != std::string::npos);
+  o.disable_prefix = "# x\n";
+  r = apply_hosts("10.0.0.1 a.test\n", markers, want({{"127.0.0.1", "a.test"}}), o);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message().find("line break") != std::string::npos);
+}
+
+TEST_CASE("a name asked for two addresses of one family is refused") {
+  auto r = apply_hosts("", markers, want({{"127.0.0.1", "a.test"}, {"127.0.0.2", "a.test"}}), {});
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message().find("asked for both 127.0.0.1 and 127.0.0.2") != std::string::npos);
+}
+
+TEST_CASE("an empty file gets just the section, and revert gives back the empty file") {
+  auto r = apply_ok("", want({{"127.0.0.1", "a.test"}}));
+  CHECK(r.bytes == std::string(begin_marker) + "\n127.0.0.1\ta.test\n" + end_marker + "\n");
+  auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes.empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Markers
+
+TEST_CASE("broken markers are refused by probe, apply and revert: nothing produced") {
+  const std::string b = std::string(begin_marker) + "\n";
+  const std::string e = std::string(end_marker) + "\n";
+  const std::string line = "127.0.0.1 localhost\n";
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {"begin only", line + b + line},
+      {"end only", line + e},
+      {"reversed", e + line + b},
+      {"duplicated section", b + e + line + b + e},
+      {"nested begin", b + b + e + e},
+  };
+  for (const auto& c : cases) {
+    const std::string& label = c.first;
+    const std::string& bytes = c.second;
+    CAPTURE(label);
+    auto a = apply_hosts(bytes, markers, want({{"127.0.0.1", "a.test"}}), {});
+    REQUIRE_FALSE(a.has_value());
+    CHECK(a.error().is(errc::broken_markers));
+    CHECK(a.error().message().find("line ") != std::string::npos);
+    auto p = probe_hosts(bytes, markers, want({{"127.0.0.1", "a.test"}}));
+    REQUIRE_FALSE(p.has_value());
+    CHECK(p.error().is(errc::broken_markers));
+    auto r = revert_hosts(bytes, markers, prefix, nullptr);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().is(errc::broken_markers));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revert
+
+TEST_CASE("revert keeps lines the user added to our section and says so") {
+  auto r = apply_ok("127.0.0.1 localhost\n", want({{"127.0.0.1", "a.test"}}));
+  std::string edited = r.bytes;
+  std::string ours = "127.0.0.1\ta.test\n";
+  edited.replace(edited.find(ours), ours.size(), ours + "192.168.1.5 nas\n");
+  auto back = revert_hosts(edited, markers, prefix, &r.record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes == "127.0.0.1 localhost\n192.168.1.5 nas\n");
+  REQUIRE(back->kept_user_lines.size() == 1);
+  CHECK(back->kept_user_lines[0] == "192.168.1.5 nas");
+  // Without a record, the whole section goes.
+  auto blind = revert_hosts(edited, markers, prefix, nullptr);
+  REQUIRE(blind.has_value());
+  CHECK(blind->bytes == "127.0.0.1 localhost\n");
+  CHECK(blind->kept_user_lines.empty());
+}
+
+TEST_CASE("revert reports a disabled line the user changed since") {
+  std::string bytes = "10.0.0.9 a.test\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "a.test"}}), true);
+  std::string edited = r.bytes;
+  edited.replace(0, prefix.size() + 8, "10.0.0.7");  // the user rewrote the disabled line
+  auto back = revert_hosts(edited, markers, prefix, &r.record);
+  REQUIRE(back.has_value());
+  CHECK(back->restored.empty());
+  REQUIRE(back->not_found.size() == 1);
+  CHECK(back->not_found[0].original == "10.0.0.9 a.test");
+}
+
+TEST_CASE("revert of a file without our section changes nothing") {
+  std::string bytes = "127.0.0.1 localhost";
+  auto back = revert_hosts(bytes, markers, prefix, nullptr);
+  REQUIRE(back.has_value());
+  CHECK_FALSE(back->changed);
+  CHECK_FALSE(back->section_found);
+  CHECK(back->bytes == bytes);
+}
+
+TEST_CASE("install then revert gives the original bytes for every corpus file (plain and override)") {
+  auto files = corpus_files();
+  if (files.empty()) {
+    HOSTCFG_SKIP("no hosts corpus at " + hostcfg_test::corpus_dir());
+    return;
+  }
+  auto w = want({{"127.0.0.1", "kubernetes.docker.internal"}, {"127.0.0.1", "localhost"}, {"::1", "localhost"},
+                 {"127.0.0.1", "odin"}, {"127.0.0.1", "test2"}});
+  for (const auto& file : files) {
+    const std::string& name = file.first;
+    const std::string& bytes = file.second;
+    for (bool override : {false, true}) {
+      CAPTURE(name);
+      CAPTURE(override);
+      auto r = apply_ok(bytes, w, override);
+      // Everything before our section is the original, except tagged disabled lines.
+      if (r.disabled.empty() && r.changed) CHECK(r.bytes.compare(0, bytes.size(), bytes) == 0);
+      auto again = apply_ok(r.bytes, w, override);
+      CHECK_FALSE(again.changed);
+      auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
+      REQUIRE(back.has_value());
+      CHECK(back->bytes == bytes);
+      CHECK(back->kept_user_lines.empty());
+      if (override) {
+        auto p = probe_ok(r.bytes, w);
+        for (const auto& m : p.mappings) CHECK(m.state == hosts_mapping_state::in_sync);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Performance (printed, never asserted)
+
+TEST_CASE("parse, probe and apply on the 108k-line corpus file are one linear pass (timings printed)") {
+  std::string bytes = read_file(hostcfg_test::corpus_dir() + "/hosts/large-blocklistproject-redirect-108k.hosts");
+  if (bytes.empty()) {
+    HOSTCFG_SKIP("large corpus file missing");
+    return;
+  }
+  using clock = std::chrono::steady_clock;
+  auto ms = [](clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  auto t0 = clock::now();
+  auto f = parse_hosts(bytes);
+  auto t1 = clock::now();
+  auto p = probe_ok(bytes, want({{"127.0.0.1", "kubernetes.docker.internal"}}));
+  auto t2 = clock::now();
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "kubernetes.docker.internal"}}));
+  auto t3 = clock::now();
+  CHECK(f.lines.size() > 100000);
+  CHECK(p.mappings[0].state == hosts_mapping_state::missing);
+  CHECK(r.bytes.size() > bytes.size());
+  MESSAGE("108k-line hosts: parse " << ms(t1 - t0) << " ms, probe " << ms(t2 - t1) << " ms, apply " << ms(t3 - t2)
+                                    << " ms (" << bytes.size() << " bytes)");
+}
+
+TEST_CASE("override over 20,000 conflicting lines stays linear and reverts exactly") {
+  std::string bytes;
+  for (int i = 0; i < 20000; ++i) bytes += "0.0.0.0 a.test n" + std::to_string(i) + ".test\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "a.test"}}), true);
+  CHECK(r.disabled.size() == 20000);
+  CHECK(r.added.size() == 1);
+  CHECK(r.carried.size() == 20000);
+  CHECK_FALSE(apply_ok(r.bytes, want({{"127.0.0.1", "a.test"}}), true).changed);
+  auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes == bytes);
+  CHECK(back->restored.size() == 20000);
+}

@@ -1,0 +1,325 @@
+// HostsEntry through the whole protocol on MemoryFs: one prompt naming the file and lines,
+// golden bytes, owner/mode kept, idempotence, conflicts and override, revert to the exact
+// original bytes, broken markers, bind mounts, bad input before I/O, and an error sweep.
+#include <hostcfg/backend/memory_fs.hpp>
+#include <hostcfg/converge.hpp>
+#include <hostcfg/primitives/hosts_entry.hpp>
+
+#include <string>
+
+#include "support/test_support.hpp"
+
+using namespace hostcfg;
+
+namespace {
+
+user_identity mac_user() {
+  return user_identity{501, 20, {20, 12, 61, 80}, "alice", "/Users/alice", "/bin/zsh", std::nullopt, std::nullopt};
+}
+
+const char* app = "com.example.app";
+
+const std::string stock =
+    "##\n# Host Database\n#\n# localhost is used to configure the loopback interface\n"
+    "# when the system is booting.  Do not change this entry.\n##\n"
+    "127.0.0.1\tlocalhost\n255.255.255.255\tbroadcasthost\n::1             localhost\n";
+
+const std::string section_begin = "# >>> hostcfg com.example.app v1 >>>";
+const std::string section_end = "# <<< hostcfg com.example.app <<<";
+
+// /etc root:wheel 0755 with a root:wheel 0644 hosts file (gid 0 is wheel on macOS).
+MemoryFs mac_tree(const std::string& hosts = stock) {
+  MemoryFs fs;
+  fs.add_dir("/etc", 0755, 0, 0);
+  fs.add_dir("/var/lib", 0755, 0, 0);
+  fs.add_dir("/Users/alice", 0750, 501, 20);
+  fs.add_file("/etc/hosts", hosts, 0644, 0, 0);
+  return fs;
+}
+
+HostsEntry docker_entry() { return HostsEntry{"127.0.0.1", {"kubernetes.docker.internal"}}; }
+
+}  // namespace
+
+TEST_CASE("hosts entry: one prompt naming /etc/hosts and the line; golden bytes; owner and mode kept") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  auto report = converge(ctx, docker_entry());
+  REQUIRE(report);
+  CHECK(report->ok());
+  REQUIRE(priv.prompts() == 1);
+  std::string prompt = priv.requests()[0].text();
+  CAPTURE(prompt);
+  CHECK(prompt.find("/etc/hosts") != std::string::npos);
+  CHECK(prompt.find("add 127.0.0.1 kubernetes.docker.internal") != std::string::npos);
+  CHECK(fs.file_bytes("/etc/hosts") ==
+        std::optional<std::string>(stock + section_begin + "\n127.0.0.1\tkubernetes.docker.internal\n" + section_end +
+                                   "\n"));
+  auto st = fs.status_of("/etc/hosts");
+  REQUIRE(st);
+  CHECK(st->mode == 0644);
+  CHECK(st->uid == 0);
+  CHECK(st->gid == 0);
+  CHECK(report->out_of_sync.empty());
+  // Per-name items: localhost was already there, ours is now in sync.
+  REQUIRE(report->steps.size() == 1);
+  REQUIRE(report->steps[0].after);
+  CHECK(report->steps[0].after->in_sync());
+  CHECK(report->system_record_written);
+}
+
+TEST_CASE("hosts entry: the second run makes zero mutating operations and no prompt") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  REQUIRE(converge(ctx, docker_entry()));
+  auto before = fs.take_snapshot();
+  fs.clear_log();
+  auto again = converge(ctx, docker_entry());
+  REQUIRE(again);
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(priv.prompts() == 1);
+  CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
+  CHECK(again->steps[0].planned.empty());
+}
+
+TEST_CASE("hosts entry: uninstall after install gives back the original tree, records included") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  auto before = fs.take_snapshot();
+  REQUIRE(converge(ctx, docker_entry()));
+  auto undone = uninstall(ctx, docker_entry());
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(priv.prompts() == 2);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock));
+  auto left = MemoryFs::diff(before, fs.take_snapshot());
+  for (const auto& line : left) MESSAGE(line);
+  CHECK(left.empty());
+}
+
+TEST_CASE("hosts entry: declined elevation leaves the file untouched and says why") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::declined);
+  context ctx(fs, priv, app);
+  fs.clear_log();
+  auto report = converge(ctx, docker_entry());
+  REQUIRE(report);
+  CHECK(priv.prompts() == 1);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock));
+  REQUIRE(report->steps[0].applied.events.size() == 1);
+  const auto& e = report->steps[0].applied.events[0];
+  CHECK(e.kind == event_kind::skipped);
+  CHECK(e.message.find("declined") != std::string::npos);
+  // Still not in sync, and the report says the prompt was declined (not "out of sync").
+  REQUIRE(report->steps[0].after);
+  CHECK_FALSE(report->steps[0].after->in_sync());
+  REQUIRE(report->prompt_answer);
+  CHECK(*report->prompt_answer == answer::declined);
+}
+
+TEST_CASE("hosts entry: bad input is refused before any I/O, naming the field") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ledgers books;
+  for (const auto& entry : {HostsEntry{"127.1", {"a.test"}}, HostsEntry{"127.0.0.1", {"a.test\n10.0.0.1 bank"}},
+                            HostsEntry{"fe80::1%en0", {"a.test"}}, HostsEntry{"127.0.0.1", {"Upper.Test"}}}) {
+    fs.clear_log();
+    auto probed = entry.probe(ctx, books);
+    REQUIRE_FALSE(probed);
+    CHECK(probed.error().is(errc::invalid_input));
+    CHECK(probed.error().message().find("mappings[0]") != std::string::npos);
+    CHECK(fs.op_count() == 0);
+  }
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock));
+  CHECK(priv.prompts() == 0);
+}
+
+TEST_CASE("hosts entry: broken markers are a conflict naming the line; the file is untouched") {
+  std::string broken = stock + section_begin + "\n127.0.0.1\tx.test\n";
+  MemoryFs fs = mac_tree(broken);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  auto report = converge(ctx, docker_entry());
+  REQUIRE(report);
+  const auto& item = report->steps[0].before.items.at(0);
+  CHECK(item.state == item_state::conflict);
+  CHECK(item.detail.find("line 10: begin marker without an end marker") != std::string::npos);
+  CHECK(priv.prompts() == 0);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(broken));
+}
+
+TEST_CASE("hosts entry: a conflict is reported and left alone; override disables it and uninstall restores it") {
+  std::string hosts = "127.0.0.1 localhost\n10.0.0.9 kubernetes.docker.internal lab\n";
+  MemoryFs fs = mac_tree(hosts);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  auto report = converge(ctx, docker_entry());
+  REQUIRE(report);
+  CHECK(priv.prompts() == 0);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(hosts));
+  const item_probe* name_item = report->steps[0].before.find("hosts:/etc/hosts:127.0.0.1 kubernetes.docker.internal");
+  REQUIRE(name_item);
+  CHECK(name_item->state == item_state::conflict);
+  CHECK(name_item->detail.find("mapped to 10.0.0.9 (line 2)") != std::string::npos);
+  CHECK_FALSE(report->out_of_sync.empty());
+
+  auto before = fs.take_snapshot();
+  HostsEntry forced = docker_entry();
+  forced.override_conflicts = true;
+  auto forced_report = converge(ctx, forced);
+  REQUIRE(forced_report);
+  CHECK(forced_report->ok());
+  CHECK(fs.file_bytes("/etc/hosts") ==
+        std::optional<std::string>("127.0.0.1 localhost\n# [disabled by com.example.app] 10.0.0.9 "
+                                   "kubernetes.docker.internal lab\n" +
+                                   section_begin + "\n127.0.0.1\tkubernetes.docker.internal\n10.0.0.9\tlab\n" +
+                                   section_end + "\n"));
+  CHECK(forced_report->out_of_sync.empty());
+  auto undone = uninstall(ctx, forced);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(hosts));
+  CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
+}
+
+TEST_CASE("hosts entry: a CRLF file without a final newline gets CRLF lines and comes back exactly") {
+  std::string hosts = "# windows\r\n127.0.0.1 localhost";
+  MemoryFs fs = mac_tree(hosts);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  REQUIRE(converge(ctx, docker_entry()));
+  CHECK(fs.file_bytes("/etc/hosts") ==
+        std::optional<std::string>(hosts + "\r\n" + section_begin + "\r\n127.0.0.1\tkubernetes.docker.internal\r\n" +
+                                   section_end + "\r\n"));
+  REQUIRE(uninstall(ctx, docker_entry()));
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(hosts));
+}
+
+TEST_CASE("hosts entry: lines the user added to our section survive uninstall, which says so") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  REQUIRE(converge(ctx, docker_entry()));
+  std::string edited = *fs.file_bytes("/etc/hosts");
+  std::string ours = "127.0.0.1\tkubernetes.docker.internal\n";
+  edited.replace(edited.find(ours), ours.size(), ours + "192.168.1.5 nas\n");
+  fs.add_file("/etc/hosts", edited, 0644, 0, 0);
+  auto undone = uninstall(ctx, docker_entry());
+  REQUIRE(undone);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock + "192.168.1.5 nas\n"));
+  REQUIRE(undone->steps[0].applied.events.size() == 1);
+  CHECK(undone->steps[0].applied.events[0].message.find("kept 1 line(s)") != std::string::npos);
+  CHECK(undone->steps[0].applied.events[0].message.find("'192.168.1.5 nas'") != std::string::npos);
+  CHECK_FALSE(undone->steps[0].applied.notes.empty());
+}
+
+TEST_CASE("hosts entry: a bind-mounted hosts file needs allow_in_place; then it is rewritten in place") {
+  MemoryFs fs = mac_tree();
+  fs.set_mount_point("/etc/hosts");
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  auto refused = converge(ctx, docker_entry());
+  REQUIRE(refused);
+  REQUIRE(refused->steps[0].applied.events.size() == 1);
+  const auto& e = refused->steps[0].applied.events[0];
+  CHECK(e.kind == event_kind::failed);
+  REQUIRE(e.failure);
+  CHECK(e.failure->is_errno(EBUSY));
+  CHECK(e.message.find("set allow_in_place") != std::string::npos);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock));
+  HostsEntry in_place = docker_entry();
+  in_place.allow_in_place = true;
+  auto done = converge(ctx, in_place);
+  REQUIRE(done);
+  CHECK(done->ok());
+  CHECK(done->steps[0].applied.events[0].message.find("rewritten in place") != std::string::npos);
+  CHECK(fs.file_bytes("/etc/hosts")->find("127.0.0.1\tkubernetes.docker.internal\n") != std::string::npos);
+}
+
+TEST_CASE("hosts entry: a change between probe and apply is 'changed since probe', file left as found") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ledgers books;
+  HostsEntry entry = docker_entry();
+  auto probed = entry.probe(ctx, books);
+  REQUIRE(probed);
+  auto p = entry.make_plan(*probed);
+  REQUIRE(p.changes.size() == 1);
+  CHECK(p.changes[0].needs_elevation);
+  CHECK(p.changes[0].elevation_reason.find("/etc/hosts is in /etc") != std::string::npos);
+  fs.add_file("/etc/hosts", stock + "10.0.0.1 new.test\n", 0644, 0, 0);
+  grant g;
+  g.elevated = true;
+  auto applied = entry.apply(ctx, p, g, books);
+  REQUIRE(applied.events.size() == 1);
+  CHECK(applied.events[0].kind == event_kind::failed);
+  CHECK(applied.events[0].failure->is(errc::changed_since_probe));
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock + "10.0.0.1 new.test\n"));
+  CHECK(books.system.empty());
+}
+
+TEST_CASE("hosts entry: error sweep - a failure at any step leaves the original or the new file, never a mix") {
+  const std::string after =
+      stock + section_begin + "\n127.0.0.1\tkubernetes.docker.internal\n" + section_end + "\n";
+  std::size_t failures_seen = 0;
+  for (std::size_t n = 1; n < 200; ++n) {
+    MemoryFs fs = mac_tree();
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    fs.clear_log();
+    fs.fail_at(n, EIO);
+    auto report = converge(ctx, docker_entry());
+    std::size_t ops = fs.op_count();
+    auto bytes = fs.file_bytes("/etc/hosts");
+    CAPTURE(n);
+    REQUIRE(bytes);
+    CHECK((*bytes == stock || *bytes == after));
+    bool failed = !report || !report->ok();
+    if (failed) ++failures_seen;
+    if (ops < n) break;  // the run finished before the n-th operation: every step was swept
+  }
+  CHECK(failures_seen > 3);
+}
+
+TEST_CASE("hosts entry: desired state round-trips and hostile parameters are refused") {
+  HostsEntry entry{"127.0.0.1", {"a.test", "b.test"}};
+  entry.add("::1", {"a.test"});
+  entry.override_conflicts = true;
+  auto back = HostsEntry::from_desired_state(entry.desired_state());
+  if (!back) MESSAGE(back.error().message());
+  REQUIRE(back);
+  CHECK(back->mappings == entry.mappings);
+  CHECK(back->override_conflicts);
+  CHECK(back->id() == "hosts:/etc/hosts");
+  record_item bad = entry.desired_state();
+  bad.fields["mappings"] = "127.0.0.1 a.test #evil";
+  auto refused = HostsEntry::from_desired_state(bad);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message().find("contains a space") != std::string::npos);
+  bad.fields["mappings"] = "127.1 a.test";
+  CHECK(HostsEntry::from_desired_state(bad).error().message().find("has 2 parts") != std::string::npos);
+  bad = entry.desired_state();
+  bad.fields["path"] = "etc/hosts";
+  CHECK(HostsEntry::from_desired_state(bad).error().is(errc::invalid_input));
+}
+
+TEST_CASE("hosts entry: a user without admin rights gets a clear skip and an untouched file") {
+  MemoryFs fs = mac_tree();
+  Unprivileged priv(mac_user());
+  context ctx(fs, priv, app);
+  auto report = converge(ctx, docker_entry());
+  REQUIRE(report);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock));
+  REQUIRE(report->steps[0].applied.events.size() == 1);
+  const auto& e = report->steps[0].applied.events[0];
+  CHECK(e.kind == event_kind::skipped);
+  CHECK(e.message.find("unavailable") != std::string::npos);
+  // The plan still shows exactly what would be added, for the report.
+  REQUIRE(report->steps[0].planned.changes.size() == 1);
+  CHECK(report->steps[0].planned.render().find("+ 127.0.0.1\tkubernetes.docker.internal") != std::string::npos);
+}
