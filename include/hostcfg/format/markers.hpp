@@ -93,32 +93,40 @@ inline bool is_begin_marker(std::string_view text, const section_markers& m) {
 inline result<std::optional<section_span>> find_section(std::string_view bytes, const section_markers& m) {
   std::optional<section_span> found;
   std::optional<section_span> open;
+  std::optional<error> broken;
   std::size_t number = 0;
-  for (const auto& line : split_lines(bytes)) {
+  auto broken_at = [&](std::size_t line, const std::string& why) {
+    broken = fail(errc::broken_markers, "find section", {}, "line " + std::to_string(line) + ": " + why,
+                  "remove the stray or duplicated marker lines by hand, then run again")
+                 .value();
+  };
+  // Marker lines are comments: when they all start with '#', other lines are skipped with one
+  // byte compare.
+  auto starts_with_hash = [](const std::string& s) { return !s.empty() && s.front() == '#'; };
+  bool hash_only = starts_with_hash(m.begin_line) && starts_with_hash(m.end_line);
+  for (const auto& prefix : m.begin_prefixes) hash_only = hash_only && starts_with_hash(prefix);
+  for_each_line(bytes, [&](const line_view& line) {
     ++number;
+    if (broken) return;
+    if (hash_only && (line.text.empty() || line.text.front() != '#')) return;
     std::string_view text = detail::trim_trailing_space(line.text);
     if (detail::is_begin_marker(text, m)) {
-      if (open || found)
-        return fail(errc::broken_markers, "find section", {},
-                    "line " + std::to_string(number) + ": a second begin marker '" + std::string(text) + "'",
-                    "remove the duplicated section by hand, then run again");
+      if (open || found) return broken_at(number, "a second begin marker '" + std::string(text) + "'");
       open = section_span{line.offset, 0, line.offset + line.text.size() + line.ending.size(), 0, number,
                           std::string(text)};
     } else if (text == m.end_line) {
-      if (!open)
-        return fail(errc::broken_markers, "find section", {},
-                    "line " + std::to_string(number) + ": end marker without a begin marker",
-                    "remove the stray marker line by hand, then run again");
+      if (!open) return broken_at(number, "end marker without a begin marker");
       open->inner_end = line.offset;
       open->end = line.offset + line.text.size() + line.ending.size();
       found = open;
       open.reset();
     }
+  });
+  if (broken) return tl::unexpected(*broken);
+  if (open) {
+    broken_at(open->begin_line_number, "begin marker without an end marker");
+    return tl::unexpected(*broken);
   }
-  if (open)
-    return fail(errc::broken_markers, "find section", {},
-                "line " + std::to_string(open->begin_line_number) + ": begin marker without an end marker",
-                "remove the stray marker line by hand, then run again");
   return found;
 }
 
