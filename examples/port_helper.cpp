@@ -1,0 +1,136 @@
+// port-helper: the privileged helper daemon, a small main over hostcfg/helper/server.hpp.
+//
+//   port-helper --socket /var/run/com.example.helper.sock --uid 501
+//               [--gid N] [--policy-path PATH] [--allow-address loopback|any]
+//               [--allow-ports 1-1023[,R...]] [--timeout-ms 5000] [--once]
+//
+// Run as root (launchd / systemd). It serves exactly one uid; every decision is logged to stderr.
+// uninstall_self stops the daemon; removing its launchd plist / unit is the installer's job
+// (LaunchdPlist's revert), run by whoever wires the callback in a real product.
+#include <signal.h>
+#include <cerrno>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "hostcfg/helper/server.hpp"
+
+namespace {
+
+hostcfg::helper::Server* running = nullptr;
+
+void on_signal(int) {
+  if (running != nullptr) running->stop();  // async-signal-safe: one write(2)
+}
+
+int usage(const char* why) {
+  std::fprintf(stderr,
+               "port-helper: %s\nusage: port-helper --socket PATH --uid N [--gid N] [--policy-path PATH]\n"
+               "       [--allow-address loopback|any] [--allow-ports 1-1023[,FIRST-LAST...]] [--timeout-ms N] [--once]\n",
+               why);
+  return 2;
+}
+
+bool parse_number(const char* text, unsigned long max, unsigned long& out) {
+  if (text == nullptr || *text == '\0') return false;
+  char* end = nullptr;
+  errno = 0;
+  out = std::strtoul(text, &end, 10);
+  return errno == 0 && *end == '\0' && out <= max && text[0] != '-';
+}
+
+// "80,443,900-1000" -> ranges; false on anything else.
+bool parse_ports(const std::string& text, std::vector<hostcfg::helper::port_range>& out) {
+  out.clear();
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const std::size_t dash = item.find('-');
+    unsigned long first = 0, last = 0;
+    if (!parse_number(item.substr(0, dash).c_str(), 65535, first)) return false;
+    last = first;
+    if (dash != std::string::npos && !parse_number(item.substr(dash + 1).c_str(), 65535, last)) return false;
+    out.push_back({static_cast<std::uint16_t>(first), static_cast<std::uint16_t>(last)});
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return !out.empty();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace hostcfg::helper;
+  server_config config;
+  bool have_uid = false, have_gid = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
+    unsigned long n = 0;
+    if (arg == "--once") {
+      config.once = true;
+      continue;
+    }
+    if (value == nullptr) return usage(("missing value for " + arg).c_str());
+    ++i;
+    if (arg == "--socket") {
+      config.socket_path = value;
+    } else if (arg == "--uid") {
+      if (!parse_number(value, 0xfffffffeUL, n)) return usage("--uid needs a number");
+      config.allowed_uid = static_cast<hostcfg::uid_type>(n);
+      have_uid = true;
+    } else if (arg == "--gid") {
+      if (!parse_number(value, 0xfffffffeUL, n)) return usage("--gid needs a number");
+      config.socket_gid = static_cast<hostcfg::gid_type>(n);
+      have_gid = true;
+    } else if (arg == "--policy-path") {
+      config.policy_path = value;
+    } else if (arg == "--allow-address") {
+      const std::string scope = value;
+      if (scope == "loopback") config.allow_address = address_scope::loopback;
+      else if (scope == "any") config.allow_address = address_scope::loopback_or_any;
+      else return usage("--allow-address is loopback or any");
+    } else if (arg == "--allow-ports") {
+      if (!parse_ports(value, config.allow_ports)) return usage("--allow-ports takes N or FIRST-LAST, comma-separated");
+    } else if (arg == "--timeout-ms") {
+      if (!parse_number(value, 600000, n) || n == 0) return usage("--timeout-ms needs a positive number");
+      config.request_timeout_ms = static_cast<int>(n);
+    } else {
+      return usage(("unknown option " + arg).c_str());
+    }
+  }
+  if (config.socket_path.empty() || !have_uid) return usage("--socket and --uid are required");
+  if (!have_gid) config.socket_gid = config.allowed_uid;
+  if (::geteuid() != 0) std::fprintf(stderr, "port-helper: warning: not running as root; binds below 1024 will fail\n");
+
+  config.log = [](const log_event& e) { std::fprintf(stderr, "port-helper: %s\n", e.text().c_str()); };
+  config.uninstall = [] {
+    if (running != nullptr) running->stop();
+    return reply_status::ok;
+  };
+
+  // Replies use MSG_NOSIGNAL already; ignoring SIGPIPE also covers anything else that writes.
+  ::signal(SIGPIPE, SIG_IGN);
+  auto server = Server::listen(std::move(config));
+  if (!server) {
+    std::fprintf(stderr, "port-helper: %s\n", server.error().message().c_str());
+    return 1;
+  }
+  running = &*server;
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+  auto done = server->run();
+  running = nullptr;
+  if (!done) {
+    std::fprintf(stderr, "port-helper: %s\n", done.error().message().c_str());
+    return 1;
+  }
+  return 0;
+}
