@@ -544,3 +544,24 @@ TEST_CASE("hand-off: the runner refuses a step the user could do alone") {
   CHECK(outcome.events["file:/Users/alice/x.conf"][0].failure->is(errc::unsafe_path));
   CHECK_FALSE(fs.status_of("/Users/alice/x.conf"));
 }
+
+TEST_CASE("same bytes with another mode or owner: the metadata is repaired without a rewrite") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ManagedFile conf{"/etc/app.conf", "x\n", 0644};
+  conf.uid = 0;
+  conf.gid = 0;
+  REQUIRE(converge(ctx, conf));
+  fs.add_file("/etc/app.conf", "x\n", 0666, 501, 20);
+  auto ino_before = fs.status_of("/etc/app.conf")->ino;
+  auto report = converge(ctx, conf);
+  REQUIRE(report);
+  CHECK(report->ok());
+  auto st = fs.status_of("/etc/app.conf");
+  CHECK(st->mode == 0644);
+  CHECK(st->uid == 0);
+  CHECK(st->gid == 0);
+  CHECK(st->ino == ino_before);
+  CHECK(report->out_of_sync.empty());
+}

@@ -334,7 +334,7 @@ struct ManagedFile {
     options.expected = c.expected;
     options.expect_absent = c.kind == change_kind::create;
     options.mode = mode;
-    options.force_mode = true;
+    options.force_mode = false;  // an existing file's mode is fixed below, without a rewrite
     options.uid = uid ? uid : std::optional<uid_type>(ctx.user_actor().uid);
     options.gid = gid ? gid : std::optional<gid_type>(ctx.user_actor().gid);
     if (!uid && !gid && who.is_root() && !c.needs_elevation) options.uid.reset(), options.gid.reset();
@@ -348,9 +348,15 @@ struct ManagedFile {
         }());
       return tl::unexpected(written.error());
     }
-    if (c.kind == change_kind::modify && written->changed) {
+    if (c.kind == change_kind::modify) {
+      // Same bytes, other mode or owner: replace_file skipped the write, so fix the metadata.
       auto st = ctx.fs.lstat(who, path);
-      bool owner_ok = st && (!uid || st->uid == *uid) && (!gid || st->gid == *gid);
+      if (!st) return tl::unexpected(st.error());
+      if (st->mode != mode) {
+        auto chmodded = ctx.fs.chmod(who, path, mode);
+        if (!chmodded) return chmodded;
+      }
+      bool owner_ok = (!uid || st->uid == *uid) && (!gid || st->gid == *gid);
       if (!owner_ok) {
         auto chowned = ctx.fs.lchown(who, path, uid ? *uid : st->uid, gid ? *gid : st->gid);
         if (!chowned) return chowned;
