@@ -4,7 +4,12 @@
 //               [--gid N] [--policy-path PATH] [--allow-address loopback|any]
 //               [--allow-ports 1-1023[,R...]] [--timeout-ms 5000] [--once]
 //
+//   port-helper --one-shot [--root DIR] [--system-record PATH] [--uid N]
+//
 // Run as root (launchd / systemd). It serves exactly one uid; every decision is logged to stderr.
+// The same program is the elevated one-shot runner (helper/one_shot.hpp) that CommandPrivilege
+// starts through sudo / pkexec / the macOS admin dialog: it reads the privileged part of a plan on
+// stdin, applies it as root and answers on stdout. One program, two modes.
 // uninstall_self stops the daemon; removing its launchd plist / unit is the installer's job
 // (LaunchdPlist's revert), run by whoever wires the callback in a real product.
 #include <signal.h>
@@ -17,7 +22,12 @@
 #include <string>
 #include <vector>
 
+#include "hostcfg/helper/one_shot.hpp"
 #include "hostcfg/helper/server.hpp"
+#include "hostcfg/primitives/hosts_entry.hpp"
+#include "hostcfg/primitives/launchd_plist.hpp"
+#include "hostcfg/primitives/managed_file.hpp"
+#include "hostcfg/primitives/protected_file.hpp"
 
 namespace {
 
@@ -66,6 +76,9 @@ bool parse_ports(const std::string& text, std::vector<hostcfg::helper::port_rang
 
 int main(int argc, char** argv) {
   using namespace hostcfg::helper;
+  if (is_one_shot(argc, argv))
+    return run_one_shot<hostcfg::ManagedFile, hostcfg::HostsEntry, hostcfg::ProtectedFile, hostcfg::LaunchdPlist>(
+        0, 1, 2, parse_one_shot_options(argc, argv));
   server_config config;
   bool have_uid = false, have_gid = false;
   for (int i = 1; i < argc; ++i) {

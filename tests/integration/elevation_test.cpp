@@ -10,7 +10,10 @@
 #include <hostcfg/backend/rooted_fs.hpp>
 #include <hostcfg/converge.hpp>
 #include <hostcfg/helper/one_shot.hpp>
+#include <hostcfg/primitives/hosts_entry.hpp>
+#include <hostcfg/primitives/launchd_plist.hpp>
 #include <hostcfg/primitives/managed_file.hpp>
+#include <hostcfg/primitives/protected_file.hpp>
 
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -381,4 +384,69 @@ TEST_CASE("a forged request through sudo is refused by the runner: unknown kinds
   CHECK(out.find("unknown primitive kind") != std::string::npos);
   CHECK(out.find("without admin rights; refused as root") != std::string::npos);
   CHECK_FALSE(exists(f.root + "/home/" + f.user + "/x"));
+}
+
+TEST_CASE("port-helper --one-shot: the real program applies hosts, a protected file and a daemon plist") {
+  std::string program = std::string(HOSTCFG_BINARY_DIR) + "/examples/port-helper";
+  if (::geteuid() != 0 || !exists(program)) {
+    HOSTCFG_SKIP("needs root and the built port-helper example");
+    return;
+  }
+  char templ[] = "/var/tmp/hostcfg-oneshot-XXXXXX";
+  REQUIRE(::mkdtemp(templ));
+  std::string dir = templ;
+  ::chmod(dir.c_str(), 0755);
+  std::string root = dir + "/root";
+  run("mkdir -p '" + dir + "/bin' '" + root + "/etc' '" + root + "/Library/LaunchDaemons' '" + root +
+      "/Library/PrivilegedHelperTools'");
+  run("cp '" + program + "' '" + dir + "/bin/port-helper'");
+  write_file(root + "/etc/hosts", "127.0.0.1\tlocalhost\n", 0644);
+  write_file(root + "/Library/PrivilegedHelperTools/com.example.helper", "#!/bin/sh\n", 0755);
+  record payload{"com.example.oneshot", {}};
+  auto add = [&](const auto& p) {
+    record_item item = p.desired_state();
+    item.id = p.id();
+    item.primitive = p.kind();
+    payload.put(item);
+  };
+  add(HostsEntry{"127.0.0.1", {"kubernetes.docker.internal"}});
+  add(ProtectedFile{"/Library/Application Support/com.example/policy.json", "{\"allow\": []}\n"});
+  launchd_job job;
+  job.label = "com.example.helper";
+  job.program_arguments = {"/Library/PrivilegedHelperTools/com.example.helper"};
+  job.run_at_load = true;
+  add(LaunchdPlist(job));
+  write_file(dir + "/payload", serialize_record(payload), 0644);
+  std::string reply = run("cd / && SUDO_UID=65534 HOME=/root '" + dir + "/bin/port-helper' --one-shot --root '" + root +
+                          "' < '" + dir + "/payload'");
+  auto parsed = parse_record(reply);
+  REQUIRE(parsed);
+  auto outcome = decode_outcome(*parsed);
+  REQUIRE(outcome);
+  CHECK(outcome->prompt_answer == answer::granted);
+  for (const auto& [step, events] : outcome->events)
+    for (const auto& e : events) {
+      INFO(step << ": " << e.message);
+      // Under --root a job is written, not loaded: "skipped: no launchd here" is not a failure.
+      CHECK((e.kind == event_kind::changed ||
+             (e.kind == event_kind::skipped && e.message.find("no launchd here") != std::string::npos)));
+    }
+  CHECK(outcome->events.size() == 3);
+  std::ifstream hosts(root + "/etc/hosts");
+  std::string hosts_text((std::istreambuf_iterator<char>(hosts)), std::istreambuf_iterator<char>());
+  CHECK(hosts_text.find("127.0.0.1\tlocalhost\n") == 0);
+  CHECK(hosts_text.find("kubernetes.docker.internal") != std::string::npos);
+  struct stat st;
+  REQUIRE(::stat((root + "/Library/Application Support/com.example/policy.json").c_str(), &st) == 0);
+  CHECK(st.st_uid == 0);
+  CHECK((st.st_mode & 07777) == 0644);
+  REQUIRE(::stat((root + "/Library/LaunchDaemons/com.example.helper.plist").c_str(), &st) == 0);
+  CHECK(st.st_uid == 0);
+  CHECK((st.st_mode & 07777) == 0644);
+  // The runner binary in a directory others may write is refused before it reads anything.
+  ::chmod((dir + "/bin").c_str(), 0777);
+  std::string refused = run("SUDO_UID=65534 '" + dir + "/bin/port-helper' --one-shot --root '" + root + "' < '" + dir +
+                            "/payload' 2>&1");
+  CHECK(refused.find("could replace the elevated runner") != std::string::npos);
+  run("rm -rf '" + dir + "'");
 }

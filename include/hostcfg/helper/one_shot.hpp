@@ -34,6 +34,7 @@
 
 #include "hostcfg/backend/posix_fs.hpp"
 #include "hostcfg/backend/rooted_fs.hpp"
+#include "hostcfg/backend/service_manager.hpp"
 #include "hostcfg/runner.hpp"
 
 #ifdef __APPLE__
@@ -225,9 +226,14 @@ int run_one_shot(int in_fd, int out_fd, int err_fd, const result<one_shot_option
   if (!payload) return detail::refuse(err_fd, payload.error());
   if (auto ok = validate_app_id(payload->app_id); !ok) return detail::refuse(err_fd, ok.error());
 
+  // launchd jobs are loaded only on the real system; under --root they are written, not loaded.
+  LaunchctlServiceManager launchctl;
+  FileOnlyServiceManager file_only;
+  any_service_manager services = options.root ? any_service_manager(file_only) : any_service_manager(launchctl);
   auto execute = [&](auto& fs) {
     RootFor root(*user);
     context ctx(fs, root, payload->app_id);
+    ctx.attach(services);
     if (options.record) ctx.system_record.path = *options.record;
     auto outcome = execute_handoff<Primitives...>(ctx, *payload);
     return serialize_record(encode_outcome(outcome, payload->app_id));

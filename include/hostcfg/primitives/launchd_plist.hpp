@@ -185,6 +185,54 @@ struct LaunchdPlist {
   std::string id() const { return "launchd:" + job.label; }
   const char* kind() const { return kind_name; }
 
+  /// The typed desired state handed to an elevated runner (elevation.hpp): the job as plist XML
+  /// and the placement options; never a command to run.
+  record_item desired_state() const {
+    record_item item{id(), kind(), {}};
+    auto value = job.to_plist();
+    item.fields["job"] = value ? write_plist_xml(*value).value_or(std::string()) : std::string();
+    item.fields["scope"] = where == scope::daemon ? "daemon" : "agent";
+    item.fields["user_domain"] = agent_in_user_domain ? "1" : "0";
+    item.fields["directory"] = directory;
+    item.fields["take_over"] = take_over ? "1" : "0";
+    return item;
+  }
+
+  /// Rebuilds a LaunchdPlist from `desired_state()`, re-validating the job (the runner treats the
+  /// payload as untrusted). The program-path check is always on for a rebuilt daemon.
+  static result<LaunchdPlist> from_desired_state(const record_item& item) {
+    auto bad = [&](const std::string& why) { return fail(errc::invalid_input, "read desired state", item.id, why); };
+    auto value = read_plist_xml(item.get("job"));
+    if (!value) return tl::unexpected(value.error());
+    const plist_dict* dict = value->as_dict();
+    if (!dict) return bad("the job is not a dict");
+    launchd_job rebuilt;
+    for (const auto& e : dict->entries) {
+      if (e.key == "Label" && e.value.as_string()) {
+        rebuilt.label = *e.value.as_string();
+      } else if (e.key == "Program" && e.value.as_string()) {
+        rebuilt.program = *e.value.as_string();
+      } else if (e.key == "ProgramArguments" && e.value.as_array()) {
+        for (const auto& a : e.value.as_array()->items) {
+          if (!a.as_string()) return bad("ProgramArguments must be strings");
+          rebuilt.program_arguments.push_back(*a.as_string());
+        }
+      } else {
+        rebuilt.extra.entries.push_back(e);
+      }
+    }
+    std::string where_text = item.get("scope");
+    if (where_text != "daemon" && where_text != "agent") return bad("scope must be daemon or agent");
+    LaunchdPlist p(std::move(rebuilt), where_text == "daemon" ? scope::daemon : scope::agent);
+    p.agent_in_user_domain = item.get("user_domain") == "1";
+    p.directory = item.get("directory");
+    if (!p.directory.empty() && !is_normal_path(p.directory)) return bad("directory must be absolute and normal");
+    p.take_over = item.get("take_over") == "1";
+    if (auto ok = p.job.to_plist(); !ok) return tl::unexpected(ok.error());
+    if (p.id() != item.id) return bad("the step id does not match the job's label");
+    return p;
+  }
+
   /// The plist's path for `user` (agents live in the user's home).
   std::string plist_path(const user_identity& user) const {
     std::string dir = !directory.empty() ? directory

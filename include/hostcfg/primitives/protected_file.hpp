@@ -52,6 +52,18 @@ struct ProtectedFile {
   /// The desired state for an elevated runner (ManagedFile's, with the root owner).
   record_item desired_state() const { return as_managed_file().desired_state(); }
 
+  /// Rebuilds a ProtectedFile from `desired_state()` (validated as ManagedFile's, owner root).
+  static result<ProtectedFile> from_desired_state(const record_item& item) {
+    auto file = ManagedFile::from_desired_state(item);
+    if (!file) return tl::unexpected(file.error());
+    if (file->uid != std::optional<uid_type>(0) || file->gid != std::optional<gid_type>(0))
+      return fail(errc::invalid_input, "read desired state", file->path, "a protected file is owned by root");
+    ProtectedFile p{file->path, file->content, file->mode};
+    p.take_over = file->take_over;
+    p.dir_mode = file->dir_mode;
+    return p;
+  }
+
   /// Probes content, owner and mode (ManagedFile's probe with the owner pinned to root).
   template <class Fs, class Priv>
   result<probe_report> probe(context<Fs, Priv>& ctx, const ledgers& books) const {
