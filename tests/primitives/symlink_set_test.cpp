@@ -1,0 +1,715 @@
+// SymlinkSet and the CLI-links recipe on MemoryFs: every probe state, one prompt, the decision
+// table, the fallback and the move back, both override policies and their revert, users relying
+// on system links, the crash-and-error sweep and the component-swap attack.
+#include <hostcfg/backend/memory_fs.hpp>
+#include <hostcfg/converge.hpp>
+#include <hostcfg/primitives/managed_file.hpp>
+#include <hostcfg/primitives/symlink_set.hpp>
+#include <hostcfg/recipes/cli_links.hpp>
+
+#include <cstdio>
+
+#include "primitives/symlink_swap_fs.hpp"
+#include "support/test_support.hpp"
+
+using namespace hostcfg;
+
+namespace {
+
+const char* app = "com.docker.desktop";
+const char* src = "/Applications/Docker.app/Contents/Resources/bin";
+const char* user_record_path = "/Users/alice/.local/state/hostcfg/com.docker.desktop.record";
+const char* system_record_path = "/var/lib/hostcfg/com.docker.desktop.record";
+
+user_identity alice() {
+  return user_identity{501, 20, {20, 12, 61, 80}, "alice", "/Users/alice", "/bin/zsh", std::nullopt, std::nullopt};
+}
+user_identity bob() {
+  return user_identity{502, 20, {20}, "bob", "/Users/bob", "/bin/zsh", std::nullopt, std::nullopt};
+}
+
+// A macOS-like tree: /usr/local/bin root:wheel 0755, alice's home 501:20 0750, the app bundle's
+// three commands.
+MemoryFs mac_tree() {
+  MemoryFs fs;
+  fs.add_dir("/usr/local/bin", 0755, 0, 0);
+  fs.add_dir("/var/lib", 0755, 0, 0);
+  fs.add_dir("/var/run", 0755, 0, 0);
+  fs.add_dir("/etc", 0755, 0, 0);
+  fs.add_dir("/Users/alice", 0750, 501, 20);
+  fs.add_dir("/Users/bob", 0750, 502, 20);
+  for (const char* name : {"docker", "docker-compose", "kubectl.docker"})
+    fs.add_file(std::string(src) + "/" + name, std::string("#!bin ") + name + "\n", 0755, 0, 0);
+  fs.add_file("/opt/homebrew/Cellar/docker/24.0.7/bin/docker", "brew docker\n", 0755, 501, 20);
+  return fs;
+}
+
+ManagedFile path_edit() {
+  return ManagedFile{"/Users/alice/.docker-path.zsh", "export PATH=\"$HOME/.docker/bin:$PATH\"\n", 0644};
+}
+
+auto recipe() { return cli_links(src, "/usr/local/bin", "/Users/alice/.docker/bin", path_edit()); }
+
+std::string link_of(MemoryFs& fs, const std::string& path) {
+  auto target = fs.readlink(actor::root(), path);
+  return target ? *target : std::string("<none: ") + target.error().message() + ">";
+}
+
+std::string all_notes(const converge_report& r) {
+  std::string text;
+  for (const auto& n : r.notes) text += n + "\n";
+  return text;
+}
+
+SymlinkSet single(const std::string& path, const std::string& target) {
+  SymlinkSet set;
+  set.links.push_back({path, target});
+  set.label = path;
+  return set;
+}
+
+const item_probe& only_item(const probe_report& r) {
+  REQUIRE(r.items.size() == 1);
+  return r.items[0];
+}
+
+}  // namespace
+
+TEST_CASE("a link directory the user can write gets the links as the user, with no prompt") {
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/usr/local/bin", 0755, 501, 80);  // Homebrew-style: owned by the user
+  ScriptedPrivilege priv(alice(), answer::declined);
+  context ctx(fs, priv, app);
+  auto report = converge(ctx, recipe());
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(priv.prompts() == 0);
+  CHECK(link_of(fs, "/usr/local/bin/docker") == std::string(src) + "/docker");
+  CHECK(link_of(fs, "/usr/local/bin/kubectl.docker") == std::string(src) + "/kubectl.docker");
+  CHECK(fs.status_of("/usr/local/bin/docker")->uid == 501);
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker/bin"));
+  auto rec = fs.file_bytes(user_record_path);
+  REQUIRE(rec);
+  CHECK(rec->find("item link:/usr/local/bin/docker") != std::string::npos);
+  CHECK_FALSE(fs.status_of(system_record_path));
+  CHECK(report->out_of_sync.empty());
+}
+
+TEST_CASE("a root-owned link directory needs exactly one prompt naming the directory and each link") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  auto report = converge(ctx, recipe());
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(priv.prompts() == 1);
+  const auto& changes = priv.requests().at(0).changes;
+  REQUIRE(changes.size() == 3);
+  CHECK(changes[0] == "create link /usr/local/bin/docker (-> " + std::string(src) +
+                          "/docker; /usr/local/bin is 0:0 0755, not writable by uid 501)");
+  CHECK(changes[2].find("/usr/local/bin/kubectl.docker") != std::string::npos);
+  for (const char* name : {"docker", "docker-compose", "kubectl.docker"}) {
+    std::string link = std::string("/usr/local/bin/") + name;
+    CHECK(link_of(fs, link) == std::string(src) + "/" + name);
+    CHECK(fs.status_of(link)->uid == 0);
+  }
+  auto sys = fs.file_bytes(system_record_path);
+  REQUIRE(sys);
+  CHECK(sys->find("item link:/usr/local/bin/docker") != std::string::npos);
+  CHECK(sys->find("field users 501") != std::string::npos);
+  CHECK(fs.status_of(system_record_path)->uid == 0);
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker"));
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker-path.zsh"));
+}
+
+TEST_CASE("declined: links under the home, PATH edited, decision recorded; the next run asks nothing and writes nothing") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(alice(), answer::declined);
+  context ctx(fs, priv, app);
+  auto first = converge(ctx, recipe());
+  REQUIRE(first);
+  CHECK(first->ok());
+  CHECK(priv.prompts() == 1);
+  CHECK_FALSE(fs.status_of("/usr/local/bin/docker"));
+  CHECK(link_of(fs, "/Users/alice/.docker/bin/docker") == std::string(src) + "/docker");
+  CHECK(fs.status_of("/Users/alice/.docker/bin/docker")->uid == 501);
+  CHECK(fs.status_of("/Users/alice/.docker/bin")->mode == 0755);
+  CHECK(fs.status_of("/Users/alice/.docker")->uid == 501);
+  CHECK(fs.file_bytes("/Users/alice/.docker-path.zsh") ==
+        std::optional<std::string>("export PATH=\"$HOME/.docker/bin:$PATH\"\n"));
+  auto rec = fs.file_bytes(user_record_path);
+  REQUIRE(rec);
+  CHECK(rec->find("item decision:links:/usr/local/bin") != std::string::npos);
+  CHECK(rec->find("field answer declined") != std::string::npos);
+  REQUIRE(first->steps.size() == 2);
+  CHECK(first->steps[1].is_fallback);
+  CHECK(first->needs_user_action());
+  CHECK(all_notes(*first).find("reload your shells (open a new terminal) so PATH includes /Users/alice/.docker/bin") !=
+        std::string::npos);
+  CHECK(all_notes(*first).find("admin rights: declined") != std::string::npos);
+
+  auto before = fs.take_snapshot();
+  fs.clear_log();
+  auto second = converge(ctx, recipe());
+  REQUIRE(second);
+  CHECK(priv.prompts() == 1);
+  CHECK(second->prompts_shown == 0);
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
+  CHECK(all_notes(*second).find("a recorded decision: set re-prompt to ask again") != std::string::npos);
+}
+
+TEST_CASE("cancelled is recorded as cancelled, declined as declined, timed out not at all") {
+  for (answer a : {answer::cancelled, answer::declined, answer::timed_out, answer::unavailable}) {
+    CAPTURE(answer_name(a));
+    MemoryFs fs = mac_tree();
+    ScriptedPrivilege priv(alice(), a);
+    context ctx(fs, priv, app);
+    REQUIRE(converge(ctx, recipe()));
+    CHECK(link_of(fs, "/Users/alice/.docker/bin/docker") == std::string(src) + "/docker");
+    auto rec = fs.file_bytes(user_record_path);
+    REQUIRE(rec);
+    bool recorded = rec->find(std::string("field answer ") + answer_name(a)) != std::string::npos;
+    CHECK(recorded == (a != answer::timed_out));
+    REQUIRE(converge(ctx, recipe()));
+    CHECK(priv.prompts() == (a == answer::timed_out ? 2u : 1u));
+  }
+}
+
+TEST_CASE("a later grant makes the system links first, then removes the fallback links and the PATH edit") {
+  MemoryFs fs = mac_tree();
+  auto pristine = fs.take_snapshot();
+  ScriptedPrivilege priv(alice(), std::vector<answer>{answer::declined, answer::granted});
+  context ctx(fs, priv, app);
+  REQUIRE(converge(ctx, recipe()));
+  ctx.policy.reprompt = true;
+  fs.clear_log();
+  auto moved = converge(ctx, recipe());
+  REQUIRE(moved);
+  CHECK(moved->ok());
+  CHECK(priv.prompts() == 2);
+  CHECK(link_of(fs, "/usr/local/bin/docker") == std::string(src) + "/docker");
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker/bin/docker"));
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker"));
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker-path.zsh"));
+  // Order: every system link exists before the first fallback link goes.
+  std::size_t last_create = 0, first_remove = 0;
+  const auto& log = fs.op_log();
+  for (std::size_t i = 0; i < log.size(); ++i) {
+    if (log[i].mutating && log[i].path.rfind("/usr/local/bin/", 0) == 0) last_create = i;
+    if (log[i].mutating && first_remove == 0 && log[i].path.rfind("/Users/alice/.docker/bin/", 0) == 0)
+      first_remove = i;
+  }
+  CHECK(last_create > 0);
+  CHECK(first_remove > last_create);
+  CHECK(all_notes(*moved).find("the commands moved from /Users/alice/.docker/bin to /usr/local/bin") !=
+        std::string::npos);
+  // The record forgets the retired fallback (links and PATH edit); the next run does nothing.
+  CHECK_FALSE(fs.status_of(user_record_path));  // granted erased the decision: nothing left in it
+  fs.clear_log();
+  auto settled = converge(ctx, recipe());
+  REQUIRE(settled);
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(settled->steps.size() == 1);
+  // Only the system links and the records differ from the tree before the first run.
+  auto left = MemoryFs::diff(pristine, fs.take_snapshot());
+  for (const auto& line : left)
+    CHECK((line.find("/usr/local/bin/") != std::string::npos || line.find("hostcfg") != std::string::npos ||
+           line.find("/.local") != std::string::npos || line.find("/var/lib") != std::string::npos));
+}
+
+TEST_CASE("a command left in conflict in /usr/local/bin keeps its fallback link and the PATH edit stays") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(alice(), std::vector<answer>{answer::declined, answer::granted});
+  context ctx(fs, priv, app);
+  REQUIRE(converge(ctx, recipe()));
+  fs.add_symlink("/usr/local/bin/docker", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker", 501, 20);
+  ctx.policy.reprompt = true;
+  auto moved = converge(ctx, recipe());
+  REQUIRE(moved);
+  CHECK(link_of(fs, "/usr/local/bin/docker") == "/opt/homebrew/Cellar/docker/24.0.7/bin/docker");
+  CHECK(link_of(fs, "/usr/local/bin/docker-compose") == std::string(src) + "/docker-compose");
+  CHECK(link_of(fs, "/Users/alice/.docker/bin/docker") == std::string(src) + "/docker");
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker/bin/docker-compose"));
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker/bin/kubectl.docker"));
+  CHECK(fs.file_bytes("/Users/alice/.docker-path.zsh"));
+  std::string notes = all_notes(*moved);
+  CHECK(notes.find("1 command(s) keep their link in /Users/alice/.docker/bin because /usr/local/bin does not "
+                   "provide them (docker); the PATH entry for /Users/alice/.docker/bin stays") != std::string::npos);
+  CHECK(notes.find("(belongs to Homebrew); left alone (set take_over to re-point it") != std::string::npos);
+}
+
+TEST_CASE("probe names every state of a link") {
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/Users/alice/bin", 0755, 501, 20);
+  fs.add_dir("/Users/alice/real", 0755, 501, 20);
+  fs.add_symlink("/Users/alice/via", "/Users/alice/real", 501, 20);
+  fs.add_symlink("/Users/alice/loop1", "/Users/alice/loop2", 501, 20);
+  fs.add_symlink("/Users/alice/loop2", "/Users/alice/loop1", 501, 20);
+  fs.add_symlink("/Users/alice/bin/correct", std::string(src) + "/docker", 501, 20);
+  fs.add_symlink("/Users/alice/bin/relative", "../../../Applications/Docker.app/Contents/Resources/bin/docker", 501, 20);
+  fs.add_symlink("/Users/alice/bin/stale", std::string(src) + "/docker-compose", 501, 20);
+  fs.add_symlink("/Users/alice/bin/brew", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker", 501, 20);
+  fs.add_symlink("/Users/alice/bin/dangling", "/Users/alice/gone", 501, 20);
+  fs.add_file("/Users/alice/bin/file", "user's own script\n", 0755, 501, 20);
+  fs.add_dir("/Users/alice/bin/dir", 0755, 501, 20);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  ledgers books;
+  SymlinkSet stale_set = single("/Users/alice/bin/stale", std::string(src) + "/docker");
+  books.user.put(record_item{"link:/Users/alice/bin/stale", "symlink_set",
+                             {{"set", stale_set.id()}, {"target", std::string(src) + "/docker-compose"}}});
+  auto probe = [&](const SymlinkSet& set) {
+    auto r = set.probe(ctx, books);
+    REQUIRE(r);
+    return only_item(*r);
+  };
+  const std::string docker = std::string(src) + "/docker";
+
+  auto missing = probe(single("/Users/alice/bin/new", docker));
+  CHECK(missing.state == item_state::absent);
+  CHECK(missing.detail == "missing");
+  CHECK_FALSE(missing.needs_elevation);
+
+  CHECK(probe(single("/Users/alice/bin/correct", docker)).state == item_state::matches);
+  auto relative = probe(single("/Users/alice/bin/relative", docker));
+  CHECK(relative.state == item_state::matches);  // both ends made absolute and normal
+
+  auto stale = probe(stale_set);
+  CHECK(stale.state == item_state::differs);
+  CHECK(stale.detail.find("ours, stale: points at " + std::string(src) + "/docker-compose") == 0);
+
+  auto brew = probe(single("/Users/alice/bin/brew", docker));
+  CHECK(brew.state == item_state::conflict);
+  CHECK(brew.detail.find("foreign: /Users/alice/bin/brew -> /opt/homebrew/Cellar/docker/24.0.7/bin/docker "
+                         "(belongs to Homebrew); left alone (set take_over") == 0);
+
+  auto dangling = probe(single("/Users/alice/bin/dangling", docker));
+  CHECK(dangling.state == item_state::differs);
+  CHECK(dangling.detail.find("dangling: points at missing /Users/alice/gone") == 0);
+
+  auto file = probe(single("/Users/alice/bin/file", docker));
+  CHECK(file.state == item_state::conflict);
+  CHECK(file.detail.find("a regular file stands at /Users/alice/bin/file (set take_over") == 0);
+
+  auto dir = probe(single("/Users/alice/bin/dir", docker));
+  CHECK(dir.state == item_state::conflict);
+  CHECK(dir.detail.find("a directory stands at /Users/alice/bin/dir; it is never replaced") == 0);
+
+  auto parent = probe(single("/Users/alice/.docker/bin/docker", docker));
+  CHECK(parent.state == item_state::absent);
+  CHECK(parent.detail.find("parent missing: directories below /Users/alice will be created (mode 0755)") !=
+        std::string::npos);
+
+  auto system = probe(single("/usr/local/bin/docker", docker));
+  CHECK(system.state == item_state::absent);
+  CHECK(system.needs_elevation);
+  CHECK(system.elevation_reason == "/usr/local/bin is 0:0 0755, not writable by uid 501");
+
+  auto self = probe(single("/Users/alice/bin/self", "/Users/alice/bin/self"));
+  CHECK(self.state == item_state::conflict);
+  CHECK(self.detail.find("would point at itself") != std::string::npos);
+  auto self_relative = probe(single("/Users/alice/bin/self", "./self"));
+  CHECK(self_relative.state == item_state::conflict);
+  // Through a symlinked parent: /Users/alice/via -> real, so via/tool -> real/tool is itself.
+  auto through = probe(single("/Users/alice/via/tool", "/Users/alice/real/tool"));
+  CHECK(through.state == item_state::conflict);
+  CHECK(through.detail.find("would point at itself") != std::string::npos);
+  auto below = probe(single("/Users/alice/bin/sub", "/Users/alice/bin/sub/x"));
+  CHECK(below.state == item_state::conflict);
+
+  auto loop = probe(single("/Users/alice/bin/loop", "/Users/alice/loop1"));
+  CHECK(loop.state == item_state::conflict);
+  CHECK(loop.detail.find("loops") != std::string::npos);
+
+  auto no_target = probe(single("/Users/alice/bin/new", "/Applications/Gone.app/bin/x"));
+  CHECK(no_target.state == item_state::conflict);
+  CHECK(no_target.detail == "the target /Applications/Gone.app/bin/x does not exist (set allow_dangling to link it "
+                            "anyway)");
+
+  // A directory the user cannot search, probed by a process that cannot elevate in process.
+  fs.add_dir("/Users/alice/locked", 0700, 0, 0);
+  ScriptedPrivilege outside(alice(), answer::granted, false);
+  context plain(fs, outside, app);
+  auto unreadable = single("/Users/alice/locked/x", docker).probe(plain, books);
+  REQUIRE(unreadable);
+  CHECK(only_item(*unreadable).state == item_state::unreadable);
+  CHECK(only_item(*unreadable).detail.find("Permission denied") != std::string::npos);
+}
+
+TEST_CASE("conflicts are left alone and reported: the user's file, a Homebrew link, a directory") {
+  MemoryFs fs = mac_tree();
+  fs.add_file("/usr/local/bin/docker", "user's wrapper\n", 0755, 501, 20);
+  fs.add_symlink("/usr/local/bin/docker-compose", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker", 0, 0);
+  fs.add_dir("/usr/local/bin/kubectl.docker", 0755, 0, 0);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  auto before = fs.take_snapshot();
+  auto report = converge(ctx, recipe());
+  REQUIRE(report);
+  CHECK(priv.prompts() == 0);  // nothing to change: no prompt
+  auto after = MemoryFs::diff(before, fs.take_snapshot());
+  for (const auto& line : after) CHECK(line.find("/usr/local/bin") == std::string::npos);
+  CHECK(fs.file_bytes("/usr/local/bin/docker") == std::optional<std::string>("user's wrapper\n"));
+  REQUIRE(report->out_of_sync.size() == 1);
+  CHECK(report->out_of_sync[0] == "links:/usr/local/bin");
+  std::string notes = all_notes(*report);
+  CHECK(notes.find("left alone: a regular file stands at /usr/local/bin/docker") != std::string::npos);
+  CHECK(notes.find("(belongs to Homebrew)") != std::string::npos);
+  CHECK(notes.find("left alone: a directory stands at /usr/local/bin/kubectl.docker") != std::string::npos);
+}
+
+TEST_CASE("take_over replaces a foreign link and a file, keeping both; revert restores them exactly") {
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/Users/alice/bin", 0755, 501, 20);
+  fs.add_file("/Users/alice/bin/docker", "user's wrapper\n", 0750, 501, 20);
+  fs.add_symlink("/Users/alice/bin/docker-compose", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker", 501, 20);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  SymlinkSet set;
+  set.link_dir = "/Users/alice/bin";
+  set.source_dir = src;
+  auto before = fs.take_snapshot();
+  auto refused = converge(ctx, set);
+  REQUIRE(refused);
+  CHECK(fs.file_bytes("/Users/alice/bin/docker") == std::optional<std::string>("user's wrapper\n"));
+  CHECK(link_of(fs, "/Users/alice/bin/docker-compose") == "/opt/homebrew/Cellar/docker/24.0.7/bin/docker");
+
+  set.take_over = true;
+  auto report = converge(ctx, set);
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(report->out_of_sync.empty());
+  CHECK(link_of(fs, "/Users/alice/bin/docker") == std::string(src) + "/docker");
+  CHECK(fs.file_bytes("/Users/alice/bin/.docker.hostcfg_backup") == std::optional<std::string>("user's wrapper\n"));
+  CHECK(link_of(fs, "/Users/alice/bin/docker-compose") == std::string(src) + "/docker-compose");
+  auto rec = fs.file_bytes(user_record_path);
+  REQUIRE(rec);
+  CHECK(rec->find("field backup_target /opt/homebrew/Cellar/docker/24.0.7/bin/docker") != std::string::npos);
+
+  auto undone = uninstall(ctx, set);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  auto left = MemoryFs::diff(before, fs.take_snapshot());
+  for (const auto& line : left) MESSAGE(line);
+  CHECK(left.empty());
+  CHECK(fs.status_of("/Users/alice/bin/docker")->mode == 0750);
+}
+
+TEST_CASE("allow_dangling links docker.sock to a socket that does not exist yet; revert removes it") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  SymlinkSet sock = single("/var/run/docker.sock", "/Users/alice/.docker/run/docker.sock");
+  auto refused = converge(ctx, sock);
+  REQUIRE(refused);
+  CHECK(priv.prompts() == 0);
+  CHECK_FALSE(fs.status_of("/var/run/docker.sock"));
+  CHECK(refused->steps[0].before.items[0].detail.find("does not exist (set allow_dangling") != std::string::npos);
+
+  sock.allow_dangling = true;
+  auto made = converge(ctx, sock);
+  REQUIRE(made);
+  CHECK(made->ok());
+  CHECK(priv.prompts() == 1);
+  CHECK(link_of(fs, "/var/run/docker.sock") == "/Users/alice/.docker/run/docker.sock");
+  CHECK(fs.status_of("/var/run/docker.sock")->uid == 0);
+  fs.clear_log();
+  auto again = converge(ctx, sock);
+  REQUIRE(again);
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(again->steps[0].before.items[0].detail == "correct (the target does not exist yet; allowed)");
+
+  // Another engine's stale socket link is dangling too: it is replaced, and put back on revert.
+  fs.add_symlink("/var/run/docker.sock", "/Users/alice/.local/share/containers/podman.sock", 0, 0);
+  auto before_podman = fs.take_snapshot();
+  auto retook = converge(ctx, sock);
+  REQUIRE(retook);
+  CHECK(link_of(fs, "/var/run/docker.sock") == "/Users/alice/.docker/run/docker.sock");
+  auto undone = uninstall(ctx, sock);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(link_of(fs, "/var/run/docker.sock") == "/Users/alice/.local/share/containers/podman.sock");
+  for (const auto& line : MemoryFs::diff(before_podman, fs.take_snapshot()))
+    CHECK(line.find("/var/run") == std::string::npos);  // only the record differs (it is gone now)
+}
+
+TEST_CASE("uninstall removes only links that still point at what hostcfg set, and says why it left the rest") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  SymlinkSet set;
+  set.link_dir = "/Users/alice/.docker/bin";
+  set.source_dir = src;
+  REQUIRE(converge(ctx, set));
+  fs.add_symlink("/Users/alice/.docker/bin/docker", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker", 501, 20);
+  auto undone = uninstall(ctx, set);
+  REQUIRE(undone);
+  CHECK(link_of(fs, "/Users/alice/.docker/bin/docker") == "/opt/homebrew/Cellar/docker/24.0.7/bin/docker");
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker/bin/docker-compose"));
+  bool reported = false;
+  for (const auto& e : undone->steps.at(0).applied.events)
+    if (e.path == "/Users/alice/.docker/bin/docker") {
+      CHECK(e.kind == event_kind::skipped);
+      REQUIRE(e.failure);
+      CHECK(e.failure->is(errc::drifted));
+      CHECK(e.message.find("now points at /opt/homebrew/Cellar/docker/24.0.7/bin/docker, not what hostcfg set") !=
+            std::string::npos);
+      reported = true;
+    }
+  CHECK(reported);
+  CHECK(fs.status_of("/Users/alice/.docker/bin"));  // not empty: kept
+  CHECK_FALSE(fs.status_of(user_record_path));
+}
+
+TEST_CASE("install then uninstall of the whole recipe gives back the tree, records and decision included") {
+  for (answer a : {answer::declined, answer::granted}) {
+    CAPTURE(answer_name(a));
+    MemoryFs fs = mac_tree();
+    ScriptedPrivilege priv(alice(), a);
+    context ctx(fs, priv, app);
+    auto before = fs.take_snapshot();
+    REQUIRE(converge(ctx, recipe()));
+    CHECK_FALSE(MemoryFs::diff(before, fs.take_snapshot()).empty());
+    auto undone = uninstall(ctx, recipe());
+    REQUIRE(undone);
+    CHECK(undone->ok());
+    auto left = MemoryFs::diff(before, fs.take_snapshot());
+    for (const auto& line : left) MESSAGE(line);
+    CHECK(left.empty());
+  }
+}
+
+TEST_CASE("one user's uninstall does not pull a system link another user relies on") {
+  MemoryFs fs = mac_tree();
+  SymlinkSet set;
+  set.link_dir = "/usr/local/bin";
+  set.source_dir = src;
+  ScriptedPrivilege a_priv(alice(), answer::granted);
+  context a_ctx(fs, a_priv, app);
+  REQUIRE(converge(a_ctx, set));
+  ScriptedPrivilege b_priv(bob(), answer::granted);
+  context b_ctx(fs, b_priv, app);
+  auto b_run = converge(b_ctx, set);
+  REQUIRE(b_run);
+  CHECK(b_priv.prompts() == 0);  // the links are there: bob is only recorded as relying on them
+  CHECK(fs.file_bytes(system_record_path)->find("field users 501,502") != std::string::npos);
+
+  auto a_gone = uninstall(a_ctx, set);
+  REQUIRE(a_gone);
+  CHECK(link_of(fs, "/usr/local/bin/docker") == std::string(src) + "/docker");
+  bool kept = false;
+  for (const auto& e : a_gone->steps.at(0).applied.events)
+    kept = kept || (e.kind == event_kind::kept && e.message == "left in place: uid(s) 502 still rely on it");
+  CHECK(kept);
+  CHECK(fs.file_bytes(system_record_path)->find("field users 502\n") != std::string::npos);
+
+  auto b_gone = uninstall(b_ctx, set);
+  REQUIRE(b_gone);
+  CHECK(b_gone->ok());
+  CHECK_FALSE(fs.status_of("/usr/local/bin/docker"));
+  CHECK_FALSE(fs.status_of(system_record_path));
+}
+
+TEST_CASE("an empty or missing source directory is an error, never 'zero links, done'") {
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/Applications/Empty.app/bin", 0755, 0, 0);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  for (const char* dir : {"/Applications/Empty.app/bin", "/Applications/Missing.app/bin"}) {
+    CAPTURE(dir);
+    auto report = converge(ctx, cli_links(dir, "/usr/local/bin", "/Users/alice/.docker/bin", path_edit()));
+    REQUIRE(report);
+    CHECK_FALSE(report->ok());
+    REQUIRE(report->steps.at(0).failure);
+    CHECK(report->steps[0].failure->message().find(dir) != std::string::npos);
+    CHECK(report->steps[0].failure->hint.find("reinstall the app") != std::string::npos);
+    CHECK(all_notes(*report).find("no command was linked") != std::string::npos);
+    CHECK(priv.prompts() == 0);
+  }
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker"));
+}
+
+TEST_CASE("running as root for a user: the user's links belong to the user, system links to root") {
+  MemoryFs fs = mac_tree();
+  RootFor installer(alice());
+  context ctx(fs, installer, app);
+  SymlinkSet user_links;
+  user_links.link_dir = "/Users/alice/.docker/bin";
+  user_links.source_dir = src;
+  SymlinkSet system_links;
+  system_links.link_dir = "/usr/local/bin";
+  system_links.source_dir = src;
+  auto report = converge(ctx, system_links, user_links);
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(fs.status_of("/usr/local/bin/docker")->uid == 0);
+  CHECK(fs.status_of("/Users/alice/.docker/bin/docker")->uid == 501);
+  CHECK(fs.status_of("/Users/alice/.docker/bin")->uid == 501);
+  CHECK(fs.status_of("/Users/alice/.docker")->uid == 501);
+  for (const auto& s : report->steps)
+    for (const auto& e : s.applied.events) CHECK(e.elevated == (e.path.rfind("/usr/local/bin", 0) == 0));
+}
+
+TEST_CASE("apply re-checks what probe saw: a link changed in between is 'changed since probe'") {
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/Users/alice/bin", 0755, 501, 20);
+  fs.add_symlink("/Users/alice/bin/docker", "/Users/alice/gone", 501, 20);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  SymlinkSet set = single("/Users/alice/bin/docker", std::string(src) + "/docker");
+  ledgers books;
+  auto probed = set.probe(ctx, books);
+  REQUIRE(probed);
+  auto p = set.make_plan(*probed);
+  REQUIRE(p.changes.size() == 1);
+  fs.add_symlink("/Users/alice/bin/docker", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker", 501, 20);
+  auto applied = set.apply(ctx, p, grant{}, books);
+  REQUIRE(applied.events.size() == 1);
+  CHECK(applied.events[0].kind == event_kind::failed);
+  REQUIRE(applied.events[0].failure);
+  CHECK(applied.events[0].failure->is(errc::changed_since_probe));
+  CHECK(link_of(fs, "/Users/alice/bin/docker") == "/opt/homebrew/Cellar/docker/24.0.7/bin/docker");
+  CHECK(books.user.empty());
+}
+
+TEST_CASE("crash-and-error sweep over the move from the fallback to /usr/local/bin") {
+  // Start: the fallback is in use (declined). The swept run: re-prompt, granted, links moved.
+  const MemoryFs start = [] {
+    MemoryFs fs = mac_tree();
+    ScriptedPrivilege priv(alice(), answer::declined);
+    context ctx(fs, priv, app);
+    auto first = converge(ctx, recipe());
+    REQUIRE(first);
+    return fs.after_crash(MemoryFs::crash_keep::all);  // the starting point is durable
+  }();
+  auto make_tree = [&start] { return start; };
+  auto step = recipe();
+  auto run = [&](MemoryFs& fs) {
+    ScriptedPrivilege priv(alice(), answer::granted);
+    context ctx(fs, priv, app);
+    ctx.policy.reprompt = true;
+    return converge(ctx, step);
+  };
+  std::size_t total_ops = 0;
+  std::vector<bool> mutating;  // a crash after a read leaves the same disk as after the write before it
+  {
+    MemoryFs fs = make_tree();
+    fs.clear_log();
+    REQUIRE(run(fs));
+    total_ops = fs.op_count();
+    for (const auto& op : fs.op_log()) mutating.push_back(op.mutating);
+  }
+  REQUIRE(total_ops > 10);
+  const std::vector<std::string> names{"docker", "docker-compose", "kubectl.docker"};
+  // Every command stays reachable, and the PATH edit stays while any fallback link is left.
+  auto check_reachable = [&](MemoryFs& fs) {
+    bool any_fallback = false;
+    for (const auto& name : names) {
+      bool system = link_of(fs, "/usr/local/bin/" + name) == std::string(src) + "/" + name;
+      bool user = link_of(fs, "/Users/alice/.docker/bin/" + name) == std::string(src) + "/" + name;
+      CHECK((system || user));
+      any_fallback = any_fallback || user;
+    }
+    if (any_fallback) CHECK(fs.file_bytes("/Users/alice/.docker-path.zsh"));
+  };
+  auto rerun_converges = [&](MemoryFs& fs) {
+    auto again = run(fs);
+    REQUIRE(again);
+    CHECK(again->ok());
+    CHECK(again->out_of_sync.empty());
+    for (const auto& name : names) CHECK(link_of(fs, "/usr/local/bin/" + name) == std::string(src) + "/" + name);
+    CHECK_FALSE(fs.status_of("/Users/alice/.docker/bin"));
+    CHECK_FALSE(fs.status_of("/Users/alice/.docker-path.zsh"));
+    if (auto left = fs.list_dir(actor::root(), "/usr/local/bin"))
+      for (const auto& name : *left) CHECK(name.find(".hostcfg-") == std::string::npos);
+  };
+  std::size_t points = 0;
+  std::size_t crash_points = 0;
+  for (std::size_t k = 1; k <= total_ops; ++k) {
+    // Crashes: after every operation that wrote (each distinct disk state), losing all unsynced
+    // changes, keeping all, and two seeded random subsets. Errors: at every operation.
+    for (auto keep : {MemoryFs::crash_keep::none, MemoryFs::crash_keep::all, MemoryFs::crash_keep::random_subset}) {
+      if (k - 1 < mutating.size() && !mutating[k - 1]) break;
+      for (std::uint64_t seed = 0; seed < (keep == MemoryFs::crash_keep::random_subset ? 2u : 1u); ++seed) {
+        ++crash_points;
+        CAPTURE(k);
+        CAPTURE(static_cast<int>(keep));
+        CAPTURE(seed);
+        MemoryFs fs = make_tree();
+        fs.clear_log();
+        fs.crash_after(k);
+        (void)run(fs);
+        MemoryFs rebooted = fs.after_crash(keep, seed);
+        check_reachable(rebooted);
+        rerun_converges(rebooted);
+        ++points;
+      }
+    }
+    for (bool persistent : {false, true}) {
+      CAPTURE(k);
+      CAPTURE(persistent);
+      MemoryFs fs = make_tree();
+      fs.clear_log();
+      fs.fail_at(k, EIO, persistent);
+      (void)run(fs);
+      fs.disarm();  // before looking: a persistent fault would fail the checks' reads too
+      check_reachable(fs);
+      rerun_converges(fs);
+      ++points;
+    }
+  }
+  MESSAGE("symlink_set sweep: " << total_ops << " operations, " << points << " points swept (" << crash_points
+                                   << " crashes)");
+  std::printf("symlink_set sweep: %zu operations, %zu points swept (%zu crashes)\n", total_ops, points, crash_points);
+}
+
+TEST_CASE("attack: the user-writable link directory swapped for a symlink at each operation writes nothing outside") {
+  // Root acting for alice; her link directory exists. Before every single operation in turn, it
+  // is replaced by a symlink to /etc (root-owned). Nothing may appear in /etc.
+  auto make_tree = [] {
+    MemoryFs fs = mac_tree();
+    fs.add_dir("/Users/alice/.docker", 0755, 501, 20);
+    fs.add_dir("/Users/alice/.docker/bin", 0755, 501, 20);
+    return fs;
+  };
+  SymlinkSet set;
+  set.link_dir = "/Users/alice/.docker/bin";
+  set.source_dir = src;
+  std::size_t total = 0;
+  {
+    MemoryFs fs = make_tree();
+    hostcfg_test::SwapBeforeCall<MemoryFs> counting(fs, 0, nullptr);
+    RootFor installer(alice());
+    context ctx(counting, installer, app);
+    REQUIRE(converge(ctx, set));
+    total = counting.calls();
+  }
+  REQUIRE(total > 5);
+  std::size_t fired = 0;
+  for (std::size_t n = 1; n <= total; ++n) {
+    MemoryFs fs = make_tree();
+    auto etc_before = fs.list_dir(actor::root(), "/etc");
+    REQUIRE(etc_before);
+    hostcfg_test::SwapBeforeCall<MemoryFs> swapping(fs, n, [&fs] {
+      // The attacker is alice herself: her own directory, swapped with her own rights.
+      const actor attacker = alice().as_actor();
+      auto moved = fs.rename(attacker, "/Users/alice/.docker/bin", "/Users/alice/.docker/moved");
+      INFO((moved ? std::string("ok") : moved.error().message()));
+      REQUIRE(moved);
+      REQUIRE(fs.symlink(attacker, "/etc", "/Users/alice/.docker/bin"));
+    });
+    RootFor installer(alice());
+    context ctx(swapping, installer, app);
+    (void)converge(ctx, set);
+    fired += swapping.fired() ? 1 : 0;
+    CAPTURE(n);
+    auto etc_after = fs.list_dir(actor::root(), "/etc");
+    REQUIRE(etc_after);
+    CHECK(*etc_after == *etc_before);
+    if (*etc_after != *etc_before)
+      for (const auto& name : *etc_after) MESSAGE("in /etc: " << name << " " << fs.status_of("/etc/" + name)->uid);
+  }
+  CHECK(fired == total);
+  MESSAGE("attack: swapped before each of " << total << " operations");
+}
