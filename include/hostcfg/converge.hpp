@@ -434,8 +434,9 @@ result<converge_report> converge(context<Fs, Priv>& ctx, const Steps&... steps) 
   auto grants = std::apply([&](auto&... r) { return detail::decide_elevation(ctx, books, report, r...); }, runners);
   std::size_t index = 0;
   std::apply([&](auto&... r) { (r.run(ctx, books, grants[index++]), ...); }, runners);
-  detail::store_ledgers(ctx, *loaded, books, report);
+  // finish() re-probes and may retire a fallback (which changes the ledgers): store after it.
   std::apply([&](auto&... r) { (r.finish(ctx, books, report), ...); }, runners);
+  detail::store_ledgers(ctx, *loaded, books, report);
   for (const auto& s : report.steps) {
     if (!s.reverted && !s.in_sync() && !(s.elevation && !s.elevation->elevated && !s.is_fallback &&
                                          s.planned.needs_elevation()))

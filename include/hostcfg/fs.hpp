@@ -235,6 +235,41 @@ constexpr bool check_fs() {
   return true;
 }
 
+namespace detail {
+template <class Fs, class = void>
+struct fs_has_sync_dir : std::false_type {};
+template <class Fs>
+struct fs_has_sync_dir<Fs, std::void_t<decltype(std::declval<Fs&>().sync_dir(std::declval<const actor&>(),
+                                                                              std::string_view{}))>>
+    : std::true_type {};
+}  // namespace detail
+
+/// Makes the entries of directory `dir` durable (fsync of the directory) through the backend's
+/// optional `result<void> sync_dir(const actor&, std::string_view dir)`; a backend without it, or
+/// a failure, is ignored: durability is best effort here, never a reason to fail a change that
+/// already happened.
+template <class Fs>
+void sync_directory(Fs& fs, const actor& who, std::string_view dir) {
+  if constexpr (detail::fs_has_sync_dir<Fs>::value) (void)fs.sync_dir(who, dir);
+}
+
+/// `unlink`, then the parent directory synced, so a record written afterwards can never outlive
+/// the removal in a crash (the record would forget an object that a crash brought back).
+template <class Fs>
+result<void> unlink_durably(Fs& fs, const actor& who, std::string_view path) {
+  auto done = fs.unlink(who, path);
+  if (done) sync_directory(fs, who, parent_path(path));
+  return done;
+}
+
+/// `rmdir`, then the parent directory synced (see `unlink_durably`).
+template <class Fs>
+result<void> rmdir_durably(Fs& fs, const actor& who, std::string_view path) {
+  auto done = fs.rmdir(who, path);
+  if (done) sync_directory(fs, who, parent_path(path));
+  return done;
+}
+
 /// Creates every missing directory of `dir` (absolute, normal) one level at a time as `who`, each
 /// with `mode`, and returns the ones it made, outermost first, so the caller can record them and
 /// revert can remove exactly those.
@@ -256,6 +291,7 @@ result<std::vector<std::string>> make_parents(Fs& fs, const actor& who, std::str
     if (!st.error().is_errno(ENOENT)) return tl::unexpected(st.error());
     auto made_one = fs.mkdir(who, current, mode);
     if (!made_one) return tl::unexpected(made_one.error());
+    sync_directory(fs, who, parent_path(current));  // the new directory survives a crash
     made.push_back(current);
   }
   return made;

@@ -246,13 +246,13 @@ result<bool> store_record(Fs& fs, const record_location& where, record r, const 
   if (auto dirs = loaded.find(dirs_key)) dirs_field = dirs->get("dirs");
   bool only_bookkeeping = r.items.size() == 1 && r.find(dirs_key);
   if (r.empty() || only_bookkeeping) {
-    auto removed = fs.unlink(where.owner, where.path);
+    auto removed = unlink_durably(fs, where.owner, where.path);
     if (!removed && !removed.error().is_errno(ENOENT)) return tl::unexpected(removed.error());
     // Remove the directories we made for the record, innermost first, only while empty.
     std::vector<std::string> dirs;
     for (const auto& line : split_lines(dirs_field)) dirs.emplace_back(line.text);
     for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
-      auto gone = fs.rmdir(where.owner, *it);
+      auto gone = rmdir_durably(fs, where.owner, *it);
       if (!gone) break;
     }
     return true;

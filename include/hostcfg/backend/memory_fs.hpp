@@ -17,6 +17,11 @@
 /// Semantics worth knowing when you write tests against it:
 /// - Intermediate symlinks are followed (up to 40 hops, then ELOOP) by every operation, as the
 ///   kernel does; the last component is followed only by `stat`.
+/// - By default it fails like the bare kernel. `set_posix_rules()` makes it fail like PosixFs,
+///   whose walk adds two refusals: an intermediate symlink someone other than root or the actor
+///   controls gives ELOOP, and root changing an entry in a directory a non-root user can change
+///   gets `errc::unsafe_path`; `replace_file` of an immutable file is then `errc::locked`. The
+///   conformance suite (hostcfg/testing/conformance.hpp) checks that mode against PosixFs.
 /// - `replace_file` and `replace_symlink` log the steps of the real sequence
 ///   (`replace_file:create_temp`, `:write`, `:fsync`, `:cas`, `:rename`, `:fsync_dir`), so a
 ///   fault or crash sweep hits each one. Temps are named `.<name>.hostcfg-<n>`; the next
@@ -219,7 +224,7 @@ class MemoryFs {
     const char* op = "replace_file";
     std::string p(path);
     if (int e = step(op, path, {}, false)) return fail_errno(e, op, p);
-    auto w = walk(who, path, false, op);
+    auto w = walk(who, path, false, op, walk_mode::mutating);
     if (!w) return mark(w.error());
     if (w->name.empty()) return mark(fail_errno(EISDIR, op, p));
     const id_type dir_id = w->parent;
@@ -235,8 +240,15 @@ class MemoryFs {
         return mark(fail_errno(ELOOP, op, p, {}, "the target is a symlink; replace_file never follows it"));
       if (old.type != file_type::regular) return mark(fail_errno(EINVAL, op, p, {}, "not a regular file"));
       if (options.expect_absent) return mark(fail_errno(EEXIST, op, p));
-      if (old.flags.immutable || old.flags.append_only)
+      // PosixFs checks the flags before writing anything and says so with errc::locked; the
+      // kernel's own answer is EPERM (from the rename).
+      if ((old.flags.immutable || old.flags.append_only) && !posix_rules_)
         return mark(fail_errno(EPERM, op, p, {}, "the file is immutable or append-only; hostcfg never clears that flag"));
+      if (old.flags.immutable || old.flags.append_only)
+        return mark(fail(errc::locked, op, p,
+                         std::string("the file is ") + (old.flags.immutable ? "immutable" : "append-only") +
+                             "; hostcfg never clears such a flag",
+                         "its owner set the flag on purpose; clear it (chattr -i / chflags nouchg) to allow the change"));
       if (old.nlink > 1)
         return mark(fail_errno(EMLINK, op, p, {}, "the file has other hard links; replacing it would split them"));
       if (auto ok = check_sticky(who, dir_id, old_id, op, p); !ok) return mark(ok.error());
@@ -360,7 +372,7 @@ class MemoryFs {
     const char* op = "symlink";
     std::string p(path);
     if (int e = step(op, path, target, true)) return fail_errno(e, op, p, std::string(target));
-    auto w = walk(who, path, false, op);
+    auto w = walk(who, path, false, op, walk_mode::mutating);
     if (!w) return mark(w.error());
     if (w->name.empty() || w->id) return mark(fail_errno(EEXIST, op, p, std::string(target)));
     if (auto ok = check_dir_write(who, w->parent, op, p); !ok) return mark(ok.error());
@@ -387,7 +399,7 @@ class MemoryFs {
     std::string p(path);
     std::string t(target);
     if (int e = step(op, path, target, false)) return fail_errno(e, op, p, t);
-    auto w = walk(who, path, false, op);
+    auto w = walk(who, path, false, op, walk_mode::mutating);
     if (!w) return mark(w.error());
     if (w->name.empty()) return mark(fail_errno(EBUSY, op, p, t));
     const id_type dir_id = w->parent;
@@ -441,11 +453,11 @@ class MemoryFs {
     const char* op = "rename";
     std::string f(from), t(to);
     if (int e = step(op, from, to, true)) return fail_errno(e, op, f, t);
-    auto wf = walk(who, from, false, op);
+    auto wf = walk(who, from, false, op, walk_mode::mutating);
     if (!wf) return mark(wf.error());
     if (wf->name.empty()) return mark(fail_errno(EBUSY, op, f, t));
     // Both parents are resolved before the source is looked up, as the kernel does.
-    auto wt = walk(who, to, false, op);
+    auto wt = walk(who, to, false, op, walk_mode::mutating);
     if (!wt) return mark(wt.error());
     if (wt->name.empty()) return mark(fail_errno(EBUSY, op, f, t));
     if (nodes_.at(wf->parent).dev != nodes_.at(wt->parent).dev)
@@ -499,7 +511,7 @@ class MemoryFs {
     const char* op = "unlink";
     std::string p(path);
     if (int e = step(op, path, {}, true)) return fail_errno(e, op, p);
-    auto w = walk(who, path, false, op);
+    auto w = walk(who, path, false, op, walk_mode::mutating);
     if (!w) return mark(w.error());
     if (w->name.empty()) return mark(fail_errno(EISDIR, op, p));
     if (!w->id) return mark(fail_errno(ENOENT, op, p));
@@ -517,7 +529,7 @@ class MemoryFs {
     const char* op = "mkdir";
     std::string p(path);
     if (int e = step(op, path, {}, true)) return fail_errno(e, op, p);
-    auto w = walk(who, path, false, op);
+    auto w = walk(who, path, false, op, walk_mode::mutating);
     if (!w) return mark(w.error());
     if (w->name.empty() || w->id) return mark(fail_errno(EEXIST, op, p));
     if (auto ok = check_dir_write(who, w->parent, op, p); !ok) return mark(ok.error());
@@ -546,7 +558,7 @@ class MemoryFs {
     const char* op = "rmdir";
     std::string p(path);
     if (int e = step(op, path, {}, true)) return fail_errno(e, op, p);
-    auto w = walk(who, path, false, op);
+    auto w = walk(who, path, false, op, walk_mode::mutating);
     if (!w) return mark(w.error());
     if (w->name.empty()) return mark(fail_errno(EBUSY, op, p));
     if (!w->id) return mark(fail_errno(ENOENT, op, p));
@@ -568,7 +580,7 @@ class MemoryFs {
     const char* op = "chmod";
     std::string p(path);
     if (int e = step(op, path, {}, true)) return fail_errno(e, op, p);
-    auto w = walk(who, path, false, op);
+    auto w = walk(who, path, false, op, walk_mode::mutating);
     if (!w) return mark(w.error());
     if (!w->id) return mark(fail_errno(ENOENT, op, p));
     node& n = nodes_.at(w->id);
@@ -592,7 +604,7 @@ class MemoryFs {
     const char* op = "lchown";
     std::string p(path);
     if (int e = step(op, path, {}, true)) return fail_errno(e, op, p);
-    auto w = walk(who, path, false, op);
+    auto w = walk(who, path, false, op, walk_mode::mutating);
     if (!w) return mark(w.error());
     if (!w->id) return mark(fail_errno(ENOENT, op, p));
     node& n = nodes_.at(w->id);
@@ -726,7 +738,7 @@ class MemoryFs {
 
   /// Adds a second name for an existing non-directory (nlink + 1).
   void add_hard_link(std::string_view existing, std::string_view new_path) {
-    auto w = walk(actor::root(), existing, false, "add_hard_link");
+    auto w = walk(actor::root(), existing, false, "add_hard_link", walk_mode::setup);
     if (!w || !w->id || nodes_.at(w->id).type == file_type::directory) return;
     auto parent = normalize_path(new_path);
     if (!parent || *parent == "/") return;
@@ -743,7 +755,7 @@ class MemoryFs {
   /// Makes `dir` the root of a mount with device id `dev`: it and everything below it (now and
   /// created later) report `dev`, and renames across it give EXDEV.
   void set_device(std::string_view dir, std::uint64_t dev) {
-    auto w = walk(actor::root(), dir, true, "set_device");
+    auto w = walk(actor::root(), dir, true, "set_device", walk_mode::setup);
     if (!w || !w->id) return;
     std::vector<id_type> todo{w->id};
     while (!todo.empty()) {
@@ -776,6 +788,16 @@ class MemoryFs {
     st.flags = n->flags;
     return st;
   }
+
+  /// Fail like PosixFs rather than like the bare kernel (off by default): an intermediate
+  /// symlink that someone other than root or the actor controls gives ELOOP, root changing an
+  /// entry in a directory a non-root user can change gets `errc::unsafe_path`, and
+  /// `replace_file` of an immutable or append-only file gives `errc::locked` instead of EPERM.
+  /// Turn it on when the code under test will run over PosixFs (every hostcfg primitive does):
+  /// the conformance suite (hostcfg/testing/conformance.hpp) checks this mode against PosixFs.
+  void set_posix_rules(bool on = true) { posix_rules_ = on; }
+  /// Whether `set_posix_rules` is on.
+  bool posix_rules() const { return posix_rules_; }
 
   // ------------------------------------------------------------------------ operation log
 
@@ -1218,9 +1240,48 @@ class MemoryFs {
 
   // ---------------------------------------------------------------------- path walking
 
-  // Resolves `path` like the kernel: search permission on every directory walked,
-  // intermediate symlinks followed (40 hops, then ELOOP), the last one only if `follow_last`.
-  result<located> walk(const actor& who, std::string_view path, bool follow_last, const char* op) {
+  // Groups whose write bit on a root-owned directory does not let a user change it (PosixFs's
+  // rule): root/wheel (gid 0), and on macOS admin (gid 80).
+  static bool admin_gid(gid_type gid) {
+#if defined(__APPLE__)
+    return gid == 0 || gid == 80;
+#else
+    return gid == 0;
+#endif
+  }
+
+  // Someone other than root could add, remove or rename entries of directory `d`.
+  static bool writable_by_non_root(const node& d) {
+    return d.uid != 0 || ((d.mode & 020) && !admin_gid(d.gid)) || (d.mode & 002);
+  }
+
+  // PosixFs follows an intermediate symlink only when no one but root or the actor controls it:
+  // the link and its directory owned by root or the actor, and the directory not writable by
+  // others (unless sticky).
+  static bool trusted_link(const actor& who, const node& link, const node& dir) {
+    auto owner_ok = [&](uid_type uid) { return uid == 0 || uid == who.uid; };
+    if (!owner_ok(link.uid) || !owner_ok(dir.uid)) return false;
+    bool others_write = ((dir.mode & 020) && !admin_gid(dir.gid)) || (dir.mode & 002);
+    return !others_write || (dir.mode & 01000);
+  }
+
+  static tl::unexpected<error> unsafe_dir(const char* op, const std::string& dir) {
+    return fail(errc::unsafe_path, op, dir,
+                "a user other than root can change this directory, so root will not write in it",
+                "act as the user who owns it");
+  }
+
+  // How a walk treats what it passes: `plain` (reads), `mutating` (root refuses directories a
+  // user can change, as PosixFs does), `setup` (the unchecked setup helpers: no trust rule).
+  enum class walk_mode { plain, mutating, setup };
+
+  // Resolves `path` like PosixFs on the kernel: search permission on every directory walked,
+  // intermediate symlinks followed (40 hops, then ELOOP) only when trusted (`trusted_link`, else
+  // ELOOP), the last one only if `follow_last`. `mutating` as root: every directory passed and
+  // the one holding the entry must be one no user can change (`errc::unsafe_path`), except a
+  // root-owned sticky directory passed into a root-owned child (/var/tmp/x).
+  result<located> walk(const actor& who, std::string_view path, bool follow_last, const char* op,
+                       walk_mode mode = walk_mode::plain) {
     std::string p(path);
     if (!is_normal_path(path))
       return fail(errc::invalid_input, op, p, "not an absolute normal path", "normalize_path() it first");
@@ -1269,15 +1330,27 @@ class MemoryFs {
       auto child = lookup(who, dir, comp);
       if (!child) return tl::unexpected(child.error());
       const bool last = todo.empty();
-      if (last && !(follow_last && *child && nodes_.at(*child).type == file_type::symlink))
+      if (last && !(follow_last && *child && nodes_.at(*child).type == file_type::symlink)) {
+        if (posix_rules_ && mode == walk_mode::mutating && who.is_root() && writable_by_non_root(nodes_.at(dir)))
+          return unsafe_dir(op, canonical());
         return located{dir, comp, *child, canonical()};
+      }
       if (!*child) return fail_errno(ENOENT, op, p);
       const node& c = nodes_.at(*child);
       if (c.type == file_type::symlink) {
+        if (posix_rules_ && !last && mode != walk_mode::setup && !trusted_link(who, c, nodes_.at(dir)))
+          return fail_errno(ELOOP, op, join_path(canonical(), comp), {},
+                            "a symlink owned by uid " + std::to_string(c.uid) + " in a directory owned by uid " +
+                                std::to_string(nodes_.at(dir).uid) +
+                                "; hostcfg follows only symlinks that only root (or the acting user) controls");
         if (auto pushed = push_link(c.data); !pushed) return tl::unexpected(pushed.error());
         continue;
       }
       if (c.type != file_type::directory) return fail_errno(ENOTDIR, op, p);
+      if (posix_rules_ && mode == walk_mode::mutating && who.is_root()) {
+        const node& d = nodes_.at(dir);
+        if (writable_by_non_root(d) && !(d.uid == 0 && (d.mode & 01000) && c.uid == 0)) return unsafe_dir(op, canonical());
+      }
       dirs.push_back(*child);
       names.push_back(comp);
     }
@@ -1391,7 +1464,7 @@ class MemoryFs {
     std::string current;
     for (const auto& part : path_components(*normal)) {
       current += "/" + part;
-      auto w = walk(actor::root(), current, true, "setup");
+      auto w = walk(actor::root(), current, true, "setup", walk_mode::setup);
       if (!w) return 0;
       if (w->id) {
         if (nodes_.at(w->id).type != file_type::directory) return 0;
@@ -1424,7 +1497,7 @@ class MemoryFs {
   }
 
   node* setup_find(std::string_view path) {
-    auto w = walk(actor::root(), path, false, "setup");
+    auto w = walk(actor::root(), path, false, "setup", walk_mode::setup);
     if (!w || !w->id) return nullptr;
     return &nodes_.at(w->id);
   }
@@ -1446,7 +1519,7 @@ class MemoryFs {
       }
       return &nodes_.at(id);
     }
-    auto w = copy->walk(actor::root(), path, false, "inspect");
+    auto w = copy->walk(actor::root(), path, false, "inspect", walk_mode::setup);
     if (!w || !w->id) return nullptr;
     return &nodes_.at(w->id);
   }
@@ -1460,6 +1533,7 @@ class MemoryFs {
     return status_of_node(nodes_.at(w->id));
   }
 
+  bool posix_rules_ = false;
   std::map<id_type, node> nodes_;
   id_type next_id_ = root_id + 1;
   std::int64_t now_ = 1700000000000000000;  // ns; advances 1 per mutating step

@@ -49,6 +49,14 @@ class RootedFs {
   /// The inner backend.
   Fs& inner() { return *inner_; }
 
+  /// Syncs a directory inside the root, when the inner backend can (see `sync_directory`).
+  result<void> sync_dir(const actor& who, std::string_view path) {
+    return with(who, "sync_dir", path, false, [&](const std::string& p) -> result<void> {
+      sync_directory(*inner_, who, p);
+      return {};
+    });
+  }
+
   /// See `Fs::lstat`.
   result<file_status> lstat(const actor& who, std::string_view path) {
     return with(who, "lstat", path, false, [&](const std::string& p) { return inner_->lstat(who, p); });

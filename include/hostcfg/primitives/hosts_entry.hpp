@@ -278,7 +278,7 @@ struct HostsEntry {
     options.allow_in_place_fallback = allow_in_place;
     result<void> written;
     if (mine && mine->get("created") == "1" && reverted->bytes.empty()) {
-      written = ctx.fs.unlink(who, path);
+      written = unlink_durably(ctx.fs, who, path);
     } else {
       auto w = ctx.fs.replace_file(who, path, reverted->bytes, options);
       if (!w) written = tl::unexpected(w.error());

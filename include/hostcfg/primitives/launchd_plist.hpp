@@ -409,7 +409,7 @@ struct LaunchdPlist {
     if (!current && !current.error().is_errno(ENOENT)) {
       undone = tl::unexpected(current.error());
     } else if (mine.get("created") == "1") {
-      if (current) undone = ctx.fs.unlink(who, path);
+      if (current) undone = unlink_durably(ctx.fs, who, path);
     } else {
       replace_options options;
       options.expected = current ? std::optional<file_status>(current->status) : std::nullopt;

@@ -282,7 +282,7 @@ struct ManagedFile {
     if (!current && !current.error().is_errno(ENOENT)) {
       undone = tl::unexpected(current.error());
     } else if (mine.get("created") == "1") {
-      if (current) undone = ctx.fs.unlink(who, path);
+      if (current) undone = unlink_durably(ctx.fs, who, path);
       if (undone) remove_made_dirs(ctx, who, mine.get("dirs"));
     } else {
       replace_options options;
@@ -373,7 +373,7 @@ struct ManagedFile {
   static void remove_made_dirs(Ctx& ctx, const actor& who, const std::string& dirs) {
     auto list = detail::lines_of(dirs);
     for (auto it = list.rbegin(); it != list.rend(); ++it)
-      if (!ctx.fs.rmdir(who, *it)) break;
+      if (!rmdir_durably(ctx.fs, who, *it)) break;
   }
 };
 

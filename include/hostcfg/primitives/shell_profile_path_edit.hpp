@@ -178,7 +178,7 @@ struct ShellProfilePathEdit {
       result<void> written;
       bool removed_file = false;
       if (item.get("created") == "1" && undone->bytes.empty()) {
-        written = ctx.fs.unlink(who, file);
+        written = unlink_durably(ctx.fs, who, file);
         removed_file = true;
         if (written) remove_made_dirs(ctx, who, item.get("dirs"));
       } else {
@@ -448,7 +448,7 @@ struct ShellProfilePathEdit {
     std::vector<std::string> list;
     for (const auto& l : split_lines(dirs)) list.emplace_back(l.text);
     for (auto it = list.rbegin(); it != list.rend(); ++it)
-      if (!ctx.fs.rmdir(who, *it)) break;
+      if (!rmdir_durably(ctx.fs, who, *it)) break;
   }
 };
 

@@ -212,7 +212,71 @@ struct SymlinkSet {
     if (!link_dir.empty()) return "links:" + link_dir;
     return "links:" + (links.empty() ? std::string() : links.front().path);
   }
-  const char* kind() const { return "symlink_set"; }
+  static constexpr const char* kind_name = "symlink_set";
+  const char* kind() const { return kind_name; }
+
+  /// The typed desired state handed to an elevated runner (elevation.hpp): directories, links and
+  /// policies; the runner lists `source_dir` itself.
+  record_item desired_state() const {
+    record_item item{id(), kind(), {}};
+    item.fields = {{"link_dir", link_dir},
+                   {"source_dir", source_dir},
+                   {"take_over", take_over ? "1" : "0"},
+                   {"allow_dangling", allow_dangling ? "1" : "0"},
+                   {"dir_mode", std::to_string(dir_mode)},
+                   {"label", label},
+                   {"links", std::to_string(links.size())}};
+    if (dir_uid) item.fields["dir_uid"] = std::to_string(*dir_uid);
+    if (dir_gid) item.fields["dir_gid"] = std::to_string(*dir_gid);
+    for (std::size_t i = 0; i < links.size(); ++i) {
+      item.fields["link." + std::to_string(i) + ".path"] = links[i].path;
+      item.fields["link." + std::to_string(i) + ".target"] = links[i].target;
+    }
+    return item;
+  }
+
+  /// Rebuilds a SymlinkSet from `desired_state()`, validating every field (untrusted input).
+  static result<SymlinkSet> from_desired_state(const record_item& item) {
+    auto bad = [&](const std::string& why) { return fail(errc::invalid_input, "read desired state", item.id, why); };
+    auto number = [&](const std::string& key, unsigned long max) -> std::optional<unsigned long> {
+      std::string text = item.get(key);
+      if (text.empty() || text.size() > 10 || text.find_first_not_of("0123456789") != std::string::npos)
+        return std::nullopt;
+      unsigned long value = std::stoul(text);
+      if (value > max) return std::nullopt;
+      return value;
+    };
+    SymlinkSet set;
+    set.link_dir = item.get("link_dir");
+    set.source_dir = item.get("source_dir");
+    if (!set.link_dir.empty() && !is_normal_path(set.link_dir)) return bad("link_dir must be absolute and normal");
+    if (!set.source_dir.empty() && !is_normal_path(set.source_dir)) return bad("source_dir must be absolute and normal");
+    set.take_over = item.get("take_over") == "1";
+    set.allow_dangling = item.get("allow_dangling") == "1";
+    set.label = item.get("label");
+    auto mode = number("dir_mode", 07777);
+    auto count = number("links", 4096);
+    if (!mode || !count) return bad("bad dir_mode or link count");
+    set.dir_mode = static_cast<mode_type>(*mode);
+    if (item.fields.count("dir_uid")) {
+      auto u = number("dir_uid", 0xFFFFFFFEul);
+      if (!u) return bad("bad dir_uid");
+      set.dir_uid = static_cast<uid_type>(*u);
+    }
+    if (item.fields.count("dir_gid")) {
+      auto g = number("dir_gid", 0xFFFFFFFEul);
+      if (!g) return bad("bad dir_gid");
+      set.dir_gid = static_cast<gid_type>(*g);
+    }
+    for (std::size_t i = 0; i < *count; ++i) {
+      std::string path = item.get("link." + std::to_string(i) + ".path");
+      std::string target = item.get("link." + std::to_string(i) + ".target");
+      if (!is_normal_path(path) || target.empty()) return bad("link " + std::to_string(i) + " is malformed");
+      set.links.push_back({path, target});
+    }
+    if (set.id() != item.id) return bad("the step id does not match its parameters");
+    return set;
+  }
 
   /// The record id of the link at `path`.
   static std::string item_id(const std::string& path) { return "link:" + path; }
@@ -406,7 +470,7 @@ struct SymlinkSet {
     dirs.erase(std::unique(dirs.begin(), dirs.end()), dirs.end());
     std::string retry;
     for (const auto& d : dirs) {
-      auto gone = ctx.fs.rmdir(ctx.actor_for(privileged), d);
+      auto gone = rmdir_durably(ctx.fs, ctx.actor_for(privileged), d);
       if (gone || gone.error().is_errno(ENOENT)) continue;
       if (gone.error().is_errno(ENOTEMPTY) || gone.error().is_errno(EEXIST)) {
         report.notes.push_back("kept " + d + ", which hostcfg created: it holds files that are not hostcfg's");
@@ -589,7 +653,7 @@ struct SymlinkSet {
     if (!made) return tl::unexpected(made.error());
     auto undo_dirs = [&] {
       for (auto it = made->rbegin(); it != made->rend(); ++it)
-        if (!ctx.fs.rmdir(who, *it)) break;
+        if (!rmdir_durably(ctx.fs, who, *it)) break;
     };
     for (const auto& d : *made) {
       if (!dir_uid && !dir_gid) continue;
@@ -737,7 +801,7 @@ struct SymlinkSet {
         if (!undone && undone.error().is(errc::not_durable)) undone = {};
         message = "restored the old link -> " + mine.get("backup_target");
       } else {
-        undone = ctx.fs.unlink(who, path);
+        undone = unlink_durably(ctx.fs, who, path);
         message = "removed";
       }
     }
@@ -771,6 +835,7 @@ struct runner<fallback_step<SymlinkSet, Group<SymlinkSet, PathEdit>>> {
   template <class Ctx>
   void prepare(Ctx& ctx, const ledgers& books) { step = probe_and_plan(ctx, books, f.primary); }
   const step_report& elevation_step() const { return step; }
+  void add_desired_state(record& payload) const { add_handoff(payload, f.primary); }
 
   template <class Ctx>
   void run(Ctx& ctx, ledgers& books, const grant& g) {
@@ -833,9 +898,7 @@ struct runner<fallback_step<SymlinkSet, Group<SymlinkSet, PathEdit>>> {
     retired.reverted = true;
     retired.applied.primitive = retired.primitive;
     retired.applied.id = retired.id;
-    // converge has already stored the records when it calls finish; what the move changes in them
-    // is stored here (see the lead's note on converge.hpp).
-    const ledgers stored = books;
+    // converge stores the records after finish, so what the move changes in them is kept.
     if (links.has_records(books)) {
       // The primary's links exist now: only then do the fallback links go (a failed move keeps them).
       auto moved = links.revert_if(ctx, grant{}, books,
@@ -865,15 +928,6 @@ struct runner<fallback_step<SymlinkSet, Group<SymlinkSet, PathEdit>>> {
       if (unpathed.ok())
         retired.applied.notes.push_back("the commands moved from " + fallback_dir + " to " + primary_dir +
                                         "; reload your shells (open a new terminal)");
-    }
-    for (bool privileged : {false, true}) {
-      const record_location& where = privileged ? ctx.system_record : ctx.user_record;
-      auto written = store_record(ctx.fs, where, books.scope(privileged), stored.scope(privileged));
-      if (!written)
-        retired.applied.notes.push_back("the record " + where.path + " could not be updated: " +
-                                        written.error().message() + "; the next run retries");
-      else if (*written)
-        (privileged ? report.system_record_written : report.user_record_written) = true;
     }
     for (const auto& e : retired.applied.events) ctx.emit(retired.id, e);
     report.steps.push_back(std::move(step));
