@@ -442,6 +442,13 @@ result<converge_report> converge(context<Fs, Priv>& ctx, const Steps&... steps) 
                                          s.planned.needs_elevation()))
       report.out_of_sync.push_back(s.id);
     for (const auto& n : s.applied.notes) report.notes.push_back(n);
+    // What was left alone, and why, is something the user may need to act on.
+    const probe_report& seen = s.after ? *s.after : s.before;
+    for (const auto& item : seen.items)
+      if (item.state == item_state::conflict || item.state == item_state::locked ||
+          item.state == item_state::unreadable)
+        report.notes.push_back(item.path + ": " + item_state_name(item.state) + ", left alone" +
+                               (item.detail.empty() ? std::string() : ": " + item.detail));
   }
   return report;
 }

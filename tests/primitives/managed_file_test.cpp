@@ -184,6 +184,9 @@ TEST_CASE("a foreign file is a conflict left alone; take_over replaces it and re
   CHECK(report->steps[0].before.items[0].state == item_state::conflict);
   CHECK(fs.file_bytes("/Users/alice/app.conf") == std::optional<std::string>("mine\r\nkeep me"));
   CHECK(report->out_of_sync.size() == 1);
+  REQUIRE(report->notes.size() == 1);
+  CHECK(report->notes[0].find("/Users/alice/app.conf: conflict, left alone: a file hostcfg did not create") == 0);
+  CHECK(report->needs_user_action());
 
   auto before = fs.take_snapshot();
   conf.take_over = true;
