@@ -592,15 +592,10 @@ TEST_CASE("attack: a hard link to a root-owned file placed as the target is refu
   }
 }
 
-// Known gap (reported to the ManagedFile owner): after the atomic rename, ManagedFile::apply fixes
-// the mode with a second, path-based step (lstat + Fs::chmod -> fchmodat by name). A hard link
-// swapped in between the rename and that chmod gets its shared inode chmod'ed: the decoy's mode
-// changes from 0600 to the managed mode. Only an attacker who can already change the directory
-// (root, for a root-owned one) can do it, so it is not an escalation, but it breaks "nothing is
-// written outside the intended file". Fix: set the mode on the temp (force_mode) when the bytes
-// change, and chmod through an fd that was fstat-checked (same inode, nlink == 1) otherwise.
-TEST_CASE("attack: a hard link swapped in after the rename keeps the decoy's mode (known gap: metadata fix-up by path)" *
-          doctest::may_fail()) {
+// Regression (found by this suite): ManagedFile used to fix the mode by path after the rename, so a
+// hard link swapped in between got its shared inode chmod'ed. The mode now goes on the temp file
+// before the rename.
+TEST_CASE("attack: a hard link swapped in after the rename keeps the decoy's mode (the mode is set on the temp before the rename)") {
   HOSTCFG_NEED_ROOT();
   world w;
   const std::string file = w.root + "/etc/app.conf";

@@ -334,7 +334,9 @@ struct ManagedFile {
     options.expected = c.expected;
     options.expect_absent = c.kind == change_kind::create;
     options.mode = mode;
-    options.force_mode = false;  // an existing file's mode is fixed below, without a rewrite
+    // The mode goes on the temp file before the rename: never a chmod by path afterwards, where a
+    // link swapped in could take it.
+    options.force_mode = true;
     options.uid = uid ? uid : std::optional<uid_type>(ctx.user_actor().uid);
     options.gid = gid ? gid : std::optional<gid_type>(ctx.user_actor().gid);
     if (!uid && !gid && who.is_root() && !c.needs_elevation) options.uid.reset(), options.gid.reset();
@@ -349,10 +351,12 @@ struct ManagedFile {
       return tl::unexpected(written.error());
     }
     if (c.kind == change_kind::modify) {
-      // Same bytes, other mode or owner: replace_file skipped the write, so fix the metadata.
+      // Same bytes and the backend skipped the write: fix the mode here. An existing file keeps
+      // its owner through a replace, so a wanted owner is set here too (lchown: never a link's
+      // target).
       auto st = ctx.fs.lstat(who, path);
       if (!st) return tl::unexpected(st.error());
-      if (st->mode != mode) {
+      if (!written->changed && st->mode != mode) {
         auto chmodded = ctx.fs.chmod(who, path, mode);
         if (!chmodded) return chmodded;
       }
