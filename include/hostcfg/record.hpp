@@ -43,7 +43,7 @@ struct record_item {
   std::map<std::string, std::string> fields;
 
   /// The field's value, or `fallback`.
-  std::string get(const std::string& key, std::string fallback = {}) const {
+  std::string get(const std::string& key, const std::string& fallback = {}) const {
     auto it = fields.find(key);
     return it == fields.end() ? fallback : it->second;
   }

@@ -184,7 +184,7 @@ inline tl::unexpected<error> fail_code(std::error_code code, std::string op, std
   return tl::unexpected<error>(error{code, std::move(op), std::move(path), {}, std::move(reason), std::move(hint)});
 }
 
-inline tl::unexpected<error> fail_errno_reason(int err, std::string op, std::string path, std::string reason,
+inline tl::unexpected<error> fail_errno_reason(int err, std::string op, std::string path, const std::string& reason,
                                                std::string hint = {}) {
   return fail_code(std::error_code(err, std::system_category()), std::move(op), std::move(path),
                    std::error_code(err, std::system_category()).message() + ": " + reason, std::move(hint));

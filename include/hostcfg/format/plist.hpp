@@ -105,8 +105,15 @@ struct plist_data {
 /// An ordered list of values. Member functions that need `plist_value` complete are defined below it.
 class plist_array {
  public:
-  plist_array() = default;
+  plist_array();
   plist_array(std::initializer_list<plist_value> items);
+  // Special members are defined below, where plist_value is complete (C++20's constexpr vector
+  // instantiates them eagerly otherwise).
+  plist_array(const plist_array&);
+  plist_array(plist_array&&) noexcept;
+  plist_array& operator=(const plist_array&);
+  plist_array& operator=(plist_array&&) noexcept;
+  ~plist_array();
   std::vector<plist_value> items;  ///< the elements, in order
 };
 
@@ -116,8 +123,13 @@ struct plist_entry;
 /// Keys are unique: `set` replaces, the readers refuse duplicates.
 class plist_dict {
  public:
-  plist_dict() = default;
+  plist_dict();
   plist_dict(std::initializer_list<plist_entry> entries);
+  plist_dict(const plist_dict&);
+  plist_dict(plist_dict&&) noexcept;
+  plist_dict& operator=(const plist_dict&);
+  plist_dict& operator=(plist_dict&&) noexcept;
+  ~plist_dict();
   /// The value under `key`, or nullptr.
   const plist_value* find(std::string_view key) const;
   plist_value* find(std::string_view key);
@@ -180,6 +192,18 @@ struct plist_entry {
   plist_value value;
 };
 
+inline plist_array::plist_array() = default;
+inline plist_array::plist_array(const plist_array&) = default;
+inline plist_array::plist_array(plist_array&&) noexcept = default;
+inline plist_array& plist_array::operator=(const plist_array&) = default;
+inline plist_array& plist_array::operator=(plist_array&&) noexcept = default;
+inline plist_array::~plist_array() = default;
+inline plist_dict::plist_dict() = default;
+inline plist_dict::plist_dict(const plist_dict&) = default;
+inline plist_dict::plist_dict(plist_dict&&) noexcept = default;
+inline plist_dict& plist_dict::operator=(const plist_dict&) = default;
+inline plist_dict& plist_dict::operator=(plist_dict&&) noexcept = default;
+inline plist_dict::~plist_dict() = default;
 inline plist_array::plist_array(std::initializer_list<plist_value> list) : items(list) {}
 inline plist_dict::plist_dict(std::initializer_list<plist_entry> list) : entries(list) {}
 inline const plist_value* plist_dict::find(std::string_view key) const {

@@ -30,10 +30,10 @@ HOSTCFG_BEGIN_NAMESPACE
 /// Names that must resolve to addresses through a hosts file. See the file comment.
 struct HostsEntry {
   /// `HostsEntry{"127.0.0.1", {"kubernetes.docker.internal"}}`. Validated at probe, before any I/O.
-  HostsEntry(std::string address, std::vector<std::string> names) { add(std::move(address), std::move(names)); }
+  HostsEntry(const std::string& address, std::vector<std::string> names) { add(address, std::move(names)); }
 
   /// Adds more names for another (or the same) address to this entry.
-  HostsEntry& add(std::string address, std::vector<std::string> names) {
+  HostsEntry& add(const std::string& address, std::vector<std::string> names) {
     for (auto& n : names) mappings.push_back({address, std::move(n)});
     return *this;
   }
