@@ -100,6 +100,16 @@ inline const char* change_kind_name(change_kind k) {
   return "unknown";
 }
 
+/// "created", "modified", "removed": for event messages.
+inline const char* change_kind_done(change_kind k) {
+  switch (k) {
+    case change_kind::create: return "created";
+    case change_kind::modify: return "modified";
+    case change_kind::remove: return "removed";
+  }
+  return "changed";
+}
+
 /// One planned change: kind, object, path, before and after, and why.
 struct change {
   std::string item_id;

@@ -1241,10 +1241,10 @@ class MemoryFs {
   // ---------------------------------------------------------------------- path walking
 
   // Groups whose write bit on a root-owned directory does not let a user change it (PosixFs's
-  // rule): root/wheel (gid 0), and on macOS admin (gid 80).
+  // rule): root/wheel (gid 0), and on macOS admin (gid 80) and daemon (gid 1, /var/run).
   static bool admin_gid(gid_type gid) {
 #if defined(__APPLE__)
-    return gid == 0 || gid == 80;
+    return gid == 0 || gid == 1 || gid == 80;
 #else
     return gid == 0;
 #endif

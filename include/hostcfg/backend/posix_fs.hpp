@@ -164,10 +164,11 @@ inline file_flags flags_of(unsigned long raw) {
 }
 
 /// Groups whose write bit on a root-owned directory does not make it user-writable: root/wheel
-/// (gid 0), and on macOS admin (gid 80, the group of /Applications and /Library).
+/// (gid 0), and on macOS admin (gid 80, the group of /Applications and /Library) and daemon
+/// (gid 1: /var/run is root:daemon 0775 there, and no user account is in that group).
 inline bool is_admin_gid(gid_t gid) {
 #if defined(__APPLE__)
-  return gid == 0 || gid == 80;
+  return gid == 0 || gid == 1 || gid == 80;
 #else
   return gid == 0;
 #endif

@@ -326,7 +326,7 @@ struct LaunchdPlist {
         auto done = write_file(ctx, c, books);
         if (done) {
           report.events.push_back(event{c.item_id, event_kind::changed, c.path,
-                                        std::string(change_kind_name(c.kind)) + "d (" + owner_text() + ")",
+                                        std::string(change_kind_done(c.kind)) + " (" + owner_text() + ")",
                                         std::nullopt, c.needs_elevation});
           if (!done->durable)
             report.notes.push_back(c.path + " was written but the directory sync failed: it may not survive a crash");

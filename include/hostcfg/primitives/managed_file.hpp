@@ -223,7 +223,7 @@ struct ManagedFile {
       auto done = apply_one(ctx, c, who, books.scope(c.needs_elevation), books);
       if (done) {
         report.events.push_back(event{c.item_id, event_kind::changed, path,
-                                      std::string(change_kind_name(c.kind)) + "d (" + c.reason + ")", std::nullopt,
+                                      std::string(change_kind_done(c.kind)) + " (" + c.reason + ")", std::nullopt,
                                       c.needs_elevation});
       } else {
         report.events.push_back(event{c.item_id, event_kind::failed, path, done.error().message(), done.error(),
