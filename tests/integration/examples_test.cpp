@@ -102,3 +102,13 @@ TEST_CASE("privileged-port-bind-example: binds 127.0.0.1 below 1024 directly as 
   ran bad = run_example("privileged-port-bind-example", "8080");
   CHECK(bad.code == 2);
 }
+
+TEST_CASE("quick-start (the README's): declined -> fallback links and PATH block; the second run asks nothing") {
+  RUN_OR_SKIP(r, "quick-start", "");
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "answer: declined"));
+  CHECK(has(r.out, "changed: /Users/alice/.docker/bin/docker: created -> /Applications/Docker.app/Contents/Resources/bin/docker"));
+  CHECK(has(r.out, "changed: /Users/alice/.zshrc: created with the PATH block"));
+  CHECK(has(r.out, "skipped: /etc/hosts: needs elevation: prompt declined"));
+  CHECK(has(r.out, "second run: 0 prompt(s), ok=1"));
+}
