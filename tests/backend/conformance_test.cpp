@@ -212,20 +212,16 @@ const syscall_table& no_fsync_syscalls() {
   return table;
 }
 
-/// RootedFs resolves intermediate symlinks itself (lstat + readlink through the inner backend) and
-/// so follows one the user planted, where PosixFs refuses with ELOOP. Reported to the lead with a
-/// patch for rooted_fs.hpp; until it lands this is the only deviation allowed for RootedFs.
-const char* const rooted_known_deviation =
-    "lstat: root does not follow an intermediate link owned by the user (ELOOP) [root]: expected ELOOP, got success";
+/// RootedFs used to follow an intermediate link the user planted (PosixFs refuses with ELOOP); it
+/// now applies PosixFs's trust rule, so it must conform exactly like the others.
+const char* const rooted_known_deviation = "";
 
 void expect_conformant_but(const conformance_report& report, std::size_t min_run, const std::string& known) {
   MESSAGE(report.text());
   CHECK(report.run >= min_run);
   CHECK(report.passed + report.deviations.size() == report.run);
-  for (const auto& d : report.deviations) {
-    CHECK_MESSAGE(d == known, d);
-    if (d == known) WARN_MESSAGE(false, "known deviation (fix pending in rooted_fs.hpp): " << d);
-  }
+  for (const auto& d : report.deviations) CHECK_MESSAGE(d == known, d);
+  CHECK(report.deviations.empty());
 }
 
 }  // namespace

@@ -12,8 +12,10 @@
 /// absolute target restarts at the root, `..` stops at the root. So neither `..` nor a symlink
 /// (absolute or relative) leads above the root. The final component is handed to the inner
 /// backend unresolved (nothing follows it unless the operation says so: `stat` resolves it the
-/// same way). The inner backend then acts on a path without symlinks; if one is swapped in
-/// meanwhile, the inner backend's own rules apply (PosixFs refuses untrusted links).
+/// same way). An intermediate symlink is followed only when trusted, by PosixFs's rule (owned by
+/// root or the actor, in a directory no one else can change), else ELOOP. The inner backend then
+/// acts on a path without symlinks; if one is swapped in meanwhile, the inner backend's own rules
+/// apply (PosixFs refuses untrusted links).
 ///
 /// Symlink target strings are stored exactly as given and `readlink` returns them unchanged
 /// (an absolute target means "inside the root" only to RootedFs itself). Paths in errors are the
@@ -164,6 +166,15 @@ class RootedFs {
         current = std::move(candidate);
         continue;
       }
+      if (!last) {  // an intermediate link: followed only when trusted, as PosixFs does
+        auto dir_st = inner_->lstat(who, inner_path(current));
+        if (!dir_st) return tl::unexpected(to_outer(dir_st.error(), op, path));
+        if (!trusted_link(who, *st, *dir_st))
+          return fail_errno(ELOOP, op, candidate, {},
+                            "a symlink owned by uid " + std::to_string(st->uid) + " in a directory owned by uid " +
+                                std::to_string(dir_st->uid) +
+                                "; hostcfg follows only symlinks that only root (or the acting user) controls");
+      }
       if (++links > max_links) return fail_errno(ELOOP, op, std::string(path));
       auto target = inner_->readlink(who, inner_path(candidate));
       if (!target) return tl::unexpected(to_outer(target.error(), op, path));
@@ -184,6 +195,20 @@ class RootedFs {
 
  private:
   static constexpr int max_links = 40;
+
+  /// PosixFs's rule for an intermediate symlink: the link and its directory owned by root or the
+  /// actor, and the directory not writable by others (group root/wheel excepted) unless sticky.
+  static bool trusted_link(const actor& who, const file_status& link, const file_status& dir) {
+    auto owner_ok = [&](uid_type uid) { return uid == 0 || uid == who.uid; };
+    if (!owner_ok(link.uid) || !owner_ok(dir.uid)) return false;
+#if defined(__APPLE__)
+    bool admin_group = dir.gid == 0 || dir.gid == 1 || dir.gid == 80;
+#else
+    bool admin_group = dir.gid == 0;
+#endif
+    bool others_write = ((dir.mode & 020) && !admin_group) || (dir.mode & 002);
+    return !others_write || (dir.mode & 01000);
+  }
 
   std::string inner_path(const std::string& path) const {
     if (root_.empty()) return path;
