@@ -568,9 +568,9 @@ class PosixFs {
  private:
   static constexpr int max_links = 40;
   using fail_errno_reason_t = tl::unexpected<error>;
-  static fail_errno_reason_t fail_errno_reason(int err, std::string op, std::string path, std::string reason,
+  static fail_errno_reason_t fail_errno_reason(int err, std::string op, std::string path, const std::string& reason,
                                                std::string hint = {}) {
-    return detail::fail_errno_reason(err, std::move(op), std::move(path), std::move(reason), std::move(hint));
+    return detail::fail_errno_reason(err, std::move(op), std::move(path), reason, std::move(hint));
   }
 
   struct opened_file {
