@@ -1,0 +1,263 @@
+// PosixFs crash and I/O-error sweeps through the injectable syscall table (the real syscall
+// sequence, not a model of it): RootedFs<PosixFs> over a root-owned 0755 dir under /var/tmp, a
+// converge of ManagedFile (a root-owned file taken over + a file created as the user "nobody")
+// and of HostsEntry, with syscall k failing once (EIO), persistently (ENOSPC: that syscall and
+// every later call of it) and a crash (every call from k fails, so no cleanup runs; the disk
+// keeps what was done). After each point: /etc/hosts and the config are wholly old or new with
+// their owner, mode and link count, the records parse, and a re-run with the real table converges
+// with no temp left. RELIABILITY F1, F2, F3, F12; promises 1, 9, 13.
+//
+// Cost: a converge here is ~1000+ syscalls (every operation walks the trusted path from "/"),
+// and each point rebuilds the tree and runs two converges. The default sweep takes every index
+// whose syscall changes the disk (write, fsync, renameat, unlinkat, mkdirat, fchown, fchmod,
+// fsetxattr, openat/openat2 with O_CREAT...) plus evenly spaced read-only indices, so one
+// executable stays near 10 s in a Debug build; HOSTCFG_SWEEP_FULL=1 sweeps every index.
+#include "integration/sweep_support.hpp"
+
+#include <hostcfg/backend/posix_fs.hpp>
+#include <hostcfg/backend/rooted_fs.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <algorithm>
+#include <fstream>
+#include <set>
+
+#include "support/syscall_faults.hpp"
+
+using namespace hostcfg;
+using sweep::stock_hosts;
+using sweep::user_conf;
+using sweep::system_conf;
+using sweep::hosts_entry;
+using sweep::is_temp_path;
+using sweep::user_record_path;
+using sweep::system_record_path;
+using sweep::app;
+
+namespace {
+
+namespace stdfs = std::filesystem;
+constexpr uid_type nobody = 65534;
+
+user_identity posix_user() {
+  return user_identity{nobody, nobody, {nobody}, "nobody", "/Users/alice", "/bin/sh", std::nullopt, std::nullopt};
+}
+
+std::optional<std::string> read_real(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_real(const std::string& path, const std::string& bytes, mode_t mode, uid_t uid, gid_t gid) {
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+  }
+  REQUIRE(::chmod(path.c_str(), mode) == 0);
+  REQUIRE(::chown(path.c_str(), uid, gid) == 0);
+}
+
+void make_real_dir(const std::string& path, mode_t mode, uid_t uid, gid_t gid) {
+  std::error_code ec;
+  stdfs::create_directories(path, ec);
+  REQUIRE(::chmod(path.c_str(), mode) == 0);
+  REQUIRE(::chown(path.c_str(), uid, gid) == 0);
+}
+
+// A root-owned 0755 sandbox under /var/tmp: /etc (hosts + a config), /var/lib, nobody's home.
+struct posix_box {
+  std::string root;
+  // On tmpfs (/dev/shm, root-owned and sticky like /var/tmp) when there is one: fsync is then
+  // free, so the sweep measures the syscall sequence, not the disk's flush latency (~13 ms per
+  // fsync on a shared CI disk would make the sweep minutes long). HOSTCFG_SWEEP_DIR overrides.
+  posix_box() {
+    std::string base = "/var/tmp";
+    struct ::stat st {};
+    if (const char* env = std::getenv("HOSTCFG_SWEEP_DIR")) base = env;
+    else if (::stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && (st.st_mode & S_ISVTX))
+      base = "/dev/shm";
+    std::string templ = base + "/hostcfg-sweep-XXXXXX";
+    std::vector<char> name(templ.begin(), templ.end());
+    name.push_back('\0');
+    REQUIRE(::mkdtemp(name.data()) != nullptr);
+    root = name.data();
+    REQUIRE(::chmod(root.c_str(), 0755) == 0);
+  }
+  ~posix_box() {
+    std::error_code ec;
+    stdfs::remove_all(root, ec);
+  }
+  posix_box(const posix_box&) = delete;
+  posix_box& operator=(const posix_box&) = delete;
+
+  std::string real(const std::string& p) const { return root + p; }
+  void reset() const {
+    std::error_code ec;
+    for (auto& entry : stdfs::directory_iterator(root)) stdfs::remove_all(entry.path(), ec);
+    make_real_dir(real("/etc"), 0755, 0, 0);
+    make_real_dir(real("/var/lib"), 0755, 0, 0);
+    make_real_dir(real("/Users/alice"), 0750, nobody, nobody);
+    write_real(real("/etc/hosts"), stock_hosts, 0644, 0, 0);
+    write_real(real("/etc/docker-app.conf"), "old bytes\n", 0644, 0, 0);
+  }
+  // Names of every object below the root that looks like one of our temps.
+  std::vector<std::string> temps() const {
+    std::vector<std::string> out;
+    for (auto it = stdfs::recursive_directory_iterator(root); it != stdfs::recursive_directory_iterator(); ++it)
+      if (is_temp_path(it->path().filename().string())) out.push_back(it->path().string());
+    return out;
+  }
+};
+
+template <class Fs>
+result<converge_report> run_posix(Fs& fs, bool hosts, bool files) {
+  RootFor priv(posix_user());
+  context ctx(fs, priv, app);
+  if (hosts && files) return converge(ctx, system_conf(), user_conf(), hosts_entry());
+  if (hosts) return converge(ctx, hosts_entry());
+  return converge(ctx, system_conf(), user_conf());
+}
+
+std::size_t sweep_posix(const char* name, bool hosts, bool files) {
+  posix_box box;
+  box.reset();
+  hostcfg_test::syscall_faults faults;
+  PosixFs faulty_posix(faults.table());
+  RootedFs<PosixFs> faulty(faulty_posix, box.root);
+  PosixFs real_posix;
+  RootedFs<PosixFs> real(real_posix, box.root);
+
+  faults.disarm();
+  auto clean = run_posix(faulty, hosts, files);
+  REQUIRE(clean);
+  REQUIRE(clean->ok());
+  REQUIRE(clean->out_of_sync.empty());
+  const std::size_t calls = faults.calls();
+  REQUIRE(calls > 10);
+  const auto new_hosts = read_real(box.real("/etc/hosts"));
+  REQUIRE(new_hosts);
+  if (hosts) CHECK(*new_hosts != stock_hosts);
+  else CHECK(*new_hosts == stock_hosts);
+
+  // The indices to sweep: see the file comment.
+  const std::vector<std::string> sequence = faults.log();
+  std::vector<std::size_t> indices;
+  std::size_t mutating_indices = 0;
+  {
+    static const std::set<std::string> changes_disk = {"write",    "pwrite",   "ftruncate", "fsync",
+                                                       "renameat", "unlinkat", "mkdirat",   "symlinkat",
+                                                       "fchmod",   "fchmodat", "fchown",    "fchownat",
+                                                       "fsetxattr"};
+    const std::size_t reads_wanted = 20;
+    const std::size_t stride = std::max<std::size_t>(1, calls / reads_wanted);
+    for (std::size_t k = 0; k < calls; ++k) {
+      bool mutating = changes_disk.count(sequence[k]) != 0;
+      // An openat that creates (the temp file) is the call right before its first write/fchown.
+      if (!mutating && (sequence[k] == "openat" || sequence[k] == "openat2") && k + 1 < calls)
+        mutating = sequence[k + 1] == "fchown" || sequence[k + 1] == "write" || sequence[k + 1] == "fchmod";
+      if (mutating) ++mutating_indices;
+      if (sweep::full_sweep() || mutating || k % stride == 0) indices.push_back(k);
+    }
+  }
+
+  auto check_old_or_new = [&] {
+    auto h = read_real(box.real("/etc/hosts"));
+    REQUIRE(h);
+    CHECK((*h == stock_hosts || *h == *new_hosts));
+    auto c = read_real(box.real("/etc/docker-app.conf"));
+    REQUIRE(c);
+    CHECK((*c == "old bytes\n" || *c == "new bytes\n"));
+    if (auto u = read_real(box.real("/Users/alice/.docker/app.conf"))) CHECK(*u == "user\n");
+    for (const char* rec : {user_record_path, system_record_path})
+      if (auto bytes = read_real(box.real(rec))) {
+        auto parsed = parse_record(*bytes, rec);
+        INFO(rec << ": " << (parsed ? std::string("ok") : parsed.error().message()));
+        CHECK(parsed.has_value());
+      }
+    struct ::stat st {};
+    REQUIRE(::lstat(box.real("/etc/hosts").c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0644);
+    CHECK(st.st_uid == 0);
+    CHECK(st.st_nlink == 1);
+  };
+
+  std::size_t points = 0;
+  std::size_t reported_points = 0;
+  for (auto mode : {hostcfg_test::fault_mode::fail_once, hostcfg_test::fault_mode::fail_persistent,
+                    hostcfg_test::fault_mode::crash}) {
+    for (std::size_t k : indices) {
+      std::string mode_name = hostcfg_test::fault_mode_name(mode);
+      CAPTURE(name);
+      CAPTURE(mode_name);
+      CAPTURE(k);
+      box.reset();
+      faults.arm(mode, k, mode == hostcfg_test::fault_mode::fail_persistent ? ENOSPC : EIO);
+      auto report = run_posix(faulty, hosts, files);  // no exception, no abort
+      std::string call = k < faults.log().size() ? faults.log()[k] : "(not reached)";
+      CAPTURE(call);
+      faults.disarm();
+      check_old_or_new();
+      // A fault the run did not report must have cost nothing: every file is the new one.
+      bool reported = !report || !report->ok() || !report->out_of_sync.empty() || !report->notes.empty();
+      if (reported) {
+        ++reported_points;
+      } else if (faults.fired()) {
+        CHECK(read_real(box.real("/etc/hosts")) == new_hosts);
+        if (files) {
+          CHECK(read_real(box.real("/etc/docker-app.conf")) == std::optional<std::string>("new bytes\n"));
+          CHECK(read_real(box.real("/Users/alice/.docker/app.conf")) == std::optional<std::string>("user\n"));
+        }
+      }
+      auto again = run_posix(real, hosts, files);
+      REQUIRE(again);
+      CHECK(again->ok());
+      CHECK(again->out_of_sync.empty());
+      CHECK(read_real(box.real("/etc/hosts")) == new_hosts);
+      if (files) {
+        CHECK(read_real(box.real("/etc/docker-app.conf")) == std::optional<std::string>("new bytes\n"));
+        CHECK(read_real(box.real("/Users/alice/.docker/app.conf")) == std::optional<std::string>("user\n"));
+        struct ::stat st {};
+        REQUIRE(::lstat(box.real("/Users/alice/.docker/app.conf").c_str(), &st) == 0);
+        CHECK(st.st_uid == nobody);
+        CHECK((st.st_mode & 07777) == 0600);
+      }
+      for (const auto& t : box.temps()) {
+        INFO("temp left after the re-run: " << t);
+        CHECK(false);
+      }
+      ++points;
+    }
+  }
+  std::printf("posix sweep  (in %s) ", box.root.c_str());
+  std::printf("%-16s %4zu syscalls (%zu change the disk), %4zu indices swept (%s), %5zu points, %zu faults reported\n",
+              name, calls, mutating_indices, indices.size(), sweep::full_sweep() ? "full" : "default", points,
+              reported_points);
+  MESSAGE("posix sweep " << name << ": " << calls << " syscalls, " << points << " points");
+  CHECK(points == 3 * indices.size());
+  CHECK(indices.size() >= mutating_indices);
+  CHECK(reported_points > 0);
+  return points;
+}
+
+bool running_as_root() { return ::geteuid() == 0; }
+
+}  // namespace
+
+TEST_CASE("sweep (PosixFs syscall table): ManagedFile fail once / persistently / crash at every syscall") {
+  if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
+  sweep_posix("managed_file", false, true);
+}
+
+TEST_CASE("sweep (PosixFs syscall table): HostsEntry fail once / persistently / crash at every syscall") {
+  if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
+  sweep_posix("hosts_entry", true, false);
+}
+
+TEST_CASE("sweep (PosixFs syscall table): ManagedFile + HostsEntry in one converge at every syscall") {
+  if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
+  sweep_posix("files + hosts", true, true);
+}
