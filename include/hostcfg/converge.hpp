@@ -336,7 +336,7 @@ std::vector<grant> decide_elevation(Ctx& ctx, ledgers& books, converge_report& r
   std::vector<std::size_t> to_ask;
   elevation_request request;
   request.app_id = ctx.app_id;
-  auto consider = [&](auto& r) {
+  [[maybe_unused]] auto consider = [&](auto& r) {
     const step_report& s = r.elevation_step();
     grant g;
     if (!s.failure && s.planned.needs_elevation()) {
@@ -390,7 +390,7 @@ std::vector<grant> decide_elevation(Ctx& ctx, ledgers& books, converge_report& r
   report.prompt = request;
   report.prompt_answer = a;
   std::size_t index = 0;
-  auto settle = [&](auto& r) {
+  [[maybe_unused]] auto settle = [&](auto& r) {
     bool asked = false;
     for (auto i : to_ask) asked = asked || i == index;
     if (asked) {

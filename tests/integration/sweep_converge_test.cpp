@@ -12,12 +12,10 @@ TEST_CASE("sweep (MemoryFs): the whole seed flow in one converge, crash and fail
   CHECK(t.reported > 0);
 }
 
-// BUG (reported to the lead): make_parents() creates directories without syncing their parent,
-// and neither PosixFs::mkdir nor MemoryFs::mkdir syncs it either, so a directory a converge
-// created - and every file and record in it - is not durable when converge returns success.
-// Promise 1 ("durable once the call returns success") does not hold for files in new directories.
-TEST_CASE("durability: after a successful converge a crash loses nothing, created directories included" *
-          doctest::may_fail()) {
+// Regression: make_parents() used to create directories without syncing their parent, so a
+// directory a converge created - and every file and record in it - was not durable when converge
+// returned success. make_parents now syncs (fs.hpp sync_directory).
+TEST_CASE("durability: after a successful converge a crash loses nothing, created directories included") {
   MemoryFs fs = sweep::seed_tree();
   FakeServiceManager launchd;
   auto report = sweep::run_flow(fs, launchd, sweep::flow_kind::whole);
@@ -39,13 +37,11 @@ TEST_CASE("durability: a file replaced in an existing directory survives a crash
   CHECK(rebooted.file_bytes("/etc/hosts") != std::optional<std::string>(sweep::stock_hosts));
 }
 
-// FINDING (reported to the lead): when the privileged record cannot be written (EIO on the record
-// store, or a crash between the hosts rename and the record), the run says so in a note, and the
-// re-run converges - but it finds our section already there, plans nothing and records nothing,
-// so hostcfg has forgotten the section is its own and uninstall leaves it in /etc/hosts. The
-// sweeps count such points ("points lost a record item"). Promise 4 after promise 13.
-TEST_CASE("a record write that failed is recovered by the re-run, so uninstall still restores the file" *
-          doctest::may_fail()) {
+// Regression: when the privileged record could not be written (EIO on the record store, or a
+// crash between the hosts rename and the record), the re-run found our section already there and
+// recorded nothing, so uninstall left it in /etc/hosts. HostsEntry now registers a section of ours
+// that no record names (no byte change), so uninstall restores the file.
+TEST_CASE("a record write that failed is recovered by the re-run, so uninstall still restores the file") {
   // Find the first operation of the privileged record's store in a clean run.
   std::size_t record_op = 0;
   {

@@ -143,6 +143,13 @@ struct HostsEntry {
       }
     } else {
       file.state = applied->conflicts_left.empty() ? item_state::matches : item_state::conflict;
+      // Our section is in the file but no record says so (a crash or an I/O error lost the
+      // record write): register it, so that uninstall still knows it is ours. No byte changes.
+      auto section = find_section(bytes, ctx.markers);
+      if (file.state == item_state::matches && section && section->has_value() && !books.find(id())) {
+        file.state = item_state::differs;
+        file.detail = "register the section already in " + path + " (its record was lost)";
+      }
     }
     if (file.state == item_state::absent || file.state == item_state::differs) {
       // Atomic replace creates a temp beside the file: the directory decides.

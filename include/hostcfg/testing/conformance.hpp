@@ -245,15 +245,15 @@ std::vector<conformance_case<Fs>> conformance_cases() {
   const auto user = conformance_actor::user;
   auto hc = [](errc e) { return make_error_code(e); };
   std::vector<C> c;
-  auto add = [&](std::string name, conformance_actor who, std::vector<std::error_code> expect,
+  auto add = [&](const std::string& name, conformance_actor who, const std::vector<std::error_code>& expect,
                  std::function<result<std::string>(Fs&, A, P)> act,
                  std::function<std::string(Fs&, A, P)> verify = {},
                  conformance_needs needs = conformance_needs::nothing) {
     C one;
-    one.name = std::move(name);
+    one.name = name;
     one.who = who;
     one.needs = needs;
-    one.expect = std::move(expect);
+    one.expect = expect;
     one.act = std::move(act);
     one.verify = std::move(verify);
     for (const char* op : {"lstat:", "stat:", "readlink:", "read_file:", "get_flags:", "list_dir:", "lock:"})
