@@ -14,6 +14,9 @@
 #include <hostcfg/primitives/launchd_plist.hpp>
 #include <hostcfg/primitives/managed_file.hpp>
 #include <hostcfg/primitives/protected_file.hpp>
+#include <hostcfg/primitives/shell_profile_path_edit.hpp>
+#include <hostcfg/primitives/symlink_set.hpp>
+#include <hostcfg/recipes/cli_links.hpp>
 
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -49,7 +52,7 @@ const bool runner_mode = [] {
   if (!one_shot) return false;
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
-  int status = helper::run_one_shot<ManagedFile>(0, 1, 2,
+  int status = helper::run_one_shot<ManagedFile, HostsEntry, SymlinkSet>(0, 1, 2,
                                                  helper::parse_one_shot_options(static_cast<int>(argv.size()), argv.data()));
   std::fflush(nullptr);
   ::_exit(status);
@@ -222,7 +225,11 @@ struct sudo_fixture {
     dir = templ;
     ::chmod(dir.c_str(), 0755);
     root = dir + "/root";
-    run("mkdir -p '" + dir + "/bin' '" + root + "/etc' '" + root + "/var/lib' '" + root + "/home/" + user + "'");
+    run("mkdir -p '" + dir + "/bin' '" + root + "/etc' '" + root + "/var/lib' '" + root + "/home/" + user + "' '" +
+        root + "/usr/local/bin' '" + root + "/Applications/App/bin'");
+    write_file(root + "/etc/hosts", "127.0.0.1\tlocalhost\n", 0644);
+    write_file(root + "/Applications/App/bin/docker", "#!/bin/sh\n", 0755);
+    write_file(root + "/Applications/App/bin/kubectl", "#!/bin/sh\n", 0755);
     runner = dir + "/bin/runner";
     run("cp /proc/" + std::to_string(::getpid()) + "/exe '" + runner + "' && chmod 0755 '" + runner + "'");
     write_file(dir + "/bin/askpass-ok", "#!/bin/sh\necho 'S3cret-pass'\n", 0755);
@@ -312,7 +319,74 @@ std::string converge_as_user(const sudo_fixture& f, const std::string& askpass, 
   });
 }
 
+// The seed's links (with the ~/.docker/bin + PATH fallback) and hosts entry, converged as the
+// user through sudo; a one-line summary.
+std::string seed_as_user(const sudo_fixture& f, const std::string& askpass) {
+  return f.as_user([&] {
+    PosixFs posix;
+    RootedFs<PosixFs> fs(posix, f.root);
+    CommandPrivilege priv(f.identity(), f.command(askpass));
+    context ctx(fs, priv, "com.example.elevate");
+    std::string home = "/home/" + f.user;
+    auto links = cli_links("/Applications/App/bin", "/usr/local/bin", home + "/.docker/bin",
+                           ShellProfilePathEdit{home + "/.docker/bin"});
+    HostsEntry hosts{"127.0.0.1", {"kubernetes.docker.internal"}};
+    auto report = converge(ctx, links, hosts);
+    if (!report) return "error " + report.error().message();
+    std::string summary = "prompts=" + std::to_string(priv.prompts()) + " answer=" +
+                          (report->prompt_answer ? answer_name(*report->prompt_answer) : "none") +
+                          " ok=" + (report->ok() ? "1" : "0");
+    if (report->prompt) summary += " changes=" + std::to_string(report->prompt->changes.size());
+    return summary;
+  });
+}
+
 }  // namespace
+
+TEST_CASE("the seed through sudo: one prompt; links and hosts entry as root, or the fallback as the user") {
+  sudo_fixture f;
+  if (!f.ready) {
+    HOSTCFG_SKIP(f.why_not);
+    return;
+  }
+  std::string granted = seed_as_user(f, "askpass-ok");
+  INFO(granted);
+  CHECK(granted.find("prompts=1 answer=granted ok=1 changes=3") == 0);
+  struct stat st;
+  REQUIRE(::lstat((f.root + "/usr/local/bin/docker").c_str(), &st) == 0);
+  CHECK(S_ISLNK(st.st_mode));
+  CHECK(st.st_uid == 0);
+  std::ifstream hosts(f.root + "/etc/hosts");
+  std::string hosts_text((std::istreambuf_iterator<char>(hosts)), std::istreambuf_iterator<char>());
+  CHECK(hosts_text.find("127.0.0.1\tkubernetes.docker.internal") != std::string::npos);
+  REQUIRE(::stat((f.root + "/etc/hosts").c_str(), &st) == 0);
+  CHECK(st.st_uid == 0);
+  CHECK((st.st_mode & 07777) == 0644);
+  CHECK_FALSE(exists(f.root + "/home/" + f.user + "/.docker/bin"));
+  CHECK(seed_as_user(f, "askpass-ok").find("prompts=0") == 0);
+}
+
+TEST_CASE("the seed through sudo, cancelled: the fallback links and PATH block are the user's") {
+  sudo_fixture f;
+  if (!f.ready) {
+    HOSTCFG_SKIP(f.why_not);
+    return;
+  }
+  std::string cancelled = seed_as_user(f, "askpass-cancel");
+  INFO(cancelled);
+  CHECK(cancelled.find("prompts=1 answer=cancelled") == 0);
+  std::string home = f.root + "/home/" + f.user;
+  struct stat st;
+  REQUIRE(::lstat((home + "/.docker/bin/docker").c_str(), &st) == 0);
+  CHECK(S_ISLNK(st.st_mode));
+  CHECK(st.st_uid == f.uid);
+  REQUIRE(::stat((home + "/.profile").c_str(), &st) == 0);
+  CHECK(st.st_uid == f.uid);
+  CHECK(run("cat '" + home + "/.profile'").find(".docker/bin") != std::string::npos);
+  CHECK_FALSE(exists(f.root + "/usr/local/bin/docker"));
+  CHECK(run("cat '" + f.root + "/etc/hosts'") == "127.0.0.1\tlocalhost\n");
+  CHECK(seed_as_user(f, "askpass-ok").find("prompts=0") == 0);
+}
 
 TEST_CASE("converge as a user through sudo -A: one prompt, system part as root, user part as the user") {
   sudo_fixture f;
