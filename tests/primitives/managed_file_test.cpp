@@ -566,3 +566,24 @@ TEST_CASE("same bytes with another mode or owner: the metadata is repaired") {
   CHECK(st->gid == 0);
   CHECK(report->out_of_sync.empty());
 }
+
+TEST_CASE("a forged user record cannot plant undo bytes that root would restore on uninstall") {
+  MemoryFs fs = mac_tree();
+  fs.add_file("/etc/app.conf", "vendor\n", 0644, 0, 0);
+  record forged{app, {}};
+  forged.put(record_item{"file:/etc/app.conf",
+                         "managed_file",
+                         {{"created", "0"}, {"original", "alice ALL=(ALL) NOPASSWD: ALL\n"}, {"original_mode", "420"}}});
+  fs.add_file("/Users/alice/.local/state/hostcfg/com.example.app.record", serialize_record(forged), 0600, 501, 20);
+  RootFor root(mac_user());
+  context ctx(fs, root, app);
+  ManagedFile conf{"/etc/app.conf", "ours\n", 0644};
+  conf.take_over = true;
+  REQUIRE(converge(ctx, conf));
+  CHECK(fs.file_bytes("/etc/app.conf") == std::optional<std::string>("ours\n"));
+  auto sys = fs.file_bytes("/var/lib/hostcfg/com.example.app.record");
+  REQUIRE(sys);
+  CHECK(sys->find("NOPASSWD") == std::string::npos);
+  REQUIRE(uninstall(ctx, conf));
+  CHECK(fs.file_bytes("/etc/app.conf") == std::optional<std::string>("vendor\n"));
+}

@@ -422,7 +422,8 @@ struct HostsEntry {
     }
     // The record: merged with an earlier one, so revert still knows the first apply's changes.
     bool privileged = c.needs_elevation;
-    const record_item* previous = books.find(id());
+    // Only the record of this change's scope: a forged user record never reaches root's undo data.
+    const record_item* previous = books.scope(privileged).find(id());
     record_item item = previous ? *previous : record_item{id(), kind(), {}};
     if (!previous) item.fields["created"] = exists ? "0" : "1";
     item.fields["section"] = applied->record.section;

@@ -533,7 +533,8 @@ struct LaunchdPlist {
         if (auto rewritten = write_plist_xml(*parsed)) body = *rewritten;
       }
       item.current = describe(st.uid, st.gid, st.mode, body);
-      const record_item* mine = books.find(id());
+      // Ours only if the record of its scope says so (a daemon: the root-owned record).
+      const record_item* mine = books.scope(where == scope::daemon).find(id());
       std::vector<std::string> why;
       if (!parsed) why.push_back("not a readable plist: " + parsed.error().reason);
       if (parsed && !same)
@@ -615,7 +616,9 @@ struct LaunchdPlist {
     const user_identity& user = ctx.priv.user();
     actor who = ctx.actor_for(c.needs_elevation);
     std::string xml = detail::launchd_body(c.after);
-    const record_item* previous = books.find(id());
+    // Undo data is taken only from the record of this change's scope: never from the user's
+    // record for a change made with root rights (the user could have forged it).
+    const record_item* previous = books.scope(c.needs_elevation).find(id());
     record_item item = previous ? *previous : record_item{id(), kind(), {}};
     auto made = make_parents(ctx.fs, who, parent_path(c.path), 0755);
     if (!made) return tl::unexpected(made.error());

@@ -311,7 +311,8 @@ struct ManagedFile {
 
   template <class Ctx>
   result<void> apply_one(Ctx& ctx, const change& c, const actor& who, record& scope, const ledgers& books) const {
-    const record_item* previous = books.find(id());
+    // Only the record of this change's scope: a forged user record never reaches root's undo data.
+    const record_item* previous = books.scope(c.needs_elevation).find(id());
     record_item item = previous ? *previous : record_item{id(), kind(), {}};
     std::string dirs = item.get("dirs");
     auto made = make_parents(ctx.fs, who, parent_path(path), dir_mode);
