@@ -498,8 +498,9 @@ TEST_CASE("port-helper --one-shot: the real program applies hosts, a protected f
   auto outcome = decode_outcome(*parsed);
   REQUIRE(outcome);
   CHECK(outcome->prompt_answer == answer::granted);
-  for (const auto& [step, events] : outcome->events)
-    for (const auto& e : events) {
+  for (const auto& entry : outcome->events)
+    for (const auto& e : entry.second) {
+      const std::string step = entry.first;  // named: clang 14 cannot capture a structured binding
       INFO(step << ": " << e.message);
       // Under --root a job is written, not loaded: "skipped: no launchd here" is not a failure.
       CHECK((e.kind == event_kind::changed ||
