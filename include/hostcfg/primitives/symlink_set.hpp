@@ -626,7 +626,9 @@ struct SymlinkSet {
   result<std::string> apply_one(Ctx& ctx, const change& c, ledgers& books) const {
     const bool elevated = c.needs_elevation;
     const actor who = ctx.actor_for(elevated);
-    const record_item* previous = books.find(c.item_id);
+    // A change made with root rights takes undo data only from the root-owned record: a forged
+    // user record never becomes what root restores.
+    const record_item* previous = elevated ? books.system.find(c.item_id) : books.find(c.item_id);
     const bool previous_is_system = books.system.find(c.item_id) != nullptr;
     record_item item = previous ? *previous : record_item{c.item_id, kind(), {}};
     item.fields["set"] = id();
