@@ -126,9 +126,10 @@ TEST_CASE("decision table: declined is recorded and not asked again; re-prompt a
   REQUIRE(third);
   CHECK(priv.prompts() == 2);
   CHECK(fs.file_bytes("/etc/a.conf") == std::optional<std::string>("a\n"));
-  // Granted erases the standing decision.
-  CHECK(fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record")->find("declined") ==
-        std::string::npos);
+  // Granted erases the standing decision: the user's record then holds nothing and is removed.
+  auto user_after = fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record");
+  CHECK((!user_after || user_after->find("declined") == std::string::npos));
+  CHECK_FALSE(user_after);
 }
 
 TEST_CASE("decision table: cancelled is recorded as cancelled, timed out is not recorded") {
