@@ -126,6 +126,15 @@ class context {
     return nullptr;
   }
 
+  /// Reads a file for a probe as `who`; when that is refused (EACCES) and this process can act as
+  /// root, reads it as root (a root-only file is still probed, never written, this way).
+  result<file_contents> read_for_probe(const actor& who, std::string_view path, std::size_t max_bytes) const {
+    auto contents = fs.read_file(who, path, max_bytes);
+    if (!contents && contents.error().is_errno(EACCES) && priv.elevates_in_process())
+      contents = fs.read_file(elevated_actor(), path, max_bytes);
+    return contents;
+  }
+
   /// Reports one event to the sink.
   void emit(const std::string& primitive_id, const event& e) const {
     if (on_event) on_event(primitive_id, e);

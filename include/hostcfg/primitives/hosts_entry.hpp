@@ -103,9 +103,7 @@ struct HostsEntry {
     file.id = id();
     file.path = path;
     actor user = ctx.user_actor();
-    auto current = ctx.fs.read_file(user, path, max_bytes);
-    if (!current && current.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
-      current = ctx.fs.read_file(ctx.elevated_actor(), path, max_bytes);
+    auto current = ctx.read_for_probe(user, path, max_bytes);
     std::string bytes;
     bool exists = true;
     if (!current) {

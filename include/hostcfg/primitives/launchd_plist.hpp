@@ -503,9 +503,7 @@ struct LaunchdPlist {
       item.detail = ancestor.error().message();
       return item;
     }
-    auto current = ctx.fs.read_file(reader, path, max_bytes);
-    if (!current && current.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
-      current = ctx.fs.read_file(ctx.elevated_actor(), path, max_bytes);
+    auto current = ctx.read_for_probe(reader, path, max_bytes);
     bool owner_wrong = false;
     if (!current) {
       const error& e = current.error();

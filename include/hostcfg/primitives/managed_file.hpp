@@ -141,9 +141,7 @@ struct ManagedFile {
     // write is judged by the root-owned record, never by the user's (which they could forge).
     bool user_may_write = may_write_dir(user, ancestor->second);
     const record_item* mine = user_may_write ? books.user.find(id()) : books.system.find(id());
-    auto current = ctx.fs.read_file(user, path, max_bytes);
-    if (!current && current.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
-      current = ctx.fs.read_file(ctx.elevated_actor(), path, max_bytes);
+    auto current = ctx.read_for_probe(user, path, max_bytes);
     bool owner_change = false;
     if (!current) {
       const error& e = current.error();
