@@ -253,6 +253,30 @@ void sync_directory(Fs& fs, const actor& who, std::string_view dir) {
   if constexpr (detail::fs_has_sync_dir<Fs>::value) (void)fs.sync_dir(who, dir);
 }
 
+namespace detail {
+template <class Fs, class = void>
+struct fs_has_walk_cache : std::false_type {};
+template <class Fs>
+struct fs_has_walk_cache<Fs, std::void_t<decltype(std::declval<Fs&>().walk_cache())>> : std::true_type {};
+/// What `open_walk_cache` returns for a backend without a walk cache.
+struct no_walk_cache {};
+}  // namespace detail
+
+/// Opens the backend's optional walk cache: while the returned scope lives, a backend with
+/// `walk_cache()` (PosixFs: verified directory fds reused instead of walking from `/` for every
+/// operation) may reuse what it verified; other backends get an empty scope. `converge` holds one
+/// for each run and reopens it after work done in another process (the elevated runner), whose
+/// renames and removals the cached directory fds would not see.
+template <class Fs>
+auto open_walk_cache(Fs& fs) {
+  if constexpr (detail::fs_has_walk_cache<Fs>::value) {
+    return fs.walk_cache();
+  } else {
+    (void)fs;
+    return detail::no_walk_cache{};
+  }
+}
+
 /// `unlink`, then the parent directory synced, so a record written afterwards can never outlive
 /// the removal in a crash (the record would forget an object that a crash brought back).
 template <class Fs>
@@ -290,7 +314,15 @@ result<std::vector<std::string>> make_parents(Fs& fs, const actor& who, std::str
     }
     if (!st.error().is_errno(ENOENT)) return tl::unexpected(st.error());
     auto made_one = fs.mkdir(who, current, mode);
-    if (!made_one) return tl::unexpected(made_one.error());
+    if (!made_one) {
+      // Another run made it between our lstat and mkdir: fine when a directory stands there now
+      // (it is not ours: not recorded as made, so our revert never removes it).
+      if (made_one.error().is_errno(EEXIST)) {
+        auto now = fs.lstat(who, current);
+        if (now && now->type == file_type::directory) continue;
+      }
+      return tl::unexpected(made_one.error());
+    }
     sync_directory(fs, who, parent_path(current));  // the new directory survives a crash
     made.push_back(current);
   }

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -941,4 +942,274 @@ TEST_CASE("strace -f shows a no-op replace makes no mutating syscall") {
   CHECK(window.find("openat") != std::string::npos);
   CHECK(mutating == 0);
   CHECK(offending == "");
+}
+
+// ---- walk_cache(): the opt-in scope in which the trusted walk reuses verified directory fds ----
+
+namespace {
+
+/// How many calls of each kind the table saw since its last reset.
+std::size_t count_of(const hostcfg_test::syscall_faults& sys, const char* name) {
+  std::size_t n = 0;
+  for (const auto& call : sys.log()) n += call == name ? 1 : 0;
+  return n;
+}
+
+/// Open descriptors of this process (the directory listing's own fd included, the same each time).
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    (void)entry;
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("walk_cache: within a scope a verified directory is opened once; without one every operation re-walks") {
+  scratch d;
+  REQUIRE(::mkdir((d / "a").c_str(), 0755) == 0);
+  REQUIRE(::mkdir((d / "a/b").c_str(), 0755) == 0);
+  write_raw(d / "a/b/f1", "one\n");
+  write_raw(d / "a/b/f2", "two\n");
+  hostcfg_test::syscall_faults sys;
+  PosixFs fs(sys.table());
+  REQUIRE(fs.lstat(root_actor, d / "a/b/f1"));  // settles openat2 vs openat before counting
+  // "/" and every directory component above the file.
+  const std::size_t dirs = path_components(d / "a/b/f1").size();
+
+  sys.reset();
+  REQUIRE(fs.lstat(root_actor, d / "a/b/f1"));
+  CHECK(sys.calls() == 3 * dirs + 1);  // open + fstat + close per directory, then the fstatat
+  sys.reset();
+  REQUIRE(fs.lstat(root_actor, d / "a/b/f2"));
+  CHECK(sys.calls() == 3 * dirs + 1);  // no scope: the same walk again
+
+  {
+    auto scope = fs.walk_cache();
+    CHECK(scope.cached_directories() == 0);
+    sys.reset();
+    auto first = fs.lstat(root_actor, d / "a/b/f1");
+    REQUIRE(first);
+    CHECK(first->size == 4);
+    CHECK(count_of(sys, "openat") + count_of(sys, "openat2") == dirs);
+    CHECK(count_of(sys, "fstat") == dirs);
+    CHECK(count_of(sys, "close") == 0);  // kept open for the next walk
+    CHECK(sys.calls() == 2 * dirs + 1);
+    CHECK(scope.cached_directories() == dirs);
+
+    sys.reset();
+    auto second = fs.lstat(root_actor, d / "a/b/f2");
+    REQUIRE(second);
+    CHECK(second->ino == lstat_raw(d / "a/b/f2").st_ino);
+    CHECK(sys.log() == std::vector<std::string>{"fstatat"});  // the walk cost nothing
+
+    sys.reset();
+    auto read = fs.read_file(root_actor, d / "a/b/f2", 100);
+    REQUIRE(read);
+    CHECK(read->bytes == "two\n");
+    CHECK(count_of(sys, "openat2") == 0);
+    CHECK(count_of(sys, "openat") == 1);  // the file itself
+    CHECK(count_of(sys, "close") == 1);   // and only the file is closed
+
+    sys.reset();
+    CHECK(fs.lstat(root_actor, d / "a")->type == file_type::directory);  // a shallower path: cached too
+    CHECK(sys.calls() == 1);
+
+    sys.reset();
+    scope.end();
+    CHECK(scope.cached_directories() == 0);
+    CHECK(count_of(sys, "close") == dirs);
+    CHECK(sys.calls() == dirs);
+  }
+  sys.reset();
+  REQUIRE(fs.lstat(root_actor, d / "a/b/f1"));
+  CHECK(sys.calls() == 3 * dirs + 1);  // after the scope, the default walk again
+}
+
+TEST_CASE("walk_cache: rename, rmdir and unlink through the fs drop the cached entries at and below the path") {
+  scratch d;
+  hostcfg_test::syscall_faults sys;
+  PosixFs fs(sys.table());
+  REQUIRE(::mkdir((d / "sub").c_str(), 0755) == 0);
+  REQUIRE(::mkdir((d / "sub/inner").c_str(), 0755) == 0);
+  write_raw(d / "sub/inner/f", "old tree\n");
+  REQUIRE(::mkdir((d / "gone").c_str(), 0755) == 0);
+  REQUIRE(::mkdir((d / "keep").c_str(), 0755) == 0);
+  write_raw(d / "keep/f", "kept\n");
+  auto scope = fs.walk_cache();
+  // Root's writes walk under the root-safety rule, cached apart from its reads: this first write
+  // caches "/" .. the scratch directory for them, so the counts below move only by what changes.
+  REQUIRE(fs.mkdir(root_actor, d / "warm", 0755));
+
+  // rename: the cached fds of sub and sub/inner now name "moved"; a later walk of sub/... must
+  // not find the moved tree through them.
+  REQUIRE(fs.read_file(root_actor, d / "sub/inner/f", 100)->bytes == "old tree\n");
+  REQUIRE(fs.lstat(root_actor, d / "keep/f"));
+  std::size_t before = scope.cached_directories();
+  REQUIRE(fs.rename(root_actor, d / "sub", d / "moved"));
+  CHECK(scope.cached_directories() == before - 2);  // sub and sub/inner; keep and the parents stay
+  auto stale = fs.lstat(root_actor, d / "sub/inner/f");
+  REQUIRE(!stale);
+  CHECK(stale.error().is_errno(ENOENT));
+  CHECK(fs.read_file(root_actor, d / "moved/inner/f", 100)->bytes == "old tree\n");
+  REQUIRE(::mkdir((d / "sub").c_str(), 0755) == 0);
+  REQUIRE(::mkdir((d / "sub/inner").c_str(), 0755) == 0);
+  write_raw(d / "sub/inner/f", "new tree\n");
+  sys.reset();
+  CHECK(fs.read_file(root_actor, d / "sub/inner/f", 100)->bytes == "new tree\n");
+  CHECK(count_of(sys, "openat2") + count_of(sys, "openat") == 3);  // sub, sub/inner (walked again), the file
+  sys.reset();
+  CHECK(fs.read_file(root_actor, d / "keep/f", 100)->bytes == "kept\n");  // untouched entries still cached
+  CHECK(count_of(sys, "openat2") + count_of(sys, "openat") == 1);
+
+  // rmdir: the cached fd names a removed directory; the one made in its place must be seen.
+  auto nothing = fs.lstat(root_actor, d / "gone/x");  // caches "gone"
+  REQUIRE(!nothing);
+  CHECK(nothing.error().is_errno(ENOENT));
+  REQUIRE(fs.rmdir(root_actor, d / "gone"));
+  REQUIRE(::mkdir((d / "gone").c_str(), 0755) == 0);
+  write_raw(d / "gone/x", "recreated\n");
+  auto seen = fs.lstat(root_actor, d / "gone/x");
+  REQUIRE(seen);
+  CHECK(seen->ino == lstat_raw(d / "gone/x").st_ino);
+
+  // A failed rename drops the entries too (conservative: nothing is known to have stayed).
+  REQUIRE(fs.lstat(root_actor, d / "sub/inner/f"));
+  before = scope.cached_directories();
+  CHECK(fs.rename(root_actor, d / "sub", d / "missing-parent/x").error().is_errno(ENOENT));
+  CHECK(scope.cached_directories() == before);  // the walk of `to` failed before any rename: kept
+  auto onto_file = fs.rename(root_actor, d / "sub", d / "keep/f");
+  REQUIRE(!onto_file);
+  CHECK(onto_file.error().is_errno(ENOTDIR));
+  CHECK(scope.cached_directories() == before + 1 - 2);  // keep joins root's write set; sub, sub/inner dropped
+
+  // unlink of a file and mkdir drop nothing but their own path.
+  REQUIRE(fs.lstat(root_actor, d / "sub/inner/f"));
+  before = scope.cached_directories();
+  REQUIRE(fs.unlink(root_actor, d / "sub/inner/f"));
+  REQUIRE(fs.mkdir(root_actor, d / "sub/inner/new", 0750));
+  CHECK(scope.cached_directories() == before + 2);  // sub and sub/inner joined root's write set
+  CHECK(fs.list_dir(root_actor, d / "sub/inner").value() == std::vector<std::string>{"new"});
+  CHECK(fs.lstat(root_actor, d / "sub/inner/new")->mode == 0750);
+}
+
+TEST_CASE("walk_cache: a cached directory swapped for a symlink afterwards is never followed") {
+  if (!is_root()) { HOSTCFG_SKIP("needs root to make a nobody-owned symlink"); return; }
+  scratch d;
+  PosixFs fs;
+  replace_options opts;
+  opts.mode = 0644;
+  REQUIRE(::mkdir((d / "conf").c_str(), 0755) == 0);
+  REQUIRE(::mkdir((d / "elsewhere").c_str(), 0755) == 0);
+  write_raw(d / "conf/first", "first\n");
+  {
+    auto scope = fs.walk_cache();
+    // Cached for reads (lstat) and for root's writes (replace_file: the root-safety rule).
+    REQUIRE(fs.lstat(root_actor, d / "conf/first"));
+    REQUIRE(fs.replace_file(root_actor, d / "conf/second", "second\n", opts));
+
+    // Someone moves the verified directory away and plants a link at its name.
+    REQUIRE(::rename((d / "conf").c_str(), (d / "conf.old").c_str()) == 0);
+    REQUIRE(::symlink((d / "elsewhere").c_str(), (d / "conf").c_str()) == 0);
+    REQUIRE(::lchown((d / "conf").c_str(), nobody, nobody) == 0);
+
+    auto write = fs.replace_file(root_actor, d / "conf/third", "third\n", opts);
+    REQUIRE(write);  // landed in the directory that was verified, wherever it is now
+    CHECK(read_raw(d / "conf.old/third") == "third\n");
+    auto read = fs.read_file(root_actor, d / "conf/first", 100);
+    REQUIRE(read);
+    CHECK(read->bytes == "first\n");
+    CHECK(read->status.ino == lstat_raw(d / "conf.old/first").st_ino);
+    CHECK(std::filesystem::is_empty(d / "elsewhere"));  // nothing went through the new link
+  }
+  // Without the scope the walk meets the planted link and refuses it.
+  auto after = fs.replace_file(root_actor, d / "conf/fourth", "fourth\n", opts);
+  REQUIRE(!after);
+  CHECK(after.error().is_errno(ELOOP));
+  CHECK(after.error().path == d / "conf");
+  CHECK(std::filesystem::is_empty(d / "elsewhere"));
+}
+
+TEST_CASE("walk_cache: fds verified for one identity or rule never serve another") {
+  if (!is_root()) { HOSTCFG_SKIP("needs root to act as nobody"); return; }
+  scratch d;
+  hostcfg_test::syscall_faults sys;
+  PosixFs fs(sys.table());
+  // root can reach private/pub/file; nobody cannot pass private (0700), though pub is 0777.
+  REQUIRE(::mkdir((d / "private").c_str(), 0700) == 0);
+  REQUIRE(::mkdir((d / "private/pub").c_str(), 0777) == 0);
+  REQUIRE(::chmod((d / "private/pub").c_str(), 0777) == 0);
+  write_raw(d / "private/pub/file", "root only\n", 0644);
+  const std::size_t dirs = path_components(d / "private/pub/file").size();
+  auto scope = fs.walk_cache();
+
+  REQUIRE(fs.read_file(root_actor, d / "private/pub/file", 100)->bytes == "root only\n");
+  CHECK(scope.cached_directories() == dirs);
+  sys.reset();
+  auto denied = fs.read_file(nobody_actor, d / "private/pub/file", 100);
+  REQUIRE(!denied);  // root's fd of pub would have let nobody in
+  CHECK(denied.error().is_errno(EACCES));
+  // private itself opens (O_PATH needs only search permission on its parent); the kernel stops
+  // nobody at the lookup of pub inside it.
+  CHECK(denied.error().path == d / "private/pub");
+  // nobody walked from "/" itself (AT_FDCWD openat), and its directories are cached apart:
+  // /, var, tmp, the scratch directory and private.
+  CHECK(count_of(sys, "openat") >= 1);
+  CHECK(scope.cached_directories() == dirs + (dirs - 1));
+  const actor other_groups{nobody, nobody, {0}};  // same uid, other groups: another identity
+  CHECK(fs.read_file(other_groups, d / "private/pub/file", 100).error().is_errno(EACCES));
+  CHECK(scope.cached_directories() == dirs + 2 * (dirs - 1));
+
+  // The root-safety rule: directories root read through (cached for reads) are not thereby ones
+  // root may write below. inner is root-owned, but its parent belongs to nobody, who could swap it.
+  std::string user_dir = d / "user";
+  REQUIRE(::mkdir(user_dir.c_str(), 0755) == 0);
+  REQUIRE(::mkdir((user_dir + "/inner").c_str(), 0755) == 0);
+  REQUIRE(::chown(user_dir.c_str(), nobody, nobody) == 0);
+  auto probe = fs.lstat(root_actor, user_dir + "/inner/f");  // caches user and user/inner for reads
+  CHECK(probe.error().is_errno(ENOENT));
+  replace_options opts;
+  opts.mode = 0644;
+  auto write = fs.replace_file(root_actor, user_dir + "/inner/f", "x", opts);
+  REQUIRE(!write);
+  CHECK(write.error().is(errc::unsafe_path));
+  CHECK(write.error().path == user_dir);
+  CHECK(::access((user_dir + "/inner/f").c_str(), F_OK) != 0);
+  // ... and nobody, in its own directory, still writes as nobody.
+  REQUIRE(fs.replace_file(nobody_actor, user_dir + "/f", "mine\n", opts));
+  CHECK(lstat_raw(user_dir + "/f").st_uid == nobody);
+  CHECK(read_raw(user_dir + "/f") == "mine\n");
+}
+
+TEST_CASE("walk_cache: every cached fd is closed when the last scope ends, even after the PosixFs") {
+  scratch d;
+  REQUIRE(::mkdir((d / "a").c_str(), 0755) == 0);
+  REQUIRE(::mkdir((d / "b").c_str(), 0755) == 0);
+  write_raw(d / "a/f", "a\n");
+  write_raw(d / "b/f", "b\n");
+  const std::size_t baseline = open_fds();
+  std::optional<PosixFs::walk_cache_scope> survivor;
+  {
+    PosixFs fs;
+    auto outer = fs.walk_cache();
+    REQUIRE(fs.read_file(root_actor, d / "a/f", 100));
+    REQUIRE(fs.lstat(root_actor, d / "b/f"));
+    const std::size_t cached = outer.cached_directories();
+    CHECK(cached == path_components(d / "a/f").size() + 1);  // "/" .. scratch, then a and b
+    CHECK(open_fds() == baseline + cached);
+    {
+      auto inner = fs.walk_cache();  // nested: shares the cache
+      CHECK(inner.cached_directories() == cached);
+      REQUIRE(fs.lstat(root_actor, d / "a/f"));
+    }
+    CHECK(open_fds() == baseline + cached);  // the inner end closes nothing
+    CHECK(outer.cached_directories() == cached);
+    survivor.emplace(std::move(outer));
+    CHECK(outer.cached_directories() == 0);  // NOLINT(bugprone-use-after-move): moved-from holds nothing
+  }
+  CHECK(open_fds() > baseline);  // the PosixFs is gone; the scope still holds the fds
+  survivor.reset();
+  CHECK(open_fds() == baseline);
 }

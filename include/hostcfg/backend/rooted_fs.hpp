@@ -51,6 +51,12 @@ class RootedFs {
   /// The inner backend.
   Fs& inner() { return *inner_; }
 
+  /// The inner backend's walk cache (see `open_walk_cache`); only when the inner backend has one.
+  template <class F = Fs>
+  auto walk_cache() -> decltype(std::declval<F&>().walk_cache()) {
+    return inner_->walk_cache();
+  }
+
   /// Syncs a directory inside the root, when the inner backend can (see `sync_directory`).
   result<void> sync_dir(const actor& who, std::string_view path) {
     return with(who, "sync_dir", path, false, [&](const std::string& p) -> result<void> {
