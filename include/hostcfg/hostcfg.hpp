@@ -14,6 +14,7 @@
 #include "hostcfg/error.hpp"
 #include "hostcfg/path.hpp"
 #include "hostcfg/fs.hpp"
+#include "hostcfg/file_lock.hpp"
 #include "hostcfg/privilege.hpp"
 #include "hostcfg/protocol.hpp"
 #include "hostcfg/record.hpp"

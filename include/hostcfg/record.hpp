@@ -17,7 +17,17 @@
 ///
 /// Field values are percent-encoded (bytes below 0x21, above 0x7e, and '%'), so any bytes round
 /// trip. A record that does not parse is `errc::corrupt_record`; one from a newer version is
-/// `errc::newer_record`; neither is ever overwritten or dropped. Older versions are migrated.
+/// `errc::newer_record`; neither is ever overwritten or dropped.
+///
+/// Versions: 1 (current) has exactly one `app` line, before the first item. 0 is the pre-release
+/// draft, the same lines without `app` (the app id is then the one the record is loaded for). No
+/// other older format ever existed: the header has been there since the first record. A format
+/// 0 record is read as is and rewritten as format 1 by the next store that changes anything (a
+/// run with nothing to do writes nothing, and format 0 stays readable).
+///
+/// Writers of one record take turns (`store_record_merged`): each re-reads the record under
+/// `lock_for_edit` and applies only its own changes to what is there now, so two runs of one app
+/// (say an install and a concurrent repair) never drop each other's items.
 
 #include <cstddef>
 #include <map>
@@ -28,6 +38,7 @@
 #include <vector>
 
 #include "hostcfg/error.hpp"
+#include "hostcfg/file_lock.hpp"
 #include "hostcfg/format/lines.hpp"
 #include "hostcfg/fs.hpp"
 
@@ -35,6 +46,8 @@ HOSTCFG_BEGIN_NAMESPACE
 
 /// The record format this hostcfg writes.
 inline constexpr int record_format_version = 1;
+/// The oldest record format this hostcfg reads (and migrates: see the file comment).
+inline constexpr int oldest_record_format_version = 0;
 
 /// One recorded item: what a primitive did to one object, keyed by a stable id.
 struct record_item {
@@ -129,8 +142,9 @@ inline std::string serialize_record(const record& r) {
   return out;
 }
 
-/// Parses a record. Version 0 (the pre-release format without an `app` line) is migrated.
-/// `where` names the file in errors.
+/// Parses a record of any format from `oldest_record_format_version` to `record_format_version`
+/// (format 0, the pre-release draft without an `app` line, comes back with an empty `app_id` for
+/// the caller to fill in; serializing it writes format 1). `where` names the file in errors.
 inline result<record> parse_record(std::string_view bytes, const std::string& where = {}) {
   auto corrupt = [&](std::size_t line, const std::string& why) {
     return fail(errc::corrupt_record, "read record", where, "line " + std::to_string(line) + ": " + why,
@@ -139,6 +153,7 @@ inline result<record> parse_record(std::string_view bytes, const std::string& wh
   record r;
   std::optional<record_item> open;
   int version = -1;
+  bool have_app = false;
   std::size_t number = 0;
   for (const auto& line : split_lines(bytes)) {
     ++number;
@@ -160,9 +175,14 @@ inline result<record> parse_record(std::string_view bytes, const std::string& wh
     }
     auto decoded = detail::percent_decode(rest);
     if (word == "app" && !open) {
+      if (version == 0) return corrupt(number, "an 'app' line in a format 0 record");
+      if (have_app) return corrupt(number, "a second 'app' line");
+      if (!r.items.empty()) return corrupt(number, "the 'app' line must come before the items");
       if (!decoded) return corrupt(number, "bad encoding");
       r.app_id = *decoded;
+      have_app = true;
     } else if (word == "item" && !open) {
+      if (version >= 1 && !have_app) return corrupt(number, "no 'app' line before the first item");
       if (!decoded || decoded->empty()) return corrupt(number, "bad item id");
       open = record_item{*decoded, {}, {}};
     } else if (word == "primitive" && open) {
@@ -185,7 +205,26 @@ inline result<record> parse_record(std::string_view bytes, const std::string& wh
   }
   if (version < 0) return corrupt(number, "empty record");
   if (open) return corrupt(number, "item " + open->id + " has no end");
+  if (version >= 1 && !have_app) return corrupt(number, "no 'app' line");
   return r;
+}
+
+/// The record to store when `fresh` is what the file holds now, `loaded` what this run read at
+/// its start and `mine` what this run made of it: `fresh` with this run's own changes applied
+/// (items it added or changed put, items it removed erased). Another run's items, written since
+/// `loaded` was read, are kept. Pure.
+///
+///     rebase_record(fresh /*{a, b}*/, loaded /*{a}*/, mine /*{a, c}*/)  // -> {a, b, c}
+inline record rebase_record(const record& fresh, const record& loaded, const record& mine) {
+  record out = fresh;
+  if (out.app_id.empty()) out.app_id = mine.app_id;
+  for (const auto& entry : mine.items) {
+    const record_item* before = loaded.find(entry.first);
+    if (!before || !(*before == entry.second)) out.put(entry.second);
+  }
+  for (const auto& entry : loaded.items)
+    if (!mine.find(entry.first)) out.erase(entry.first);
+  return out;
 }
 
 /// The two records a run works with: the user's and the privileged (root-owned) one.
@@ -270,6 +309,44 @@ result<bool> store_record(Fs& fs, const record_location& where, record r, const 
   auto written = fs.replace_file(where.owner, where.path, serialize_record(r), options);
   if (!written) return tl::unexpected(written.error());
   return written->changed;
+}
+
+/// Stores this run's changes to a record that other runs of the same app may be writing too:
+/// `loaded` is what this run read at its start, `mine` what it made of it. When they are equal
+/// this is `store_record` (nothing to write, not even a lock). Otherwise it takes
+/// `lock_for_edit` on the record's directory, reads the record again and stores
+/// `rebase_record(fresh, loaded, mine)`, so items another run stored meanwhile stay. The
+/// directory is made first when missing (a lock never creates anything; another run may be
+/// making it at the same moment, which is not an error), and listed in "record-dirs" as
+/// `store_record` would. A record that became corrupt or newer meanwhile is an error and is left
+/// as it is.
+template <class Fs>
+result<bool> store_record_merged(Fs& fs, const record_location& where, const record& mine, const record& loaded) {
+  if (mine == loaded) return store_record(fs, where, mine, loaded);
+  std::string made_dirs;
+  auto held = lock_for_edit(fs, where.owner, where.path);
+  if (!held && !held.error().is_errno(ENOENT)) return tl::unexpected(held.error());
+  if (!held) {
+    record next = rebase_record(record{mine.app_id, {}}, loaded, mine);
+    if (next.empty()) return store_record(fs, where, next, loaded);  // nothing to keep: no directory
+    const std::string dir = parent_path(where.path);
+    const mode_type mode = where.privileged ? 0755 : 0700;
+    auto made = make_parents(fs, where.owner, dir, mode);
+    // EEXIST: another run made a directory between our look and our mkdir; look again.
+    if (!made && made.error().is_errno(EEXIST)) made = make_parents(fs, where.owner, dir, mode);
+    if (!made) return tl::unexpected(made.error());
+    for (const auto& d : *made) made_dirs += d + "\n";
+    held = lock_for_edit(fs, where.owner, where.path);
+    if (!held) return tl::unexpected(held.error());
+  }
+  auto fresh = load_record(fs, where, mine.app_id);
+  if (!fresh) return tl::unexpected(fresh.error());
+  record next = rebase_record(*fresh, loaded, mine);
+  if (!made_dirs.empty()) {
+    const record_item* listed = next.find("record-dirs");
+    next.put(record_item{"record-dirs", "record", {{"dirs", (listed ? listed->get("dirs") : std::string()) + made_dirs}}});
+  }
+  return store_record(fs, where, std::move(next), *fresh);
 }
 
 HOSTCFG_END_NAMESPACE

@@ -327,6 +327,111 @@ TEST_CASE("records: round trip, corruption and newer versions are refused, never
   CHECK_FALSE(fs.status_of("/Users/alice/app.conf"));
 }
 
+TEST_CASE("records: format versions - 1 needs its app line, 0 is migrated to 1 on the next store, newer is left alone") {
+  // Format 1 always has exactly one app line, before the items.
+  CHECK(parse_record("hostcfg-record 1\nitem x\nend\n").error().is(errc::corrupt_record));
+  CHECK(parse_record("hostcfg-record 1\napp a\napp b\n").error().is(errc::corrupt_record));
+  CHECK(parse_record("hostcfg-record 1\napp a\nitem x\nend\napp b\n").error().is(errc::corrupt_record));
+  // Format 0 (the pre-release draft) has none; an app line there is not format 0.
+  CHECK(parse_record("hostcfg-record 0\napp a\n").error().is(errc::corrupt_record));
+  auto v0 = parse_record("hostcfg-record 0\nitem a%20b\nprimitive p\nfield k v\nend\n");
+  REQUIRE(v0);
+  CHECK(v0->app_id.empty());
+  REQUIRE(v0->find("a b"));
+  CHECK(v0->find("a b")->get("k") == "v");
+  auto newer = parse_record("hostcfg-record 2\napp a\n", "/r");
+  REQUIRE_FALSE(newer);
+  CHECK(newer.error().is(errc::newer_record));
+  CHECK(newer.error().message().find("format 2") != std::string::npos);
+
+  const std::string record_file = "/Users/alice/.local/state/hostcfg/com.example.app.record";
+  const std::string v0_bytes =
+      "hostcfg-record 0\n"
+      "item file:/Users/alice/old.conf\n"
+      "primitive managed_file\n"
+      "field created 1\n"
+      "field dirs \n"
+      "field mode 384\n"
+      "field written old%0A\n"
+      "end\n";
+  auto tree = [&] {
+    MemoryFs fs = mac_tree();
+    fs.add_dir("/Users/alice/.local", 0700, 501, 20);
+    fs.add_dir("/Users/alice/.local/state", 0700, 501, 20);
+    fs.add_dir("/Users/alice/.local/state/hostcfg", 0700, 501, 20);
+    fs.add_file(record_file, v0_bytes, 0600, 501, 20);
+    fs.add_file("/Users/alice/old.conf", "old\n", 0600, 501, 20);
+    return fs;
+  };
+  ManagedFile old_conf{"/Users/alice/old.conf", "old\n", 0600};
+
+  SUBCASE("a run with nothing to do reads format 0 and writes nothing") {
+    MemoryFs fs = tree();
+    ScriptedPrivilege priv(mac_user(), answer::declined);
+    context ctx(fs, priv, app);
+    fs.clear_log();
+    auto report = converge(ctx, old_conf);
+    REQUIRE(report);
+    CHECK(report->ok());
+    CHECK_FALSE(report->user_record_written);
+    CHECK(fs.mutating_ops() == 0);
+    CHECK(fs.file_bytes(record_file) == std::optional<std::string>(v0_bytes));
+  }
+  SUBCASE("the next store rewrites it as format 1, keeping the old item as ours") {
+    MemoryFs fs = tree();
+    ScriptedPrivilege priv(mac_user(), answer::declined);
+    context ctx(fs, priv, app);
+    auto report = converge(ctx, old_conf, ManagedFile{"/Users/alice/new.conf", "new\n", 0600});
+    REQUIRE(report);
+    CHECK(report->ok());
+    CHECK(report->user_record_written);
+    CHECK(fs.file_bytes(record_file) ==
+          std::optional<std::string>("# hostcfg record: written by hostcfg, do not edit\n"
+                                     "hostcfg-record 1\n"
+                                     "app com.example.app\n"
+                                     "item file:/Users/alice/new.conf\n"
+                                     "primitive managed_file\n"
+                                     "field created 1\n"
+                                     "field dirs \n"
+                                     "field mode 384\n"
+                                     "field written new%0A\n"
+                                     "end\n"
+                                     "item file:/Users/alice/old.conf\n"
+                                     "primitive managed_file\n"
+                                     "field created 1\n"
+                                     "field dirs \n"
+                                     "field mode 384\n"
+                                     "field written old%0A\n"
+                                     "end\n"));
+    CHECK(fs.status_of(record_file)->mode == 0600);
+    // The migrated item is still ours: uninstall removes the file the format 0 record names.
+    auto undone = uninstall(ctx, old_conf, ManagedFile{"/Users/alice/new.conf", "new\n", 0600});
+    REQUIRE(undone);
+    CHECK(undone->ok());
+    CHECK_FALSE(fs.status_of("/Users/alice/old.conf"));
+    CHECK_FALSE(fs.status_of("/Users/alice/new.conf"));
+    CHECK_FALSE(fs.status_of(record_file));
+  }
+  SUBCASE("a newer record stops the run and is neither overwritten nor dropped") {
+    MemoryFs fs = tree();
+    const std::string newer_bytes = "hostcfg-record 7\napp com.example.app\nwhatever the future holds\n";
+    fs.add_file(record_file, newer_bytes, 0600, 501, 20);
+    ScriptedPrivilege priv(mac_user(), answer::declined);
+    context ctx(fs, priv, app);
+    auto report = converge(ctx, ManagedFile{"/Users/alice/new.conf", "new\n", 0600});
+    REQUIRE_FALSE(report);
+    CHECK(report.error().is(errc::newer_record));
+    CHECK(report.error().message().find(record_file) != std::string::npos);
+    CHECK(fs.file_bytes(record_file) == std::optional<std::string>(newer_bytes));
+    CHECK_FALSE(fs.status_of("/Users/alice/new.conf"));
+    auto undone = uninstall(ctx, old_conf);
+    REQUIRE_FALSE(undone);
+    CHECK(undone.error().is(errc::newer_record));
+    CHECK(fs.file_bytes(record_file) == std::optional<std::string>(newer_bytes));
+    CHECK(fs.file_bytes("/Users/alice/old.conf") == std::optional<std::string>("old\n"));
+  }
+}
+
 TEST_CASE("a privileged record the user could have written is refused") {
   MemoryFs fs = mac_tree();
   fs.add_file("/var/lib/hostcfg/com.example.app.record", "hostcfg-record 1\n", 0666, 0, 0);

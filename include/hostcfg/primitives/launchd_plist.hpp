@@ -35,6 +35,7 @@
 
 #include "hostcfg/backend/service_manager.hpp"
 #include "hostcfg/context.hpp"
+#include "hostcfg/file_lock.hpp"
 #include "hostcfg/format/plist.hpp"
 #include "hostcfg/format/plist_binary.hpp"
 #include "hostcfg/format/plist_xml.hpp"
@@ -392,6 +393,13 @@ struct LaunchdPlist {
       return report;
     }
     actor who = ctx.actor_for(privileged);
+    // Held from the drift check, across the bootout, to the removal: the plist judged is the one
+    // removed or replaced, whatever another hostcfg run wants to write there meanwhile.
+    auto held = lock_for_edit(ctx.fs, who, path);
+    if (!held && !held.error().is_errno(ENOENT)) {  // no directory: no plist either, still unload
+      report.events.push_back(event{id(), event_kind::failed, path, held.error().message(), held.error(), privileged});
+      return report;
+    }
     auto current = ctx.fs.read_file(who, path, max_bytes);
     if (current && !same_job(current->bytes, mine.get("written"))) {
       auto drift = fail(errc::drifted, "revert", path, "the job changed since hostcfg wrote it",
@@ -620,6 +628,10 @@ struct LaunchdPlist {
     record_item item = previous ? *previous : record_item{id(), kind(), {}};
     auto made = make_parents(ctx.fs, who, parent_path(c.path), 0755);
     if (!made) return tl::unexpected(made.error());
+    // Serializes hostcfg writers of this plist (RELIABILITY F6) from the read of the job it
+    // replaces to the rename; taken after make_parents, so the directory locked exists.
+    auto held = lock_for_edit(ctx.fs, who, c.path);
+    if (!held) return tl::unexpected(held.error());
     if (!previous) {
       item.fields["created"] = c.kind == change_kind::create ? "1" : "0";
       if (c.kind == change_kind::modify && c.expected) {

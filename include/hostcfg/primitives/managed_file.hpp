@@ -3,7 +3,10 @@
 /// ManagedFile: a file with exact content and mode (and optionally owner). The smallest complete
 /// primitive, and the model the others follow: probe reads once and decides per item, plan is
 /// pure, apply re-checks each precondition (compare-and-swap against the version probe saw),
-/// record keeps what revert needs, revert refuses to touch a file that drifted.
+/// record keeps what revert needs, revert refuses to touch a file that drifted. Each write holds
+/// `lock_for_edit` from its read to its rename, so another hostcfg run cannot slip in between
+/// (RELIABILITY F6); the compare-and-swap stays against the probed version, because the whole
+/// file is replaced: a file that changed since the decision was made needs a new decision.
 ///
 ///     ManagedFile conf{"/etc/app/app.conf", "key = value\n", 0644};
 ///     auto report = converge(ctx, conf);
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "hostcfg/context.hpp"
+#include "hostcfg/file_lock.hpp"
 #include "hostcfg/protocol.hpp"
 #include "hostcfg/record.hpp"
 
@@ -208,7 +212,7 @@ struct ManagedFile {
   }
 
   /// Executes the plan: creates parents, writes the file atomically (compare-and-swap against the
-  /// probed version), records what revert needs.
+  /// probed version, under `lock_for_edit`), records what revert needs.
   template <class Fs, class Priv>
   apply_report apply(context<Fs, Priv>& ctx, const plan& p, const grant& g, ledgers& books) const {
     apply_report report{kind(), id(), {}, {}};
@@ -268,6 +272,12 @@ struct ManagedFile {
       return report;
     }
     actor who = ctx.actor_for(privileged);
+    // Held from the drift check to the write, so the bytes judged are the bytes replaced.
+    auto held = lock_for_edit(ctx.fs, who, path);
+    if (!held && !held.error().is_errno(ENOENT)) {  // no directory: the file is gone already
+      report.events.push_back(event{id(), event_kind::failed, path, held.error().message(), held.error(), privileged});
+      return report;
+    }
     auto current = ctx.fs.read_file(who, path, max_bytes);
     if (current && current->bytes != mine.get("written")) {
       auto drift = fail(errc::drifted, "revert", path, "the file changed since hostcfg wrote it",
@@ -316,6 +326,12 @@ struct ManagedFile {
     auto made = make_parents(ctx.fs, who, parent_path(path), dir_mode);
     if (!made) return tl::unexpected(made.error());
     for (const auto& d : *made) dirs += d + "\n";
+    // After make_parents: the directory locked is the one that now exists. Held to the rename.
+    auto held = lock_for_edit(ctx.fs, who, path);
+    if (!held) {
+      remove_made_dirs(ctx, who, dirs.substr(item.get("dirs").size()));
+      return tl::unexpected(held.error());
+    }
     if (!previous) {
       item.fields["created"] = c.kind == change_kind::create ? "1" : "0";
       if (c.kind == change_kind::modify && c.expected) {

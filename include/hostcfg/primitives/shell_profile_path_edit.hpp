@@ -21,8 +21,13 @@
 ///
 /// Everything runs as the user (also when the installer is root acting `--user NAME`), so a file
 /// hostcfg creates in a home is the user's. A dotfile that is a symlink (stow, chezmoi, yadm) is
-/// edited at its target, which must be the user's; the link stays. Writes are atomic replaces with
-/// a compare-and-swap against the version probe read. The record keeps the exact bytes written;
+/// edited at its target, which must be the user's; the link stays. Every edit holds
+/// `lock_for_edit` from its read to its rename and computes the new bytes from that read, so two
+/// apps adding their blocks to one profile at once both land (RELIABILITY F6): a file another
+/// writer changed since the probe is judged again, under the lock, as probe would judge it, and
+/// edited when it still needs our block. Writes are atomic replaces with a compare-and-swap
+/// against the version read under the lock (an editor that does not take the lock and saves in
+/// between is never overwritten: `changed since probe`). The record keeps the exact bytes written;
 /// revert removes exactly that block (and a file we created, when nothing else is left in it) and
 /// reports a block the user changed instead of removing it. Apply's report notes the command that
 /// reloads open shells.
@@ -33,6 +38,7 @@
 #include <vector>
 
 #include "hostcfg/context.hpp"
+#include "hostcfg/file_lock.hpp"
 #include "hostcfg/format/shell_profile.hpp"
 #include "hostcfg/protocol.hpp"
 #include "hostcfg/record.hpp"
@@ -90,8 +96,8 @@ struct ShellProfilePathEdit {
     return p;
   }
 
-  /// Writes each planned file (compare-and-swap against the probed version) and records the
-  /// exact bytes. One failed file does not stop the others.
+  /// Writes each planned file (under `lock_for_edit`, from a read taken under it, compare-and-swap
+  /// against that read) and records the exact bytes. One failed file does not stop the others.
   template <class Fs, class Priv>
   apply_report apply(context<Fs, Priv>& ctx, const plan& p, const grant&, ledgers& books) const {
     apply_report report{kind(), id(), {}, {}};
@@ -147,6 +153,13 @@ struct ShellProfilePathEdit {
     actor who = ctx.user_actor();
     for (const auto& item : mine) {
       std::string file = item.get("file");
+      // The block is removed from the bytes read under the lock: another app's block added
+      // meanwhile stays, and no other hostcfg run can write between this read and the rename.
+      auto held = lock_for_edit(ctx.fs, who, file);
+      if (!held && !held.error().is_errno(ENOENT)) {
+        report.events.push_back(event{item.id, event_kind::failed, file, held.error().message(), held.error(), false});
+        continue;
+      }
       auto current = ctx.fs.read_file(who, file, max_bytes);
       if (!current) {
         if (current.error().is_errno(ENOENT)) {
@@ -378,32 +391,53 @@ struct ShellProfilePathEdit {
       }
     if (listed.empty()) return fail(errc::changed_since_probe, "apply", c.path, "the file choice changed", "run again");
     path_block_spec spec = spec_for(ctx.app_id, ctx.markers, user, d);
-    std::string bytes;
     std::string dirs;
-    if (c.expected) {
-      auto current = ctx.fs.read_file(who, c.path, max_bytes);
-      if (!current) return tl::unexpected(current.error());
-      if (!same_version(current->status, *c.expected))
+    if (!c.expected) {
+      // A new file: its directory must exist before it can be locked.
+      auto made = make_parents(ctx.fs, who, parent_path(c.path), dir_mode);
+      if (!made) return tl::unexpected(made.error());
+      for (const auto& m : *made) dirs += m + "\n";
+    }
+    auto held = lock_for_edit(ctx.fs, who, c.path);
+    if (!held) {
+      if (!dirs.empty()) remove_made_dirs(ctx, who, dirs);
+      return tl::unexpected(held.error());
+    }
+    // The bytes the edit is computed from are read under the lock, never taken from the probe.
+    auto current = ctx.fs.read_file(who, c.path, max_bytes);
+    if (!current && !current.error().is_errno(ENOENT)) return tl::unexpected(current.error());
+    if (!current && c.expected)
+      return fail(errc::changed_since_probe, "apply", c.path, "the file was removed since it was probed",
+                  "run again");
+    std::optional<file_status> now = current ? std::optional<file_status>(current->status) : std::nullopt;
+    if (now && (!c.expected || !same_version(*now, *c.expected))) {
+      // Changed since the probe (another app's block added, an editor's save): decide again, as
+      // probe would, on the version read under the lock. Another hostcfg writer cannot change
+      // it while the lock is held, so a second look that sees another version is an editor.
+      item_probe again = probe_file(ctx, books, user, who, profile_file{listed, d, false});
+      if (again.path != c.path || !again.observed || !same_version(*again.observed, *now))
         return fail(errc::changed_since_probe, "apply", c.path, "the file changed since it was probed",
                     "run again; an editor may have saved it meanwhile");
-      bytes = current->bytes;
+      if (again.state != item_state::absent && again.state != item_state::differs &&
+          again.state != item_state::matches)
+        return fail(errc::changed_since_probe, "apply", c.path,
+                    "the file changed since it was probed and is now " + std::string(item_state_name(again.state)) +
+                        (again.detail.empty() ? std::string() : " (" + again.detail + ")"),
+                    "run again");
     }
+    std::string bytes = current ? current->bytes : std::string();
     auto edit = apply_profile_block(bytes, spec);
     if (!edit) {
+      if (!dirs.empty()) remove_made_dirs(ctx, who, dirs);
       error e = edit.error();
       e.path = c.path;
       return tl::unexpected(e);
     }
     bool wrote = false;
     if (edit->changed()) {
-      if (!c.expected) {
-        auto made = make_parents(ctx.fs, who, parent_path(c.path), dir_mode);
-        if (!made) return tl::unexpected(made.error());
-        for (const auto& m : *made) dirs += m + "\n";
-      }
       replace_options options;
-      options.expected = c.expected;
-      options.expect_absent = !c.expected;
+      options.expected = now;
+      options.expect_absent = !now;
       options.mode = file_mode;
       options.uid = user.uid;
       options.gid = user.gid;
@@ -429,7 +463,7 @@ struct ShellProfilePathEdit {
     item.fields["kind"] = edit->record.kind == profile_edit_record::kind_t::inserted   ? "inserted"
                           : edit->record.kind == profile_edit_record::kind_t::replaced ? "replaced"
                                                                                        : "unchanged";
-    item.fields["created"] = (!c.expected || (previous && previous->get("created") == "1")) ? "1" : "0";
+    item.fields["created"] = (!now || (previous && previous->get("created") == "1")) ? "1" : "0";
     item.fields["dirs"] = (previous ? previous->get("dirs") : std::string()) + dirs;
     if (previous && edit->record.kind == profile_edit_record::kind_t::replaced &&
         previous->get("block") == edit->record.previous) {
