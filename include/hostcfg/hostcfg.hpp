@@ -43,6 +43,7 @@
 #include "hostcfg/backend/memory_fs.hpp"
 #include "hostcfg/backend/overlay_fs.hpp"
 #include "hostcfg/backend/service_manager.hpp"
+#include "hostcfg/backend/resolver.hpp"
 #include "hostcfg/backend/command_privilege.hpp"
 
 #include "hostcfg/helper/protocol.hpp"

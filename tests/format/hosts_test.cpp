@@ -545,3 +545,41 @@ TEST_CASE("override over 20,000 conflicting lines stays linear and reverts exact
   CHECK(back->bytes == bytes);
   CHECK(back->restored.size() == 20000);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The search helpers probe and apply are built on (issue 4, Performance)
+
+TEST_CASE("count_byte and count_line_breaks agree with a byte loop at every length and alignment") {
+  std::string text;
+  for (int i = 0; i < 3000; ++i) text += "ab\ncd\r\ne\rf\n\n"[i % 12];
+  for (std::size_t from : {std::size_t{0}, std::size_t{1}, std::size_t{7}})
+    for (std::size_t to = from; to <= text.size(); to += 97) {
+      std::size_t lf = 0, breaks = 0;
+      for (std::size_t i = from; i < to; ++i) {
+        lf += text[i] == '\n' ? 1 : 0;
+        breaks += (text[i] == '\n' || (text[i] == '\r' && !(i + 1 < text.size() && text[i + 1] == '\n'))) ? 1 : 0;
+      }
+      CAPTURE(from);
+      CAPTURE(to);
+      CHECK(detail::count_byte(text.data() + from, text.data() + to, '\n') == lf);
+      CHECK(detail::count_line_breaks(text, from, to) == breaks);
+    }
+  // More than 255 rounds of 32 bytes, all matches: the per-byte tallies must not overflow.
+  std::string all(32 * 600 + 5, '\n');
+  CHECK(detail::count_byte(all.data(), all.data() + all.size(), '\n') == all.size());
+}
+
+TEST_CASE("ascii_ifinder finds every case-insensitive occurrence a naive search finds") {
+  std::string hay = "0.0.0.0 Kubernetes.Docker.Internal\n127.0.0.1 kubernetes.docker.internalx\n"
+                    "a kubernetes.docker.internal\nKUBERNETES.DOCKER.INTERNAL";
+  for (std::string needle : {"kubernetes.docker.internal", "a", "ku", "localhost", "l"}) {
+    detail::ascii_ifinder finder(needle);
+    std::vector<std::size_t> fast, slow;
+    for (std::size_t p = finder.find(hay, 0); p != std::string_view::npos; p = finder.find(hay, p + 1)) fast.push_back(p);
+    for (std::size_t p = 0; p + needle.size() <= hay.size(); ++p)
+      if (iequals_ascii(std::string_view(hay).substr(p, needle.size()), needle)) slow.push_back(p);
+    CAPTURE(needle);
+    CHECK(fast == slow);
+  }
+  CHECK(detail::ascii_ifinder("kubernetes.docker.internal").find(hay, 0) == 8);
+}

@@ -1,8 +1,13 @@
-// libFuzzer target for the hosts codec: parse/serialize and probe/apply/revert invariants.
+// libFuzzer target for the hosts codec: parse/serialize and probe/apply/revert invariants, and
+// the fast paths (issue 4: probe reads only the lines naming a desired mapping, finds our section
+// without splitting the file, describes an edit without building the bytes) checked against the
+// plain line-by-line reading they replace, so a skipped line can never change an answer.
 // clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude tests/fuzz/hosts_fuzz.cpp
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,10 +20,155 @@ void check(bool ok) {
   if (!ok) std::abort();
 }
 
+using namespace hostcfg;
+
+/// Line breaks in [0, end) counted byte by byte ('\n', "\r\n" once, a lone '\r'), as the
+/// codec counted them before count_line_breaks.
+std::size_t naive_breaks(std::string_view bytes, std::size_t from, std::size_t to) {
+  std::size_t n = 0;
+  for (std::size_t i = from; i < to; ++i) {
+    if (bytes[i] == '\n') ++n;
+    else if (bytes[i] == '\r' && !(i + 1 < bytes.size() && bytes[i + 1] == '\n')) ++n;
+  }
+  return n;
+}
+
+/// Every position of `needle` in `hay`, ASCII case-insensitively, one compare per position.
+std::vector<std::size_t> naive_find_all(std::string_view hay, std::string_view needle) {
+  std::vector<std::size_t> out;
+  if (needle.empty() || hay.size() < needle.size()) return out;
+  for (std::size_t i = 0; i + needle.size() <= hay.size(); ++i)
+    if (iequals_ascii(hay.substr(i, needle.size()), needle)) out.push_back(i);
+  return out;
+}
+
+/// probe_hosts as it was before the fast path: every line read, no early stop.
+std::vector<hosts_mapping_status> reference_probe(std::string_view bytes, const std::optional<section_span>& section,
+                                                  const std::vector<detail::desired_mapping>& desired) {
+  std::vector<hosts_mapping_status> out;
+  for (const auto& d : desired) out.push_back({d.mapping, hosts_mapping_state::missing, 0, {}, {}, false});
+  std::vector<bool> decided(desired.size(), false), seen_commented(desired.size(), false);
+  std::vector<std::string_view> scratch;
+  detail::for_each_hosts_line(bytes, [&](const hosts_line& line, hosts_names names) {
+    if (line.kind == hosts_line_kind::entry) {
+      for (std::size_t k = 0; k < desired.size(); ++k) {
+        const auto& d = desired[k];
+        if (decided[k] || line.ip.family != d.ip.family || !detail::names_contain(names, d.mapping.name)) continue;
+        decided[k] = true;
+        auto& st = out[k];
+        st.line_number = line.number;
+        st.line_text = std::string(line.text);
+        st.in_section = detail::inside(section, line.offset);
+        st.found_address = std::string(line.address);
+        st.state = line.ip == d.ip && line.zone.empty()
+                       ? hosts_mapping_state::in_sync
+                       : (st.in_section ? hosts_mapping_state::stale_in_section : hosts_mapping_state::conflict);
+      }
+    } else if (line.kind == hosts_line_kind::comment) {
+      hosts_line inner;
+      scratch.clear();
+      detail::read_fields(detail::uncommented(line.comment), inner, scratch);
+      if (inner.kind != hosts_line_kind::entry) return;
+      hosts_names inner_names{scratch.data(), scratch.size()};
+      for (std::size_t k = 0; k < desired.size(); ++k) {
+        const auto& d = desired[k];
+        if (decided[k] || seen_commented[k] || inner.ip.family != d.ip.family ||
+            !detail::names_contain(inner_names, d.mapping.name))
+          continue;
+        seen_commented[k] = true;
+        auto& st = out[k];
+        st.state = hosts_mapping_state::commented_out;
+        st.line_number = line.number;
+        st.line_text = std::string(line.text);
+        st.found_address = std::string(inner.address);
+        st.in_section = detail::inside(section, line.offset);
+      }
+    }
+  });
+  return out;
+}
+
+bool same_status(const hosts_mapping_status& a, const hosts_mapping_status& b) {
+  return a.mapping == b.mapping && a.state == b.state && a.line_number == b.line_number &&
+         a.line_text == b.line_text && a.found_address == b.found_address && a.in_section == b.in_section;
+}
+
+bool same_span(const section_span& a, const section_span& b) {
+  return a.begin == b.begin && a.end == b.end && a.inner_begin == b.inner_begin && a.inner_end == b.inner_end &&
+         a.begin_line_number == b.begin_line_number && a.begin_line == b.begin_line;
+}
+
+bool same_disabled(const std::vector<hosts_disabled_line>& a, const std::vector<hosts_disabled_line>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (a[i].line_number != b[i].line_number || a[i].original != b[i].original || a[i].written != b[i].written)
+      return false;
+  return true;
+}
+
+/// The fast paths against byte-by-byte reading: line counts, the case-insensitive finder, the
+/// section finder and the line selection probe and apply rely on.
+void check_fast_paths(std::string_view bytes, const section_markers& markers,
+                      const std::vector<detail::desired_mapping>& desired) {
+  // count_line_breaks over the whole input and over a range cut at an arbitrary byte (between a
+  // '\r' and its '\n' too).
+  check(detail::count_line_breaks(bytes, 0, bytes.size()) == naive_breaks(bytes, 0, bytes.size()));
+  const std::size_t cut = bytes.size() / 3, cut2 = bytes.size() - bytes.size() / 5;
+  check(detail::count_line_breaks(bytes, cut, cut2) == naive_breaks(bytes, cut, cut2));
+  check(detail::count_byte(bytes.data() + cut, bytes.data() + cut2, '#') ==
+        static_cast<std::size_t>(std::count(bytes.begin() + static_cast<std::ptrdiff_t>(cut),
+                                            bytes.begin() + static_cast<std::ptrdiff_t>(cut2), '#')));
+
+  // The finder finds every occurrence, for the desired names and for a needle cut from the input
+  // (any bytes, lengths 1 to 24, so hash collisions in the skip table are exercised too).
+  std::vector<std::string_view> needles;
+  for (const auto& d : desired) needles.emplace_back(d.mapping.name);
+  if (!bytes.empty()) needles.push_back(bytes.substr(bytes.size() / 2, 1 + bytes.size() % 24));
+  for (std::string_view needle : needles) {
+    detail::ascii_ifinder finder(needle);
+    std::vector<std::size_t> found;
+    for (std::size_t p = finder.find(bytes, 0); p != std::string_view::npos; p = finder.find(bytes, p + 1))
+      found.push_back(p);
+    check(found == naive_find_all(bytes, needle));
+  }
+
+  // find_our_section == find_section: the same span, or the same error naming the same line.
+  auto fast = detail::find_our_section(bytes, markers);
+  auto slow = find_section(bytes, markers);
+  check(fast.has_value() == slow.has_value());
+  if (!fast) {
+    check(fast.error().message() == slow.error().message());
+  } else {
+    check(fast->has_value() == slow->has_value());
+    if (*fast) check(same_span(**fast, **slow));
+  }
+
+  // Every line that names a desired name (as an entry, or commented out) is among the lines
+  // probe and apply read, and each of those is a real line start.
+  std::vector<std::string_view> wanted;
+  for (const auto& d : desired) wanted.emplace_back(d.mapping.name);
+  const std::vector<std::size_t> chosen = detail::lines_naming(bytes, wanted);
+  std::vector<std::size_t> starts;
+  std::vector<std::string_view> scratch;
+  detail::for_each_hosts_line(bytes, [&](const hosts_line& line, hosts_names names) {
+    starts.push_back(line.offset);
+    bool names_one = false;
+    for (std::string_view w : wanted) names_one = names_one || detail::names_contain(names, w);
+    if (line.kind == hosts_line_kind::comment) {
+      hosts_line inner;
+      scratch.clear();
+      detail::read_fields(detail::uncommented(line.comment), inner, scratch);
+      hosts_names inner_names{scratch.data(), scratch.size()};
+      for (std::string_view w : wanted) names_one = names_one || detail::names_contain(inner_names, w);
+    }
+    if (names_one) check(std::binary_search(chosen.begin(), chosen.end(), line.offset));
+  });
+  for (std::size_t c : chosen) check(std::binary_search(starts.begin(), starts.end(), c));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace hostcfg;
   std::string_view bytes(reinterpret_cast<const char*>(data), size);
 
   // Lossless reading, contiguous offsets, names only on entries.
@@ -37,7 +187,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const section_markers markers = default_markers("fuzz.app");
   static const std::string prefix = disabled_line_prefix("fuzz.app");
   static const std::vector<hosts_mapping> want = {
-      {"127.0.0.1", "localhost"}, {"127.0.0.1", "odin"}, {"::1", "localhost"}, {"10.0.0.1", "a.test"}};
+      {"127.0.0.1", "localhost"}, {"127.0.0.1", "odin"}, {"::1", "localhost"}, {"10.0.0.1", "a.test"},
+      {"10.0.0.2", "ab"}, {"127.0.0.1", "kubernetes.docker.internal"}};
+  static const std::vector<detail::desired_mapping> desired = detail::validate_mappings(want).value();
+  check_fast_paths(bytes, markers, desired);
   const bool had_section = [&] {
     auto s = find_section(bytes, markers);
     return !s || s->has_value();
@@ -54,6 +207,39 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!applied) {
       check(applied.error().is(errc::broken_markers));
       continue;
+    }
+    // Probe reads only the lines naming a desired name and stops once all are decided: the same
+    // answer, line for line, as reading every line.
+    {
+      auto reference = reference_probe(bytes, probed->section, desired);
+      check(reference.size() == probed->mappings.size());
+      for (std::size_t k = 0; k < reference.size(); ++k) check(same_status(reference[k], probed->mappings[k]));
+    }
+    // A description without the bytes (what HostsEntry's probe asks for) is the same edit.
+    {
+      hosts_edit_options describe = options;
+      describe.compute_bytes = false;
+      auto described = apply_hosts(bytes, markers, want, describe);
+      check(described.has_value());
+      check(described->bytes.empty() && described->section_line_number == 0);
+      check(described->changed == applied->changed);
+      check(described->added == applied->added);
+      check(described->carried == applied->carried);
+      check(described->dropped_section_lines == applied->dropped_section_lines);
+      check(described->conflicts_left.size() == applied->conflicts_left.size());
+      for (std::size_t k = 0; k < described->conflicts_left.size(); ++k)
+        check(same_status(described->conflicts_left[k], applied->conflicts_left[k]));
+      check(same_disabled(described->disabled, applied->disabled));
+      check(described->record.section == applied->record.section);
+      check(described->record.added_newline_before_section == applied->record.added_newline_before_section);
+      check(same_disabled(described->record.disabled, applied->record.disabled));
+    }
+    // The begin marker's line number, computed from the input, is where the new bytes have it.
+    {
+      auto written = find_section(applied->bytes, markers);
+      check(written.has_value());
+      if (*written) check(applied->section_line_number == (*written)->begin_line_number);
+      else check(applied->section_line_number == 0);
     }
     // Lossless: a file probe calls in sync is never rewritten.
     if (probed->all_in_sync()) check(!applied->changed);

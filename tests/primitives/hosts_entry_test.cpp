@@ -2,10 +2,13 @@
 // golden bytes, owner/mode kept, idempotence, conflicts and override, revert to the exact
 // original bytes, broken markers, bind mounts, bad input before I/O, and an error sweep.
 #include <hostcfg/backend/memory_fs.hpp>
+#include <hostcfg/backend/resolver.hpp>
 #include <hostcfg/converge.hpp>
 #include <hostcfg/primitives/hosts_entry.hpp>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "support/test_support.hpp"
 
@@ -240,7 +243,7 @@ TEST_CASE("hosts entry: a bind-mounted hosts file needs allow_in_place; then it 
   CHECK(fs.file_bytes("/etc/hosts")->find("127.0.0.1\tkubernetes.docker.internal\n") != std::string::npos);
 }
 
-TEST_CASE("hosts entry: a change between probe and apply is 'changed since probe', file left as found") {
+TEST_CASE("hosts entry: a change between probe and apply that alters the edit is 'changed since probe'") {
   MemoryFs fs = mac_tree();
   ScriptedPrivilege priv(mac_user(), answer::granted);
   context ctx(fs, priv, app);
@@ -252,15 +255,47 @@ TEST_CASE("hosts entry: a change between probe and apply is 'changed since probe
   REQUIRE(p.changes.size() == 1);
   CHECK(p.changes[0].needs_elevation);
   CHECK(p.changes[0].elevation_reason.find("/etc/hosts is in /etc") != std::string::npos);
+  // The plan shows only what changes: our new section, not two copies of the file.
+  CHECK(p.changes[0].before.empty());
+  CHECK(p.changes[0].after == section_begin + "\n127.0.0.1\tkubernetes.docker.internal\n" + section_end + "\n");
+  // Meanwhile someone maps the name elsewhere: the planned (and prompted) edit is no longer the one to make.
+  const std::string theirs = stock + "10.9.9.9 kubernetes.docker.internal\n";
+  fs.add_file("/etc/hosts", theirs, 0644, 0, 0);
+  grant g;
+  g.elevated = true;
+  fs.clear_log();
+  auto applied = entry.apply(ctx, p, g, books);
+  REQUIRE(applied.events.size() == 1);
+  CHECK(applied.events[0].kind == event_kind::failed);
+  REQUIRE(applied.events[0].failure);
+  CHECK(applied.events[0].failure->is(errc::changed_since_probe));
+  CHECK(applied.events[0].message.find("is mapped to 10.9.9.9 at line 10") != std::string::npos);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(theirs));
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(books.system.empty());
+}
+
+TEST_CASE("hosts entry: a line another writer added between probe and apply is kept; the section goes after it") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ledgers books;
+  HostsEntry entry = docker_entry();
+  auto probed = entry.probe(ctx, books);
+  REQUIRE(probed);
+  auto p = entry.make_plan(*probed);
+  REQUIRE(p.changes.size() == 1);
   fs.add_file("/etc/hosts", stock + "10.0.0.1 new.test\n", 0644, 0, 0);
   grant g;
   g.elevated = true;
   auto applied = entry.apply(ctx, p, g, books);
   REQUIRE(applied.events.size() == 1);
-  CHECK(applied.events[0].kind == event_kind::failed);
-  CHECK(applied.events[0].failure->is(errc::changed_since_probe));
-  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock + "10.0.0.1 new.test\n"));
-  CHECK(books.system.empty());
+  CHECK(applied.events[0].kind == event_kind::changed);
+  CHECK(applied.events[0].message == "add 127.0.0.1 kubernetes.docker.internal");
+  CHECK(fs.file_bytes("/etc/hosts") ==
+        std::optional<std::string>(stock + "10.0.0.1 new.test\n" + section_begin +
+                                   "\n127.0.0.1\tkubernetes.docker.internal\n" + section_end + "\n"));
+  CHECK(books.system.find("hosts:/etc/hosts") != nullptr);
 }
 
 TEST_CASE("hosts entry: error sweep - a failure at any step leaves the original or the new file, never a mix") {
@@ -322,4 +357,181 @@ TEST_CASE("hosts entry: a user without admin rights gets a clear skip and an unt
   // The plan still shows exactly what would be added, for the report.
   REQUIRE(report->steps[0].planned.changes.size() == 1);
   CHECK(report->steps[0].planned.render().find("+ 127.0.0.1\tkubernetes.docker.internal") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The resolver check: a note per name, never a failure and never a write.
+
+namespace {
+
+/// The detail of the item for (address, name) in a probe report.
+std::string item_detail(const probe_report& r, const std::string& address, const std::string& name) {
+  const item_probe* item = r.find("hosts:/etc/hosts:" + address + " " + name);
+  return item ? item->detail : std::string("<no item>");
+}
+
+item_state item_state_of(const probe_report& r, const std::string& address, const std::string& name) {
+  const item_probe* item = r.find("hosts:/etc/hosts:" + address + " " + name);
+  REQUIRE(item != nullptr);
+  return item->state;
+}
+
+}  // namespace
+
+TEST_CASE("hosts entry: an attached resolver that agrees adds 'resolves ... as expected', asked once per name and probe") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  FakeResolver fake;
+  fake.answer("localhost", {"127.0.0.1", "::1"}).answer("kubernetes.docker.internal", {"127.0.0.1"});
+  any_resolver resolver(fake);
+  ctx.attach(resolver);
+  HostsEntry entry{"127.0.0.1", {"localhost", "kubernetes.docker.internal"}};
+  entry.add("::1", {"localhost"});
+  auto report = converge(ctx, entry);
+  REQUIRE(report);
+  CHECK(report->ok());
+  // Probe and post-probe each ask once per distinct name, though localhost has two addresses.
+  CHECK(fake.calls() == 4);
+  CHECK(fake.calls_for("localhost") == 2);
+  CHECK(fake.calls_for("kubernetes.docker.internal") == 2);
+  REQUIRE(report->steps[0].after);
+  const probe_report& after = *report->steps[0].after;
+  CHECK(item_detail(after, "127.0.0.1", "localhost") == "resolver: resolves to 127.0.0.1 as expected");
+  CHECK(item_detail(after, "::1", "localhost") == "resolver: resolves to ::1 as expected");
+  CHECK(item_detail(after, "127.0.0.1", "kubernetes.docker.internal") == "resolver: resolves to 127.0.0.1 as expected");
+  CHECK(after.in_sync());
+  CHECK_FALSE(report->needs_user_action());
+  // Before the write, the file did not yet have the name: the state says absent, the note what
+  // the resolver said then; the two are reported side by side.
+  CHECK(item_state_of(report->steps[0].before, "127.0.0.1", "kubernetes.docker.internal") == item_state::absent);
+}
+
+TEST_CASE("hosts entry: a resolver answering another address first is a note; in sync, no write, no prompt") {
+  MemoryFs fs = mac_tree(stock + section_begin + "\n127.0.0.1\tkubernetes.docker.internal\n" + section_end + "\n");
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  REQUIRE(converge(ctx, docker_entry()));  // registers the section (no byte changes)
+  FakeResolver fake;
+  fake.answer("kubernetes.docker.internal", {"10.0.0.5", "127.0.0.1"});
+  any_resolver resolver(fake);
+  ctx.attach(resolver);
+  auto before = fs.take_snapshot();
+  fs.clear_log();
+  std::size_t prompts = priv.prompts();
+  auto report = converge(ctx, docker_entry());
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
+  CHECK(priv.prompts() == prompts);
+  CHECK(report->steps[0].planned.empty());
+  CHECK(report->out_of_sync.empty());
+  CHECK(report->notes.empty());
+  CHECK(item_state_of(report->steps[0].before, "127.0.0.1", "kubernetes.docker.internal") == item_state::matches);
+  CHECK(item_detail(report->steps[0].before, "127.0.0.1", "kubernetes.docker.internal") ==
+        "resolver: the system resolver answers 10.0.0.5 first (DNS or another source answers before /etc/hosts)");
+  // One question per probe, each probe one read of the file (converge may or may not probe again
+  // after an apply that changed nothing; either way the resolver is not asked more often).
+  const auto reads = std::count_if(fs.op_log().begin(), fs.op_log().end(), [](const auto& r) {
+    return r.op == "read_file" && r.path == "/etc/hosts";
+  });
+  CHECK(reads >= 1);
+  CHECK(fake.calls() == static_cast<std::size_t>(reads));
+  CHECK(fake.calls_for("kubernetes.docker.internal") == fake.calls());
+}
+
+TEST_CASE("hosts entry: resolver unavailable, no answer, IPv6 only: each a note, the file decides") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  FakeResolver fake;
+  fake.unavailable("kubernetes.docker.internal").answer("localhost", {"::1"});
+  any_resolver resolver(fake);
+  ctx.attach(resolver);
+  HostsEntry entry{"127.0.0.1", {"localhost", "kubernetes.docker.internal", "free.test"}};
+  ledgers books;
+  auto probed = entry.probe(ctx, books);
+  REQUIRE(probed);
+  CHECK(fake.calls() == 3);
+  CHECK(item_detail(*probed, "127.0.0.1", "kubernetes.docker.internal") ==
+        "resolver: the system resolver could not be asked (unavailable: Temporary failure in name resolution)");
+  CHECK(item_detail(*probed, "127.0.0.1", "free.test") ==
+        "resolver: the system resolver has no IPv4 answer for free.test");
+  CHECK(item_detail(*probed, "127.0.0.1", "localhost") ==
+        "resolver: the system resolver has no IPv4 answer for localhost");
+  // The file alone decides: localhost is in sync there, the two others are to be added.
+  CHECK(item_state_of(*probed, "127.0.0.1", "localhost") == item_state::matches);
+  CHECK(item_state_of(*probed, "127.0.0.1", "kubernetes.docker.internal") == item_state::absent);
+  auto p = entry.make_plan(*probed);
+  REQUIRE(p.changes.size() == 1);
+  CHECK(p.changes[0].reason == "add 127.0.0.1 kubernetes.docker.internal, 127.0.0.1 free.test");
+}
+
+TEST_CASE("hosts entry: without an attached resolver there is no check and no note") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  HostsEntry entry{"127.0.0.1", {"localhost", "kubernetes.docker.internal"}};
+  ledgers books;
+  auto probed = entry.probe(ctx, books);
+  REQUIRE(probed);
+  REQUIRE(probed->items.size() == 3);
+  for (const auto& item : probed->items) CHECK(item.detail.find("resolver") == std::string::npos);
+  CHECK(item_detail(*probed, "127.0.0.1", "localhost").empty());
+}
+
+TEST_CASE("hosts entry: the real resolver's answer for localhost on this machine is reported as it is") {
+  SystemResolver system;
+  resolver_answer direct = system.resolve("localhost");
+  CHECK(direct.system_wide);
+  const resolved_address* first = direct.first_of(address_family::ipv4);
+  if (direct.status != resolve_status::answered || !first) {
+    HOSTCFG_SKIP("localhost does not resolve to an IPv4 address on this machine");
+    return;
+  }
+  for (const auto& a : direct.addresses) {
+    auto ip = read_ip_address(a.text);
+    REQUIRE(ip);
+    CHECK(to_string(*ip) == a.text);  // inet_ntop form
+    CHECK(ip->family == a.family);
+  }
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  any_resolver resolver(system);
+  ctx.attach(resolver);
+  HostsEntry entry{"127.0.0.1", {"localhost"}};
+  ledgers books;
+  auto probed = entry.probe(ctx, books);
+  REQUIRE(probed);
+  std::string expected =
+      first->text == "127.0.0.1"
+          ? std::string("resolver: resolves to 127.0.0.1 as expected")
+          : "resolver: the system resolver answers " + first->text +
+                " first (DNS or another source answers before /etc/hosts)";
+  CHECK(item_detail(*probed, "127.0.0.1", "localhost") == expected);
+  CHECK(item_state_of(*probed, "127.0.0.1", "localhost") == item_state::matches);
+  CHECK(SystemResolver::status_of(EAI_AGAIN) == resolve_status::unavailable);
+  CHECK(SystemResolver::status_of(EAI_NONAME) == resolve_status::no_answer);
+  CHECK(SystemResolver::status_of(EAI_FAIL) == resolve_status::failed);
+}
+
+TEST_CASE("fake resolver: case-insensitive scripts, unscripted names have no answer, non-canonical addresses fail") {
+  FakeResolver fake;
+  fake.answer("Host.Test", {"10.0.0.1", "fe80::1"}).answer("bad.test", {"010.0.0.1"});
+  resolver_answer a = fake.resolve("host.test");
+  CHECK(a.status == resolve_status::answered);
+  REQUIRE(a.addresses.size() == 2);
+  CHECK(a.addresses[1] == resolved_address{address_family::ipv6, "fe80::1"});
+  CHECK(a.first_of(address_family::ipv6)->text == "fe80::1");
+  CHECK_FALSE(a.system_wide);
+  resolver_answer none = fake.resolve("other.test");
+  CHECK(none.status == resolve_status::no_answer);
+  CHECK(none.addresses.empty());
+  resolver_answer bad = fake.resolve("bad.test");
+  CHECK(bad.status == resolve_status::failed);
+  CHECK(bad.detail == "scripted address '010.0.0.1' is not canonical");
+  CHECK(fake.calls() == 3);
+  CHECK(fake.asked() == std::vector<std::string>{"host.test", "other.test", "bad.test"});
 }

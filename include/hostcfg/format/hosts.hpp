@@ -361,10 +361,11 @@ struct hosts_mapping_status {
 };
 
 /// What probe saw: one status per desired mapping, in the order asked, plus the file's shape.
+/// (Lines the resolver cannot read are listed by `parse_hosts(x).unparsable()`: probe reads only
+/// the lines that name a desired mapping, so a 150k-line file costs about one search per name.)
 struct hosts_probe_result {
   std::vector<hosts_mapping_status> mappings;
   std::optional<section_span> section;          ///< our section, if present
-  std::vector<std::size_t> unparsable_lines;    ///< line numbers the resolver skips
   std::string line_ending;                      ///< what new lines will use ("\n" or "\r\n")
   bool has_final_newline = true;
 
@@ -432,25 +433,254 @@ inline std::string_view uncommented(std::string_view text) {
   return text.substr(i);
 }
 
-/// find_section, skipped when no marker text occurs anywhere in the file (the common case of a
-/// first install): find_section splits the whole file into a vector of lines first, which costs
-/// as much as all the rest of a probe on a 150k-line file.
+/// Number of bytes equal to `c` in [first, last), eight at a time (SWAR: a zero byte of
+/// `word ^ pattern` is a match), so counting the lines of a 4 MB file costs a fraction of
+/// reading it, at -O2 and without intrinsics.
+inline std::size_t count_byte(const char* first, const char* last, char c) {
+  constexpr std::uint64_t ones = 0x0101010101010101ull;
+  constexpr std::uint64_t low7 = 0x7f7f7f7f7f7f7f7full;
+  const std::uint64_t pattern = ones * static_cast<unsigned char>(c);
+  // 1 in the low bit of each byte of `word` equal to c (exact: no borrow crosses bytes).
+  auto matches = [&](const char* at) {
+    std::uint64_t word;
+    std::memcpy(&word, at, 8);
+    std::uint64_t x = word ^ pattern;
+    return (~(((x & low7) + low7) | x) & ~low7) >> 7;
+  };
+  std::size_t n = 0;
+  while (last - first >= 32) {
+    // Per-byte tallies in four independent lanes, summed every 255 rounds before a byte overflows.
+    std::uint64_t a = 0, b = 0, d = 0, e = 0;
+    for (int round = 0; round < 255 && last - first >= 32; ++round, first += 32) {
+      a += matches(first);
+      b += matches(first + 8);
+      d += matches(first + 16);
+      e += matches(first + 24);
+    }
+    auto sum = [&](std::uint64_t lanes) { return static_cast<std::size_t>(((lanes & 0x00ff00ff00ff00ffull) +
+                                                                          ((lanes >> 8) & 0x00ff00ff00ff00ffull)) *
+                                                                         0x0001000100010001ull >> 48); };
+    n += sum(a) + sum(b) + sum(d) + sum(e);
+  }
+  for (; first != last; ++first) n += *first == c ? 1 : 0;
+  return n;
+}
+
+/// Line breaks in [from, to): '\n', "\r\n" (one break) and a lone '\r', as `next_line` splits.
+/// A file without any '\r' costs one `count_byte` and one memchr.
+inline std::size_t count_line_breaks(std::string_view bytes, std::size_t from, std::size_t to) {
+  const char* base = bytes.data();
+  std::size_t n = count_byte(base + from, base + to, '\n');
+  for (std::size_t i = from; i < to;) {
+    const void* cr = std::memchr(base + i, '\r', to - i);
+    if (!cr) break;
+    std::size_t at = static_cast<std::size_t>(static_cast<const char*>(cr) - base);
+    if (!(at + 1 < bytes.size() && base[at + 1] == '\n')) ++n;
+    i = at + 1;
+  }
+  return n;
+}
+
+/// 1-based line numbers of line starts visited in increasing order, counting each byte once.
+class line_numberer {
+ public:
+  explicit line_numberer(std::string_view bytes) : bytes_(bytes) {}
+  /// The number of the line that starts at `offset` (offsets must not decrease between calls).
+  std::size_t at(std::size_t offset) {
+    if (offset < pos_) {  // not expected; stay correct anyway
+      pos_ = 0;
+      number_ = 1;
+    }
+    number_ += count_line_breaks(bytes_, pos_, offset);
+    pos_ = offset;
+    return number_;
+  }
+
+ private:
+  std::string_view bytes_;
+  std::size_t pos_ = 0;
+  std::size_t number_ = 1;
+};
+
+/// Start of the line holding byte `p`: just after the previous '\n' or '\r'.
+inline std::size_t line_start_at(std::string_view bytes, std::size_t p) {
+  while (p > 0 && bytes[p - 1] != '\n' && bytes[p - 1] != '\r') --p;
+  return p;
+}
+
+inline char fold_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+/// Finds a name in a buffer, ASCII case-insensitively, with a Horspool skip table over
+/// case-folded triples of bytes (Wu-Manber with blocks of three, hashed into 4096 slots): a
+/// triple that does not occur in the name moves the window by the name's length less two, so a
+/// 26-byte name is looked for by reading about one triple in 24 bytes of a 4 MB blocklist.
+/// Single bytes (or pairs) skip too little there: nearly every letter of a domain, and the
+/// common pairs ("er", "in", "te"...), occur in the name near its end. This is what keeps probe
+/// near the cost of reading the file (issue 4, Performance).
+class ascii_ifinder {
+ public:
+  explicit ascii_ifinder(std::string_view needle) : needle_(needle.size(), '\0') {
+    for (int c = 0; c < 256; ++c) fold_[c] = static_cast<unsigned char>(fold_ascii(static_cast<char>(c)));
+    for (std::size_t i = 0; i < needle.size(); ++i) needle_[i] = fold_ascii(needle[i]);
+    const std::size_t m = needle_.size();
+    if (m < 3) return;
+    for (auto& slot : shift_) slot = static_cast<std::uint8_t>(std::min<std::size_t>(m - 2, 255));
+    const auto* n = reinterpret_cast<const unsigned char*>(needle_.data());
+    for (std::size_t end = 2; end < m; ++end) {  // the triple ending at `end`; later ones shift less
+      std::uint8_t& slot = shift_[hash(n[end - 2], n[end - 1], n[end])];
+      slot = static_cast<std::uint8_t>(std::min<std::size_t>(slot, m - 1 - end));
+    }
+  }
+
+  /// The first position >= from where the needle occurs, or npos.
+  std::size_t find(std::string_view hay, std::size_t from) const {
+    const std::size_t m = needle_.size();
+    if (m == 0 || hay.size() < m) return std::string_view::npos;
+    const auto* h = reinterpret_cast<const unsigned char*>(hay.data());
+    auto matches_at = [&](std::size_t i) {
+      for (std::size_t j = 0; j < m; ++j)
+        if (fold_[h[i + j]] != static_cast<unsigned char>(needle_[j])) return false;
+      return true;
+    };
+    if (m < 3) {
+      for (std::size_t i = from; i + m <= hay.size(); ++i)
+        if (matches_at(i)) return i;
+      return std::string_view::npos;
+    }
+    for (std::size_t i = from; i + m <= hay.size();) {
+      const unsigned char* last = h + i + m - 1;
+      std::size_t shift = shift_[hash(fold_[last[-2]], fold_[last[-1]], fold_[last[0]])];
+      if (shift == 0) {
+        if (matches_at(i)) return i;
+        shift = 1;
+      }
+      i += shift;
+    }
+    return std::string_view::npos;
+  }
+
+ private:
+  static unsigned hash(unsigned a, unsigned b, unsigned c) { return (a * 961u + b * 31u + c) & 4095u; }
+
+  std::string needle_;
+  unsigned char fold_[256];
+  std::uint8_t shift_[4096];  // by the hashed folded triple ending the window; never above the true shift
+};
+
+/// Offsets of the lines in which one of `names` occurs the way a name field does (after a space
+/// or tab; before a space, tab, '#', a line break or the end), sorted, each once. Every line
+/// whose fields (or, for a comment line, whose commented-out fields) name one of them is in
+/// it, since a name is never a line's first field: probe and apply read only these lines.
+inline std::vector<std::size_t> lines_naming(std::string_view bytes, const std::vector<std::string_view>& names) {
+  std::vector<std::size_t> starts;
+  for (std::size_t k = 0; k < names.size(); ++k) {
+    bool seen = false;
+    for (std::size_t j = 0; j < k; ++j) seen = seen || iequals_ascii(names[j], names[k]);
+    if (seen || names[k].empty()) continue;
+    ascii_ifinder finder(names[k]);
+    const std::size_t m = names[k].size();
+    for (std::size_t p = finder.find(bytes, 0); p != std::string_view::npos; p = finder.find(bytes, p + 1)) {
+      if (p == 0 || !is_field_space(bytes[p - 1])) continue;
+      if (p + m < bytes.size()) {
+        char after = bytes[p + m];
+        if (!is_field_space(after) && after != '#' && after != '\n' && after != '\r') continue;
+      }
+      starts.push_back(line_start_at(bytes, p));
+    }
+  }
+  std::sort(starts.begin(), starts.end());
+  starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+  return starts;
+}
+
+/// `find_section` without splitting the file into lines: marker lines are found by searching
+/// for the marker texts (one memchr pass per distinct first byte, a compare at each line that
+/// starts with it) and then judged exactly as `find_section` judges them, in file order.
 inline result<std::optional<section_span>> find_our_section(std::string_view bytes, const section_markers& m) {
-  bool any = !m.end_line.empty() && bytes.find(m.end_line) != std::string_view::npos;
-  any = any || (!m.begin_line.empty() && bytes.find(m.begin_line) != std::string_view::npos);
-  for (const auto& prefix : m.begin_prefixes) any = any || bytes.find(prefix) != std::string_view::npos;
-  if (!any) return std::optional<section_span>{};
-  return find_section(bytes, m);
+  std::vector<std::string_view> needles{m.begin_line, m.end_line};
+  for (const auto& prefix : m.begin_prefixes) needles.emplace_back(prefix);
+  for (std::string_view n : needles)
+    if (n.empty() || n.find_first_of("\r\n") != std::string_view::npos) return find_section(bytes, m);
+  std::vector<std::size_t> starts;
+  std::string firsts;
+  for (std::string_view n : needles)
+    if (firsts.find(n.front()) == std::string::npos) firsts.push_back(n.front());
+  const char* base = bytes.data();
+  for (char first : firsts) {
+    for (std::size_t i = 0; i < bytes.size();) {
+      const void* hit = std::memchr(base + i, first, bytes.size() - i);
+      if (!hit) break;
+      std::size_t at = static_cast<std::size_t>(static_cast<const char*>(hit) - base);
+      i = at + 1;
+      if (at != 0 && base[at - 1] != '\n' && base[at - 1] != '\r') continue;
+      for (std::string_view n : needles)
+        if (n.front() == first && bytes.compare(at, n.size(), n) == 0) {
+          starts.push_back(at);
+          break;
+        }
+    }
+  }
+  if (starts.empty()) return std::optional<section_span>{};
+  std::sort(starts.begin(), starts.end());
+  starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+
+  // The state machine of find_section, over the candidate lines only.
+  std::optional<section_span> found, open;
+  line_numberer numbers(bytes);
+  auto broken_at = [](std::size_t line, const std::string& why) -> result<std::optional<section_span>> {
+    return fail(errc::broken_markers, "find section", {}, "line " + std::to_string(line) + ": " + why,
+                "remove the stray or duplicated marker lines by hand, then run again");
+  };
+  for (std::size_t start : starts) {
+    std::size_t pos = start;
+    line_view line = next_line(bytes, pos);
+    std::string_view text = trim_trailing_space(line.text);
+    bool begin = is_begin_marker(text, m);
+    if (!begin && text != m.end_line) continue;
+    std::size_t number = numbers.at(start);
+    if (begin) {
+      if (open || found) return broken_at(number, "a second begin marker '" + std::string(text) + "'");
+      open = section_span{start, 0, start + line.text.size() + line.ending.size(), 0, number, std::string(text)};
+    } else {
+      if (!open) return broken_at(number, "end marker without a begin marker");
+      open->inner_end = start;
+      open->end = start + line.text.size() + line.ending.size();
+      found = open;
+      open.reset();
+    }
+  }
+  if (open) return broken_at(open->begin_line_number, "begin marker without an end marker");
+  return found;
 }
 
 inline bool inside(const std::optional<section_span>& s, std::size_t offset) {
   return s && offset >= s->begin && offset < s->end;
 }
 
+/// Calls `fn(const hosts_line&, hosts_names)` for each line that may name a desired mapping (see
+/// `lines_naming`), in file order, with its true line number; stops when `fn` returns false.
+/// Every other line is never tokenised: one linear search per name, no allocation per line.
+template <class Fn>
+void for_each_line_naming(std::string_view bytes, const std::vector<desired_mapping>& desired, Fn&& fn) {
+  std::vector<std::string_view> wanted;
+  wanted.reserve(desired.size());
+  for (const auto& d : desired) wanted.emplace_back(d.mapping.name);
+  std::vector<std::string_view> names;
+  line_numberer numbers(bytes);
+  for (std::size_t start : lines_naming(bytes, wanted)) {
+    std::size_t pos = start;
+    line_view lv = next_line(bytes, pos);
+    names.clear();
+    hosts_line line = read_line(lv, numbers.at(start), names);
+    if (!fn(line, hosts_names{names.data(), names.size()})) break;
+  }
+}
+
 }  // namespace detail
 
 /// Reports, per desired mapping, whether the file makes it resolve (see hosts_mapping_state).
-/// One pass over the file; broken markers -> errc::broken_markers; invalid mappings -> invalid_input.
+/// One search per name over the file, tokenising only the lines that name one; broken markers ->
+/// errc::broken_markers; invalid mappings -> invalid_input.
 inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const section_markers& markers,
                                               const std::vector<hosts_mapping>& want) {
   auto desired = detail::validate_mappings(want);
@@ -467,13 +697,14 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
   for (const auto& d : *desired) out.mappings.push_back({d.mapping, hosts_mapping_state::missing, 0, {}, {}, false});
 
   std::vector<std::string_view> scratch;
-  detail::for_each_hosts_line(bytes, [&](const hosts_line& line, hosts_names names) {
-    if (line.kind == hosts_line_kind::unparsable) out.unparsable_lines.push_back(line.number);
+  std::size_t undecided = desired->size();
+  detail::for_each_line_naming(bytes, *desired, [&](const hosts_line& line, hosts_names names) {
     if (line.kind == hosts_line_kind::entry) {
       for (std::size_t k = 0; k < desired->size(); ++k) {
         const auto& d = (*desired)[k];
         if (decided[k] || line.ip.family != d.ip.family || !detail::names_contain(names, d.mapping.name)) continue;
         decided[k] = true;
+        --undecided;
         auto& st = out.mappings[k];
         st.line_number = line.number;
         st.line_text = std::string(line.text);
@@ -488,7 +719,7 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
       hosts_line inner;
       scratch.clear();
       detail::read_fields(detail::uncommented(line.comment), inner, scratch);
-      if (inner.kind != hosts_line_kind::entry) return;
+      if (inner.kind != hosts_line_kind::entry) return true;
       hosts_names inner_names{scratch.data(), scratch.size()};
       for (std::size_t k = 0; k < desired->size(); ++k) {
         const auto& d = (*desired)[k];
@@ -504,6 +735,7 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
         st.in_section = detail::inside(*section, line.offset);
       }
     }
+    return undecided != 0;  // every name decided: the rest of the file cannot change the answer
   });
   return out;
 }
@@ -518,6 +750,10 @@ struct hosts_edit_options {
   bool override_conflicts = false;
   /// The tag for disabled lines; `disabled_line_prefix(app_id)`. Required with override_conflicts.
   std::string disable_prefix;
+  /// False: describe the edit only (`bytes` stays empty and `section_line_number` 0; `changed`,
+  /// the lists and the record are exact). A probe needs the description, not a second copy of a
+  /// large file.
+  bool compute_bytes = true;
 };
 
 /// A line apply disabled: where it was and its exact original text (without the line ending,
@@ -538,14 +774,15 @@ struct hosts_revert_record {
 
 /// The outcome of apply: the new bytes, and each change, so a primitive can report and record it.
 struct hosts_apply_result {
-  std::string bytes;   ///< the whole new file
+  std::string bytes;   ///< the whole new file (empty when `compute_bytes` was false)
   bool changed = false;  ///< bytes differ from the input (false: make no write)
   std::vector<hosts_mapping> added;    ///< mappings now written in our section that were not there
   std::vector<hosts_mapping_status> conflicts_left;  ///< conflicts not overridden (nothing added for them)
   std::vector<hosts_disabled_line> disabled;          ///< lines disabled by override
   std::vector<hosts_mapping> carried;                 ///< other names of disabled lines, re-added in the section
   std::vector<std::string> dropped_section_lines;     ///< stale lines of our section that were removed
-  std::size_t section_line_number = 0;  ///< line number of the begin marker in the new bytes (0: no section)
+  std::size_t section_line_number = 0;  ///< line number of the begin marker in the new bytes (0: no section, or
+                                        ///< `compute_bytes` was false)
   hosts_revert_record record;           ///< what revert needs
 };
 
@@ -554,15 +791,6 @@ namespace detail {
 /// A line's address is the desired one: same bytes and no zone id (fe80::1%lo0 is not fe80::1).
 inline bool same_address(const desired_mapping& d, const hosts_line& line) {
   return line.ip == d.ip && line.zone.empty();
-}
-
-inline std::size_t count_lines(std::string_view bytes, std::size_t end) {
-  std::size_t n = 1;
-  for (std::size_t i = 0; i < end; ++i) {
-    if (bytes[i] == '\n') ++n;
-    else if (bytes[i] == '\r' && !(i + 1 < bytes.size() && bytes[i + 1] == '\n')) ++n;
-  }
-  return n;
 }
 
 }  // namespace detail
@@ -607,9 +835,9 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
   std::vector<std::optional<match>> after(k_count);
   std::vector<bool> named_in_section(k_count, false);
   std::vector<bool> before_done(k_count, false);  // stop collecting after a correct line
-  detail::for_each_hosts_line(bytes, [&](const hosts_line& line, hosts_names names) {
+  detail::for_each_line_naming(bytes, desired, [&](const hosts_line& line, hosts_names names) {
     bool in_sec = section && line.offset >= section_begin && line.offset < section_end;
-    if (line.kind != hosts_line_kind::entry) return;
+    if (line.kind != hosts_line_kind::entry) return true;
     for (std::size_t k = 0; k < k_count; ++k) {
       const auto& d = desired[k];
       if (line.ip.family != d.ip.family || !detail::names_contain(names, d.mapping.name)) continue;
@@ -624,6 +852,7 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
         after[k] = m;
       }
     }
+    return true;
   });
 
   // Override: disable conflicting lines until each name's first remaining line is correct or none
@@ -776,19 +1005,10 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
     out.carried.push_back({carried[c].address, carried[c].name});
   }
 
-  // Assemble: the part before our section (with disabled lines tagged), the section, the rest.
-  std::string& result_bytes = out.bytes;
-  result_bytes.reserve(bytes.size() + inner.size() + markers.begin_line.size() + markers.end_line.size() + 64);
+  // The section as it will be written.
   std::sort(disabled_offsets.begin(), disabled_offsets.end());
   std::sort(out.disabled.begin(), out.disabled.end(),
             [](const hosts_disabled_line& a, const hosts_disabled_line& b) { return a.line_number < b.line_number; });
-  std::size_t copied = 0;
-  for (std::size_t off : disabled_offsets) {
-    result_bytes.append(bytes.substr(copied, off - copied));
-    result_bytes.append(options.disable_prefix);
-    copied = off;
-  }
-  result_bytes.append(bytes.substr(copied, section_begin - copied));
   std::string section_text;
   if (section) {
     // Keep our marker lines as they are unless the begin line is from an older format.
@@ -801,17 +1021,36 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
     section_text.append(inner);
     section_text.append(bytes.substr(section->inner_end, section->end - section->inner_end));
   } else if (!inner.empty()) {
-    if (!ends_with_newline(result_bytes)) {
-      result_bytes.append(eol);
-      out.record.added_newline_before_section = true;
-    }
+    // Disabling tags go at line starts, never at the end: the part before the section ends as
+    // the input does, so whether it needs a line ending is read from the input.
+    out.record.added_newline_before_section = !ends_with_newline(bytes.substr(0, section_begin));
     section_text = markers.begin_line + eol + inner + markers.end_line + eol;
   }
-  if (section || !inner.empty()) out.section_line_number = detail::count_lines(result_bytes, result_bytes.size());
-  result_bytes.append(section_text);
-  result_bytes.append(bytes.substr(section_end));
-  out.changed = result_bytes != bytes;
-  out.record.section = section_text;
+  // Tags hold no line break, so the begin marker's line number is read from the input too.
+  if (options.compute_bytes && (section || !inner.empty()))
+    out.section_line_number = 1 + detail::count_line_breaks(bytes, 0, section_begin) +
+                              (out.record.added_newline_before_section ? 1 : 0);
+  out.changed = !out.disabled.empty() ||
+                (section ? section_text != bytes.substr(section->begin, section->end - section->begin) : !inner.empty());
+
+  // Assemble: the part before our section (with disabled lines tagged), the section, the rest,
+  // into one buffer sized once.
+  if (options.compute_bytes) {
+    std::string& result_bytes = out.bytes;
+    result_bytes.reserve(bytes.size() + section_text.size() + eol.size() +
+                         disabled_offsets.size() * options.disable_prefix.size());
+    std::size_t copied = 0;
+    for (std::size_t off : disabled_offsets) {
+      result_bytes.append(bytes.substr(copied, off - copied));
+      result_bytes.append(options.disable_prefix);
+      copied = off;
+    }
+    result_bytes.append(bytes.substr(copied, section_begin - copied));
+    if (out.record.added_newline_before_section) result_bytes.append(eol);
+    result_bytes.append(section_text);
+    result_bytes.append(bytes.substr(section_end));
+  }
+  out.record.section = std::move(section_text);
   out.record.disabled = out.disabled;
   return out;
 }

@@ -2,9 +2,20 @@
 /// @file
 /// HostsEntry: make names resolve to addresses through the hosts file, touching nothing else
 /// (issue 4). A thin layer over the pure codec of format/hosts.hpp: probe reads the file once and
-/// computes the new bytes, plan carries them, apply re-reads, recomputes and replaces the file
-/// atomically (compare-and-swap against the probed version; mode, owner and xattrs kept by the
-/// backend), record keeps what revert needs to give back the original bytes.
+/// describes the edit (the plan's before/after are the lines it disables and our section, not
+/// the whole file); apply takes the file's edit lock (file_lock.hpp: another app editing its own
+/// section takes turns with us), re-reads, recomputes the edit from what it read under the lock
+/// and replaces the file atomically (mode, owner and xattrs kept by the backend). The
+/// precondition is the edit: a line another writer added elsewhere since the probe is kept, an
+/// edit different from the one planned and prompted for is `changed_since_probe`. Record keeps
+/// what revert needs to give back the original bytes; revert takes the same lock when it has
+/// something to write.
+///
+/// With a resolver attached (`ctx.attach(any_resolver&)`, backend/resolver.hpp), probe also asks
+/// it about each name and adds its answer to that name's item as a note ("resolver: resolves to
+/// 127.0.0.1 as expected", "resolver: the system resolver answers 10.0.0.5 first (DNS or another
+/// source answers before /etc/hosts)"). The file alone decides the state: the note never makes a
+/// failure or a write. No resolver attached: no question, no note.
 ///
 ///     HostsEntry hosts{"127.0.0.1", {"kubernetes.docker.internal"}};
 ///     auto report = converge(ctx, hosts);        // one prompt naming /etc/hosts and the lines
@@ -18,9 +29,12 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "hostcfg/backend/resolver.hpp"
 #include "hostcfg/context.hpp"
+#include "hostcfg/file_lock.hpp"
 #include "hostcfg/format/hosts.hpp"
 #include "hostcfg/protocol.hpp"
 #include "hostcfg/record.hpp"
@@ -117,11 +131,15 @@ struct HostsEntry {
         return report;
       }
     } else {
-      bytes = current->bytes;
+      bytes = std::move(current->bytes);  // the one copy of the file a probe keeps
       file.observed = current->status;
     }
+    // Per-name states and the edit's description, each one search per name; the new file
+    // itself is not built here (apply builds it from what it reads under the lock).
     auto probed = probe_hosts(bytes, ctx.markers, mappings);
-    auto applied = apply_hosts(bytes, ctx.markers, mappings, edit_options(ctx));
+    hosts_edit_options describe = edit_options(ctx);
+    describe.compute_bytes = false;
+    auto applied = apply_hosts(bytes, ctx.markers, mappings, describe);
     if (!probed || !applied) {
       // Broken markers: refuse, touch nothing, say which line.
       file.state = item_state::conflict;
@@ -130,8 +148,8 @@ struct HostsEntry {
       report.items.push_back(file);
       return report;
     }
-    file.current = bytes;
-    file.desired = applied->bytes;
+    file.current = edited_view(bytes, *probed, *applied, false);
+    file.desired = edited_view(bytes, *probed, *applied, true);
     file.detail = describe_edit(*applied);
     if (applied->changed) {
       file.state = exists ? item_state::differs : item_state::absent;
@@ -143,10 +161,9 @@ struct HostsEntry {
       file.state = applied->conflicts_left.empty() ? item_state::matches : item_state::conflict;
       // Our section is in the file but no record says so (a crash or an I/O error lost the
       // record write): register it, so that uninstall still knows it is ours. No byte changes.
-      auto section = find_section(bytes, ctx.markers);
-      if (file.state == item_state::matches && section && section->has_value() && !books.find(id())) {
+      if (file.state == item_state::matches && probed->section && !books.find(id())) {
         file.state = item_state::differs;
-        file.detail = "register the section already in " + path + " (its record was lost)";
+        file.detail = register_reason();
       }
     }
     if (file.state == item_state::absent || file.state == item_state::differs) {
@@ -159,7 +176,13 @@ struct HostsEntry {
       }
     }
     report.items.push_back(file);
-    for (const auto& st : probed->mappings) report.items.push_back(mapping_item(st));
+    const any_resolver* resolver = ctx.template find<any_resolver>();
+    std::vector<std::pair<std::string, resolver_answer>> asked;  // one question per distinct name
+    for (const auto& st : probed->mappings) {
+      item_probe item = mapping_item(st);
+      if (resolver) add_resolver_note(item, st.mapping, answer_for(*resolver, st.mapping.name, asked));
+      report.items.push_back(std::move(item));
+    }
     return report;
   }
 
@@ -239,42 +262,57 @@ struct HostsEntry {
     std::optional<record_item> mine;
     if (found) mine = *found;
     actor who = ctx.actor_for(privileged || (!found && g.elevated));
-    auto current = ctx.fs.read_file(who, path, max_bytes);
-    if (!current) {
-      if (current.error().is_errno(ENOENT)) {
-        if (mine) books.scope(privileged).erase(id());
-        if (mine)
-          report.events.push_back(event{id(), event_kind::kept, path, "the file is gone; nothing to revert",
-                                        std::nullopt, privileged});
-        return report;
-      }
-      report.events.push_back(
-          event{id(), event_kind::failed, path, current.error().message(), current.error(), privileged});
-      return report;
-    }
     hosts_revert_record rec;
     if (mine) rec = revert_record_of(*mine);
-    auto reverted = revert_hosts(current->bytes, ctx.markers, disabled_line_prefix(ctx.app_id), mine ? &rec : nullptr);
-    if (!reverted) {
-      auto e = reverted.error();
-      e.path = path;
-      report.events.push_back(event{id(), event_kind::failed, path, e.message(), e, privileged});
-      return report;
-    }
-    if (!reverted->changed) {
-      if (mine) books.scope(privileged).erase(id());
-      if (mine)
+    // Read and compute; when there is something to write, take turns with other hostcfg writers
+    // of the file and do both again under the lock (what was read first may be stale by then).
+    std::optional<fs_lock> held;
+    result<file_contents> current = tl::unexpected(error{});
+    result<hosts_revert_result> reverted = tl::unexpected(error{});
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass == 1) {
+        if (!mine && !g.elevated) {
+          auto dir = ctx.fs.stat(who, parent_path(path));
+          if (!dir || !may_write_dir(who, *dir)) {
+            report.events.push_back(event{id(), event_kind::skipped, path,
+                                          "a section between our markers was found without a record; removing it "
+                                          "needs elevation",
+                                          std::nullopt, false});
+            return report;
+          }
+        }
+        auto lock = lock_for_edit(ctx.fs, who, path);
+        if (!lock) {
+          report.events.push_back(event{id(), event_kind::failed, path, lock.error().message(), lock.error(), privileged});
+          return report;
+        }
+        held = std::move(*lock);
+      }
+      current = ctx.fs.read_file(who, path, max_bytes);
+      if (!current) {
+        if (current.error().is_errno(ENOENT)) {
+          if (mine) books.scope(privileged).erase(id());
+          if (mine)
+            report.events.push_back(event{id(), event_kind::kept, path, "the file is gone; nothing to revert",
+                                          std::nullopt, privileged});
+          return report;
+        }
         report.events.push_back(
-            event{id(), event_kind::kept, path, "no section of ours was there", std::nullopt, privileged});
-      return report;
-    }
-    if (!mine && !g.elevated) {
-      auto dir = ctx.fs.stat(who, parent_path(path));
-      if (!dir || !may_write_dir(who, *dir)) {
-        report.events.push_back(event{id(), event_kind::skipped, path,
-                                      "a section between our markers was found without a record; removing it "
-                                      "needs elevation",
-                                      std::nullopt, false});
+            event{id(), event_kind::failed, path, current.error().message(), current.error(), privileged});
+        return report;
+      }
+      reverted = revert_hosts(current->bytes, ctx.markers, disabled_line_prefix(ctx.app_id), mine ? &rec : nullptr);
+      if (!reverted) {
+        auto e = reverted.error();
+        e.path = path;
+        report.events.push_back(event{id(), event_kind::failed, path, e.message(), e, privileged});
+        return report;
+      }
+      if (!reverted->changed) {
+        if (mine) books.scope(privileged).erase(id());
+        if (mine)
+          report.events.push_back(
+              event{id(), event_kind::kept, path, "no section of ours was there", std::nullopt, privileged});
         return report;
       }
     }
@@ -312,6 +350,52 @@ struct HostsEntry {
   }
 
  private:
+  /// The change's reason when the section is already there and only its record was lost.
+  std::string register_reason() const { return "register the section already in " + path + " (its record was lost)"; }
+
+  /// What the change touches, readable and small whatever the file's size: the lines it
+  /// disables (as they are, or as they will be) and our section (as it is, or will be). The
+  /// plan's before/after and its diff are these, not two copies of a 100k-line file.
+  static std::string edited_view(std::string_view bytes, const hosts_probe_result& probed,
+                                 const hosts_apply_result& applied, bool after) {
+    std::string out;
+    for (const auto& d : applied.disabled) out.append(after ? d.written : d.original).append("\n");
+    if (after) out.append(applied.record.section);
+    else if (probed.section) out.append(bytes.substr(probed.section->begin, probed.section->end - probed.section->begin));
+    return out;
+  }
+
+  /// The resolver's answer for `name`, asked once per probe whatever the number of addresses.
+  static const resolver_answer& answer_for(const any_resolver& resolver, const std::string& name,
+                                           std::vector<std::pair<std::string, resolver_answer>>& asked) {
+    for (const auto& a : asked)
+      if (a.first == name) return a.second;
+    asked.emplace_back(name, resolver.resolve(name));
+    return asked.back().second;
+  }
+
+  /// Adds the resolver's answer to a name's item as a note: the file alone decides the state.
+  void add_resolver_note(item_probe& item, const hosts_mapping& m, const resolver_answer& answer) const {
+    std::string note;
+    auto ip = read_ip_address(m.address);
+    const address_family family = ip ? ip->family : address_family::ipv4;
+    const resolved_address* first = answer.first_of(family);
+    if (answer.status == resolve_status::unavailable || answer.status == resolve_status::failed) {
+      note = "the system resolver could not be asked (" + std::string(resolve_status_name(answer.status)) +
+             (answer.detail.empty() ? std::string() : ": " + answer.detail) + ")";
+    } else if (!first) {
+      note = "the system resolver has no " + std::string(address_family_name(family)) + " answer for " + m.name;
+    } else if (ip && first->text == to_string(*ip)) {
+      note = "resolves to " + m.address + " as expected";
+    } else {
+      note = "the system resolver answers " + first->text + " first (DNS or another source answers before " +
+             path + ")";
+    }
+    if (answer.system_wide && path != "/etc/hosts")
+      note += " [this machine's resolver reads /etc/hosts, not " + path + "]";
+    item.detail += (item.detail.empty() ? "" : "; ") + std::string("resolver: ") + note;
+  }
+
   template <class Ctx>
   hosts_edit_options edit_options(const Ctx& ctx) const {
     hosts_edit_options o;
@@ -391,6 +475,16 @@ struct HostsEntry {
   template <class Ctx>
   result<std::string> apply_one(Ctx& ctx, const change& c, ledgers& books) const {
     actor who = ctx.actor_for(c.needs_elevation);
+    // Another hostcfg writer of this file (a second app with its own section, or a second run)
+    // takes turns with us: the read, the edit and the replace happen under one lock, and the
+    // edit is recomputed from what is read under it, never from the probe's bytes.
+    const bool writes = c.before != c.after;
+    std::optional<fs_lock> held;
+    if (writes) {
+      auto lock = lock_for_edit(ctx.fs, who, path);
+      if (!lock) return tl::unexpected(lock.error());
+      held = std::move(*lock);
+    }
     auto current = ctx.fs.read_file(who, path, max_bytes);
     std::string bytes;
     bool exists = true;
@@ -398,26 +492,40 @@ struct HostsEntry {
       if (!current.error().is_errno(ENOENT)) return tl::unexpected(current.error());
       exists = false;
     } else {
-      bytes = current->bytes;
+      bytes = std::move(current->bytes);
     }
-    if (exists != c.expected.has_value() || (current && !same_version(current->status, *c.expected)))
+    if (exists != c.expected.has_value())
       return fail(errc::changed_since_probe, "apply", path, "the file changed since it was probed", "run again");
     auto applied = apply_hosts(bytes, ctx.markers, mappings, edit_options(ctx));
     if (!applied) return tl::unexpected(applied.error());
-    if (applied->bytes != c.after)
+    // The precondition is the edit, not the file's version: a line another writer added
+    // elsewhere meanwhile is kept, but an edit different from the one planned (and prompted
+    // for) is refused.
+    if (describe_edit(*applied) != c.reason && c.reason != register_reason())
+      return fail(errc::changed_since_probe, "apply", path,
+                  "the file changed since it was probed: the edit would now be '" + describe_edit(*applied) +
+                      "', not '" + c.reason + "'",
+                  "run again");
+    if (applied->changed != writes)
       return fail(errc::changed_since_probe, "apply", path, "the file changed since it was probed", "run again");
-    replace_options options;
-    options.expected = c.expected;
-    options.expect_absent = !exists;
-    options.mode = 0644;  // a new hosts file only; an existing one keeps its mode and owner
-    options.allow_in_place_fallback = allow_in_place;
-    auto written = ctx.fs.replace_file(who, path, applied->bytes, options);
-    if (!written) {
-      auto e = written.error();
-      if ((e.is_errno(EBUSY) || e.is_errno(EXDEV)) && !allow_in_place)
-        e.hint = path + " cannot be replaced atomically (a bind mount?); set allow_in_place to rewrite it in place";
-      return tl::unexpected(e);
+    bool in_place = false;
+    if (writes) {
+      replace_options options;
+      if (current) options.expected = current->status;  // no writer without the lock slips in either
+      options.expect_absent = !exists;
+      options.mode = 0644;  // a new hosts file only; an existing one keeps its mode and owner
+      options.allow_in_place_fallback = allow_in_place;
+      options.only_if_different = false;  // the bytes differ: no second read to find that out
+      auto written = ctx.fs.replace_file(who, path, applied->bytes, options);
+      if (!written) {
+        auto e = written.error();
+        if ((e.is_errno(EBUSY) || e.is_errno(EXDEV)) && !allow_in_place)
+          e.hint = path + " cannot be replaced atomically (a bind mount?); set allow_in_place to rewrite it in place";
+        return tl::unexpected(e);
+      }
+      in_place = written->in_place;
     }
+    held.reset();
     // The record: merged with an earlier one, so revert still knows the first apply's changes.
     bool privileged = c.needs_elevation;
     // Only the record of this change's scope: a forged user record never reaches root's undo data.
@@ -431,8 +539,8 @@ struct HostsEntry {
     item.fields["disabled"] = disabled;
     item.fields["path"] = path;
     books.scope(privileged).put(item);
-    std::string message = describe_edit(*applied);
-    if (written->in_place) message += " (rewritten in place: the file is a mount point)";
+    std::string message = writes ? describe_edit(*applied) : register_reason();
+    if (in_place) message += " (rewritten in place: the file is a mount point)";
     return message.empty() ? std::string("rewrote our section") : message;
   }
 };
