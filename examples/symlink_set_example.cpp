@@ -1,6 +1,8 @@
 // symlink_set_example: SymlinkSet links every command of an app's bin directory into
 // /usr/local/bin. A correct link is a no-op, a dangling one is replaced, and someone else's file
-// is left alone and reported (Homebrew's model); on an in-memory tree.
+// is left alone, reported and noted in the user's record (Homebrew's model). The links are checked
+// by resolving them, not just by readlink: each must end at an executable, and the companion that
+// `example` runs through PATH must be found as ours first (LESSONS 20); on an in-memory tree.
 #include <cstdio>
 
 #include <hostcfg/backend/memory_fs.hpp>
@@ -28,17 +30,24 @@ int main() {
   SymlinkSet cli;
   cli.link_dir = "/usr/local/bin";
   cli.source_dir = app_bin;
+  cli.executables = true;                        // each link must end at something that runs
+  cli.companions = {"example-compose"};          // `example` finds it through PATH
+  cli.search_path = {"/usr/local/bin", "/usr/bin"};  // the user's PATH, given explicitly
 
   auto report = converge(ctx, cli);
   if (!report) return std::fprintf(stderr, "%s\n", report.error().message().c_str()), 1;
   std::printf("%s", report->render_text().c_str());
   std::printf("\nthe tree now:\n");
   for (const auto& line : MemoryFs::diff(start, fs.take_snapshot())) std::printf("  %s\n", line.c_str());
-  for (const auto& step : report->steps)
-    if (step.after)
-      for (const auto& item : step.after->items)
-        if (item.state == item_state::conflict)
-          std::printf("\nleft alone: %s: %s\n", item.path.c_str(), item.detail.c_str());
+  for (const auto& step : report->steps) {
+    if (!step.after) continue;
+    for (const auto& item : step.after->items) {
+      if (item.state == item_state::conflict)
+        std::printf("\nleft alone: %s: %s\n", item.path.c_str(), item.detail.c_str());
+      else if (item.id.rfind("companion:", 0) == 0)
+        std::printf("\ncompanion: %s\n", item.detail.c_str());
+    }
+  }
   std::printf("/usr/local/bin/examplectl is still the user's: %s\n",
               fs.file_bytes("/usr/local/bin/examplectl") == std::optional<std::string>("#!/bin/sh\n# the user's own\n") ? "yes" : "NO");
   return report->ok() ? 0 : 1;

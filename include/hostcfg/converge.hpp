@@ -198,14 +198,36 @@ template <class Ctx, class P>
 void apply_step(Ctx& ctx, ledgers& books, const P& p, step_report& step, const grant& g) {
   step.elevation = g;
   if (step.failure) return;
-  if (g.handed_off && g.elevated) step.applied.events = g.runner_events;
-  else if (!step.planned.empty()) step.applied = p.apply(ctx, step.planned, g, books);
+  if (g.handed_off && g.elevated) {
+    step.applied.events = g.runner_events;
+    // The runner did the elevated changes; what needs no elevation (e.g. a note in the user's own
+    // record) is done here, as the user: the runner refuses steps the user could do alone.
+    plan local{step.planned.primitive, step.planned.id, {}};
+    for (const auto& c : step.planned.changes)
+      if (!c.needs_elevation) local.changes.push_back(c);
+    if (!local.empty()) {
+      auto mine = p.apply(ctx, local, grant{}, books);
+      for (auto& e : mine.events) step.applied.events.push_back(std::move(e));
+      for (auto& n : mine.notes) step.applied.notes.push_back(std::move(n));
+    }
+  } else if (!step.planned.empty()) {
+    step.applied = p.apply(ctx, step.planned, g, books);
+  }
   for (const auto& e : step.applied.events) ctx.emit(step.id, e);
 }
 
+/// The probe after apply; skipped (the first probe stands) when apply changed nothing and nothing
+/// failed: a no-op converge then reads each file and link once, not twice.
 template <class Ctx, class P>
 void probe_after(Ctx& ctx, const ledgers& books, const P& p, step_report& step) {
   if (step.failure) return;
+  bool touched = false;
+  for (const auto& e : step.applied.events)
+    touched = touched || e.kind == event_kind::changed || e.kind == event_kind::failed;
+  if (!touched) {
+    step.after = step.before;
+    return;
+  }
   auto again = p.probe(ctx, books);
   if (again) step.after = *again;
   else step.failure = again.error();
@@ -318,13 +340,15 @@ result<ledgers> load_ledgers(Ctx& ctx) {
   return ledgers{std::move(*user), std::move(*system)};
 }
 
+// Load-merge-store under the record directory's lock (store_record_merged): two runs of one app
+// at once each keep their own items, and a run with nothing to record takes no lock.
 template <class Ctx>
 void store_ledgers(Ctx& ctx, const ledgers& loaded, const ledgers& books, converge_report& report) {
-  auto user = ctx.read_user_record ? store_record(ctx.fs, ctx.user_record, books.user, loaded.user)
+  auto user = ctx.read_user_record ? store_record_merged(ctx.fs, ctx.user_record, books.user, loaded.user)
                                    : result<bool>(false);
   if (user) report.user_record_written = *user;
   else report.notes.push_back("the user's record could not be written: " + user.error().message());
-  auto system = store_record(ctx.fs, ctx.system_record, books.system, loaded.system);
+  auto system = store_record_merged(ctx.fs, ctx.system_record, books.system, loaded.system);
   if (system) report.system_record_written = *system;
   else report.notes.push_back("the privileged record could not be written: " + system.error().message());
 }
@@ -426,12 +450,25 @@ result<converge_report> converge(context<Fs, Priv>& ctx, const Steps&... steps) 
   converge_report report;
   report.app_id = ctx.app_id;
   report.dry_run = ctx.policy.dry_run;
+  // Verified directory fds are reused for the whole run (PosixFs: no walk from / per operation).
+  std::optional<decltype(open_walk_cache(ctx.fs))> walk_scope;
+  walk_scope.emplace(open_walk_cache(ctx.fs));
   auto loaded = detail::load_ledgers(ctx);
   if (!loaded) return tl::unexpected(loaded.error());
   ledgers books = *loaded;
   auto runners = std::make_tuple(detail::make_runner(steps)...);
   std::apply([&](auto&... r) { (r.prepare(ctx, books), ...); }, runners);
   auto grants = std::apply([&](auto&... r) { return detail::decide_elevation(ctx, books, report, r...); }, runners);
+  for (const auto& g : grants) {
+    if (!g.handed_off) continue;
+    // The runner stored the privileged record as root and decide_elevation reloaded it: it is the
+    // new base, so this process (the user) has nothing of its own to write there.
+    loaded->system = books.system;
+    // The runner renamed and removed directories this process may hold fds of: walk afresh.
+    walk_scope.reset();
+    walk_scope.emplace(open_walk_cache(ctx.fs));
+    break;
+  }
   std::size_t index = 0;
   std::apply([&](auto&... r) { (r.run(ctx, books, grants[index++]), ...); }, runners);
   // finish() re-probes and may retire a fallback (which changes the ledgers): store after it.
@@ -461,6 +498,7 @@ result<converge_report> uninstall(context<Fs, Priv>& ctx, const Steps&... steps)
   report.app_id = ctx.app_id;
   report.uninstall = true;
   report.dry_run = ctx.policy.dry_run;
+  [[maybe_unused]] auto walk_scope = open_walk_cache(ctx.fs);
   auto loaded = detail::load_ledgers(ctx);
   if (!loaded) return tl::unexpected(loaded.error());
   ledgers books = *loaded;

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <vector>
 #include <string>
@@ -227,10 +228,25 @@ TEST_CASE("posix: conflicts in /usr/local/bin are left alone and reported; take_
   auto refused = converge(ctx, set);
   REQUIRE(refused);
   CHECK(priv.prompts() == 0);
-  CHECK(box.dump(false) == pristine);
-  REQUIRE(refused->steps.at(0).before.items.size() == 2);
+  // Nothing in the way was touched; only the user's record appeared, noting both conflicts.
+  auto after_refusal = box.dump(false);
+  const std::string user_record = box.home() + "/.local/state/hostcfg/" + app + ".record";
+  for (const auto& entry : after_refusal) {
+    if (entry.first.rfind(box.home() + "/.local", 0) == 0) continue;
+    auto was = pristine.find(entry.first);
+    REQUIRE(was != pristine.end());
+    CHECK(was->second == entry.second);
+  }
+  CHECK(after_refusal.size() > pristine.size());
+  std::ifstream notes_file(user_record);
+  std::string notes((std::istreambuf_iterator<char>(notes_file)), std::istreambuf_iterator<char>());
+  CHECK(notes.find("item conflict:" + box.bin() + "/docker\n") != std::string::npos);
+  CHECK(notes.find("field what file\n") != std::string::npos);
+  CHECK(notes.find("field owner Homebrew\n") != std::string::npos);
+  REQUIRE(refused->steps.at(0).before.items.size() == 4);  // two links, two conflict notes to write
   CHECK(refused->steps[0].before.items[0].detail.find("a regular file stands at " + box.bin() + "/docker") == 0);
   CHECK(refused->steps[0].before.items[1].detail.find("(belongs to Homebrew)") != std::string::npos);
+  CHECK(refused->steps[0].before.items[2].id == "conflict:" + box.bin() + "/docker");
 
   set.take_over = true;
   auto taken = converge(ctx, set);

@@ -68,8 +68,10 @@ SymlinkSet single(const std::string& path, const std::string& target) {
   return set;
 }
 
+// The one link item of a single-link set (bookkeeping items - conflict notes - may follow it).
 const item_probe& only_item(const probe_report& r) {
-  REQUIRE(r.items.size() == 1);
+  REQUIRE_FALSE(r.items.empty());
+  for (std::size_t i = 1; i < r.items.size(); ++i) REQUIRE(r.items[i].id.rfind("link:", 0) != 0);
   return r.items[0];
 }
 
@@ -712,4 +714,467 @@ TEST_CASE("attack: the user-writable link directory swapped for a symlink at eac
   }
   CHECK(fired == total);
   MESSAGE("attack: swapped before each of " << total << " operations");
+}
+
+// ---- conflicts noted in the record (issue 3 "record/revert") ----
+
+TEST_CASE("each conflict left alone is noted in the user's record: what stood there, whose, since when") {
+  MemoryFs fs = mac_tree();
+  fs.add_symlink("/usr/local/bin/docker", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker", 501, 20);
+  fs.add_file("/usr/local/bin/docker-compose", "user's wrapper\n", 0755, 501, 20);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  ctx.clock = [] { return std::int64_t{1700000000}; };
+  SymlinkSet set;
+  set.link_dir = "/usr/local/bin";
+  set.source_dir = src;
+  auto first = converge(ctx, set);
+  REQUIRE(first);
+  CHECK(first->ok());
+  CHECK(priv.prompts() == 1);  // for kubectl.docker only; the notes need no admin rights
+  REQUIRE(priv.requests()[0].changes.size() == 1);
+  CHECK(link_of(fs, "/usr/local/bin/kubectl.docker") == std::string(src) + "/kubectl.docker");
+  CHECK(link_of(fs, "/usr/local/bin/docker") == "/opt/homebrew/Cellar/docker/24.0.7/bin/docker");
+  CHECK(fs.file_bytes("/usr/local/bin/docker-compose") == std::optional<std::string>("user's wrapper\n"));
+  auto rec = fs.file_bytes(user_record_path);
+  REQUIRE(rec);
+  auto parsed = parse_record(*rec);
+  REQUIRE(parsed);
+  const record_item* brew = parsed->find("conflict:/usr/local/bin/docker");
+  REQUIRE(brew);
+  CHECK(brew->primitive == "symlink_set");
+  CHECK(brew->fields == std::map<std::string, std::string>{{"set", "links:/usr/local/bin"},
+                                                           {"what", "link"},
+                                                           {"owner", "Homebrew"},
+                                                           {"target", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker"},
+                                                           {"uid", "501"},
+                                                           {"since", "1700000000"}});
+  const record_item* file = parsed->find("conflict:/usr/local/bin/docker-compose");
+  REQUIRE(file);
+  CHECK(file->get("what") == "file");
+  CHECK(file->get("uid") == "501");
+  CHECK(file->get("target").empty());
+  // The root-owned record has only the link hostcfg made.
+  auto sys = parse_record(*fs.file_bytes(system_record_path));
+  REQUIRE(sys);
+  CHECK(sys->find("link:/usr/local/bin/kubectl.docker"));
+  CHECK_FALSE(sys->find("link:/usr/local/bin/docker"));
+  CHECK_FALSE(sys->find("conflict:/usr/local/bin/docker"));
+
+  // A later run names the conflict and its age, and writes nothing.
+  ctx.clock = [] { return std::int64_t{1700090000}; };
+  fs.clear_log();
+  auto later = converge(ctx, set);
+  REQUIRE(later);
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(priv.prompts() == 1);
+  std::string notes = all_notes(*later);
+  CHECK(notes.find("/usr/local/bin/docker: conflict, left alone: foreign: /usr/local/bin/docker -> "
+                   "/opt/homebrew/Cellar/docker/24.0.7/bin/docker (belongs to Homebrew); left alone (set take_over to "
+                   "re-point it to " + std::string(src) + "/docker); left alone since 2023-11-14 22:13:20 UTC") !=
+        std::string::npos);
+
+  // Uninstall never touches them: it says so, and forgets the notes with the rest of the record.
+  auto undone = uninstall(ctx, set);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(link_of(fs, "/usr/local/bin/docker") == "/opt/homebrew/Cellar/docker/24.0.7/bin/docker");
+  CHECK(fs.file_bytes("/usr/local/bin/docker-compose") == std::optional<std::string>("user's wrapper\n"));
+  CHECK_FALSE(fs.status_of("/usr/local/bin/kubectl.docker"));
+  std::string undone_notes = all_notes(*undone);
+  for (const auto& step : undone->steps)
+    for (const auto& n : step.applied.notes) undone_notes += n + "\n";
+  CHECK(undone_notes.find("left /usr/local/bin/docker alone (a Homebrew link (-> "
+                          "/opt/homebrew/Cellar/docker/24.0.7/bin/docker)) since 2023-11-14 22:13:20 UTC: it is not "
+                          "hostcfg's, so it was not touched") != std::string::npos);
+  CHECK(undone_notes.find("left /usr/local/bin/docker-compose alone (a regular file owned by uid 501) since "
+                          "2023-11-14 22:13:20 UTC") != std::string::npos);
+  CHECK_FALSE(fs.status_of(user_record_path));
+  CHECK_FALSE(fs.status_of(system_record_path));
+}
+
+TEST_CASE("a conflict note follows the conflict: updated when something else stands there, forgotten once it is gone") {
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/Users/alice/bin", 0755, 501, 20);
+  fs.add_symlink("/Users/alice/bin/docker", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker", 501, 20);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  std::int64_t now = 1700000000;
+  ctx.clock = [&now] { return now; };
+  SymlinkSet set = single("/Users/alice/bin/docker", std::string(src) + "/docker");
+  REQUIRE(converge(ctx, set));
+  CHECK(fs.file_bytes(user_record_path)->find("field what link") != std::string::npos);
+
+  // The user replaces the Homebrew link by a directory: the note says so, with a new date.
+  REQUIRE(fs.unlink(alice().as_actor(), "/Users/alice/bin/docker"));
+  fs.add_dir("/Users/alice/bin/docker", 0700, 501, 20);
+  now = 1700086400;
+  auto changed = converge(ctx, set);
+  REQUIRE(changed);
+  auto rec = parse_record(*fs.file_bytes(user_record_path));
+  REQUIRE(rec);
+  const record_item* note = rec->find("conflict:/Users/alice/bin/docker");
+  REQUIRE(note);
+  CHECK(note->get("what") == "directory");
+  CHECK(note->get("since") == "1700086400");
+  bool modified = false;
+  for (const auto& c : changed->steps[0].planned.changes)
+    modified = modified || (c.object == "conflict note" && c.kind == change_kind::modify &&
+                            c.before == "a Homebrew link (-> /opt/homebrew/Cellar/docker/24.0.7/bin/docker)" &&
+                            c.after == "a directory owned by uid 501");
+  CHECK(modified);
+
+  // Gone: the link is made, and the note goes with the conflict.
+  REQUIRE(fs.rmdir(alice().as_actor(), "/Users/alice/bin/docker"));
+  auto made = converge(ctx, set);
+  REQUIRE(made);
+  CHECK(made->ok());
+  CHECK(link_of(fs, "/Users/alice/bin/docker") == std::string(src) + "/docker");
+  rec = parse_record(*fs.file_bytes(user_record_path));
+  REQUIRE(rec);
+  CHECK(rec->find("conflict:/Users/alice/bin/docker") == nullptr);
+  CHECK(rec->find("link:/Users/alice/bin/docker"));
+}
+
+// ---- resolving, not just readlink: executables and companions (LESSONS 20) ----
+
+TEST_CASE("executables: a correct link that does not end at an executable regular file is reported, never rewritten") {
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/usr/local/bin", 0755, 501, 80);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  SymlinkSet set;
+  set.link_dir = "/usr/local/bin";
+  set.source_dir = src;
+  set.executables = true;
+  REQUIRE(converge(ctx, set));
+  CHECK(link_of(fs, "/usr/local/bin/docker") == std::string(src) + "/docker");
+  // The app update leaves docker without its x bit, and docker-compose a symlink to a directory.
+  fs.add_file(std::string(src) + "/docker", "#!bin docker\n", 0644, 0, 0);
+  fs.add_dir("/Applications/Docker.app/Contents/Resources/compose", 0755, 0, 0);
+  REQUIRE(fs.unlink(actor::root(), std::string(src) + "/docker-compose"));
+  fs.add_symlink(std::string(src) + "/docker-compose", "../compose", 0, 0);
+  fs.clear_log();
+  auto report = converge(ctx, set);
+  REQUIRE(report);
+  CHECK(fs.mutating_ops() == 0);
+  const auto& items = report->steps.at(0).before.items;
+  REQUIRE(items.size() == 3);
+  CHECK(items[0].state == item_state::conflict);
+  CHECK(items[0].detail == "/usr/local/bin/docker points at " + std::string(src) +
+                               "/docker as it should, but that is not an executable regular file (mode 0644): the "
+                               "command would not run");
+  CHECK(items[1].state == item_state::conflict);
+  CHECK(items[1].detail.find("but that is not an executable regular file (not a regular file)") != std::string::npos);
+  CHECK(items[2].state == item_state::matches);
+  REQUIRE(report->out_of_sync.size() == 1);
+
+  // Without the flag the same tree is in sync: readlink alone cannot tell.
+  set.executables = false;
+  auto plain = converge(ctx, set);
+  REQUIRE(plain);
+  CHECK(plain->out_of_sync.empty());
+
+  // A link still to be made to a non-executable target is refused before anything is written.
+  SymlinkSet fresh = single("/Users/alice/docker", std::string(src) + "/docker");
+  fresh.executables = true;
+  fs.clear_log();
+  auto refused = converge(ctx, fresh);
+  REQUIRE(refused);
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(refused->steps.at(0).before.items.at(0).detail ==
+        "the target " + std::string(src) + "/docker is not an executable regular file (mode 0644); a link to it would "
+        "not run");
+}
+
+TEST_CASE("companions: the first match on the given PATH must be ours, else what shadows it is named") {
+  MemoryFs fs = mac_tree();
+  fs.add_file(std::string(src) + "/com.docker.cli", "#!bin cli\n", 0755, 0, 0);
+  fs.add_file("/opt/homebrew/bin/com.docker.cli", "brew cli\n", 0755, 501, 20);
+  fs.add_dir("/usr/bin", 0755, 0, 0);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  SymlinkSet set;
+  set.link_dir = "/usr/local/bin";
+  set.source_dir = src;
+  set.executables = true;
+  set.companions = {"com.docker.cli"};
+  set.search_path = {"/usr/bin", "/opt/homebrew/bin", "/usr/local/bin"};
+  auto first = converge(ctx, set);
+  REQUIRE(first);
+  CHECK(first->ok());
+  CHECK(link_of(fs, "/usr/local/bin/com.docker.cli") == std::string(src) + "/com.docker.cli");
+  const probe_report& after = *first->steps.at(0).after;
+  const item_probe* companion = after.find("companion:com.docker.cli");
+  REQUIRE(companion);
+  CHECK(companion->state == item_state::conflict);
+  CHECK(companion->path == "/opt/homebrew/bin/com.docker.cli");
+  CHECK(companion->detail == "com.docker.cli on PATH resolves to /opt/homebrew/bin/com.docker.cli first (shadowing "
+                             "ours); it belongs to Homebrew: put /usr/local/bin before /opt/homebrew/bin on PATH, or "
+                             "remove it");
+  CHECK(all_notes(*first).find("shadowing ours") != std::string::npos);
+  CHECK(first->out_of_sync == std::vector<std::string>{"links:/usr/local/bin"});
+
+  // No write because of it: the next run changes nothing.
+  fs.clear_log();
+  REQUIRE(converge(ctx, set));
+  CHECK(fs.mutating_ops() == 0);
+
+  // Ours first: in sync. The app's own bin directory on PATH counts as ours too.
+  set.search_path = {"/usr/bin", "/usr/local/bin", "/opt/homebrew/bin"};
+  auto ours = converge(ctx, set);
+  REQUIRE(ours);
+  CHECK(ours->out_of_sync.empty());
+  CHECK(ours->steps.at(0).before.find("companion:com.docker.cli")->detail ==
+        "com.docker.cli on PATH resolves to /usr/local/bin/com.docker.cli (ours)");
+  set.search_path = {src, "/opt/homebrew/bin"};
+  auto bundle = converge(ctx, set);
+  REQUIRE(bundle);
+  CHECK(bundle->out_of_sync.empty());
+
+  // Not on PATH at all, or only as a file the user cannot run: reported as not found.
+  fs.add_file("/usr/bin/com.docker.cli", "not runnable\n", 0644, 0, 0);
+  set.search_path = {"/usr/bin"};
+  auto missing = converge(ctx, set);
+  REQUIRE(missing);
+  CHECK(missing->steps.at(0).before.find("companion:com.docker.cli")->detail ==
+        "com.docker.cli is not found on PATH (/usr/bin): the linked programs cannot start it");
+
+  // Bad requests are refused before any I/O.
+  set.companions = {"docker-nope"};
+  auto unknown = set.probe(ctx, ledgers{});
+  REQUIRE_FALSE(unknown);
+  CHECK(unknown.error().message().find("a companion must be the name of one of the set's links") != std::string::npos);
+  set.companions = {"com.docker.cli"};
+  set.search_path = {"relative/bin"};
+  CHECK_FALSE(set.probe(ctx, ledgers{}));
+  set.search_path = {};
+  CHECK_FALSE(set.probe(ctx, ledgers{}));
+}
+
+TEST_CASE("executables, companions and the search path cross to the elevated runner and are re-validated") {
+  SymlinkSet set;
+  set.link_dir = "/usr/local/bin";
+  set.source_dir = src;
+  set.executables = true;
+  set.companions = {"com.docker.cli", "docker"};
+  set.search_path = {"/usr/local/bin", "/opt/homebrew/bin"};
+  auto wire = parse_record(serialize_record(record{app, {{set.id(), set.desired_state()}}}));
+  REQUIRE(wire);
+  auto back = SymlinkSet::from_desired_state(wire->items.at(set.id()));
+  REQUIRE(back);
+  CHECK(back->executables);
+  CHECK(back->companions == set.companions);
+  CHECK(back->search_path == set.search_path);
+  record_item bad = set.desired_state();
+  bad.fields["companion.0"] = "../../etc/passwd";
+  CHECK_FALSE(SymlinkSet::from_desired_state(bad));
+  bad = set.desired_state();
+  bad.fields["path.1"] = "opt/homebrew/bin";
+  CHECK_FALSE(SymlinkSet::from_desired_state(bad));
+}
+
+// ---- a second user relying on system links made through the elevated runner ----
+
+#include <hostcfg/runner.hpp>
+
+namespace {
+// A user process that cannot elevate in process: elevated work goes to the runner, which here
+// runs in-process as RootFor(user) on the same MemoryFs, through the record-format payload and
+// reply, as the real one-shot runner does over a pipe (helper/one_shot.hpp: the runner takes the
+// user from SUDO_UID, i.e. the invoking user).
+struct HandoffPrivilege {
+  user_identity who;
+  MemoryFs* fs;
+  answer script = answer::granted;
+  std::vector<elevation_request> requests;
+  const user_identity& user() const { return who; }
+  actor elevated_actor() const { return actor::root(); }
+  bool elevates_in_process() const { return false; }
+  answer ask(const elevation_request&) { return answer::unavailable; }
+  result<elevated_outcome> run_elevated(const elevation_request& request, const record& payload) {
+    requests.push_back(request);
+    if (script != answer::granted) return elevated_outcome{script, {}, std::nullopt};
+    auto wire = parse_record(serialize_record(payload));
+    if (!wire) return tl::unexpected(wire.error());
+    RootFor root(who);
+    context ctx(*fs, root, wire->app_id);
+    auto outcome = execute_handoff<SymlinkSet>(ctx, *wire);
+    auto reply = parse_record(serialize_record(encode_outcome(outcome, wire->app_id)));
+    if (!reply) return tl::unexpected(reply.error());
+    return decode_outcome(*reply);
+  }
+};
+
+std::string users_of(MemoryFs& fs, const std::string& link) {
+  auto bytes = fs.file_bytes(system_record_path);
+  if (!bytes) return "<no record>";
+  auto rec = parse_record(*bytes);
+  if (!rec) return "<corrupt>";
+  const record_item* item = rec->find("link:" + link);
+  return item ? item->get("users") : std::string("<no item>");
+}
+}  // namespace
+
+TEST_CASE("hand-off: a second user relying on the system links is recorded by the runner; uninstalls honour it") {
+  MemoryFs fs = mac_tree();
+  SymlinkSet set;
+  set.link_dir = "/usr/local/bin";
+  set.source_dir = src;
+
+  // Alice installs through the runner: one prompt, links as root, uid 501 recorded.
+  HandoffPrivilege a_priv{alice(), &fs, answer::granted, {}};
+  context a_ctx(fs, a_priv, app);
+  auto a_run = converge(a_ctx, set);
+  REQUIRE(a_run);
+  CHECK(a_run->ok());
+  CHECK(a_priv.requests.size() == 1);
+  CHECK(fs.status_of("/usr/local/bin/docker")->uid == 0);
+  CHECK(users_of(fs, "/usr/local/bin/docker") == "501");
+
+  // Bob's run finds the links correct. His process cannot write the root-owned record, so being
+  // recorded is an elevated change: one prompt, whose lines say exactly that and change no link.
+  HandoffPrivilege b_priv{bob(), &fs, answer::granted, {}};
+  context b_ctx(fs, b_priv, app);
+  auto links_before = fs.take_snapshot();
+  auto b_run = converge(b_ctx, set);
+  REQUIRE(b_run);
+  CHECK(b_run->ok());
+  REQUIRE(b_priv.requests.size() == 1);
+  REQUIRE(b_priv.requests[0].changes.size() == 3);
+  CHECK(b_priv.requests[0].changes[0] ==
+        "modify link record /usr/local/bin/docker (register: the link is correct; record that uid 502 relies on it; "
+        "the users relying on a system link are listed in the root-owned record)");
+  for (const char* name : {"docker", "docker-compose", "kubectl.docker"})
+    CHECK(users_of(fs, std::string("/usr/local/bin/") + name) == "501,502");
+  for (const auto& line : MemoryFs::diff(links_before, fs.take_snapshot()))
+    CHECK(line == "changed " + std::string(system_record_path) + ": " + line.substr(line.find(": ") + 2));
+  CHECK(b_run->out_of_sync.empty());
+  CHECK(b_run->steps.at(0).after->in_sync());
+  // Recorded: the next run asks nothing and writes nothing.
+  fs.clear_log();
+  REQUIRE(converge(b_ctx, set));
+  CHECK(b_priv.requests.size() == 1);
+  CHECK(fs.mutating_ops() == 0);
+
+  // Uninstall runs as root for the user (`sudo installer --uninstall`: converge's uninstall asks
+  // in process). Alice's leaves the links: bob relies on them.
+  RootFor a_root(alice());
+  context a_undo(fs, a_root, app);
+  auto a_gone = uninstall(a_undo, set);
+  REQUIRE(a_gone);
+  CHECK(a_gone->ok());
+  CHECK(link_of(fs, "/usr/local/bin/docker") == std::string(src) + "/docker");
+  CHECK(users_of(fs, "/usr/local/bin/docker") == "502");
+  // Bob's removes them, and the record with them.
+  RootFor b_root(bob());
+  context b_undo(fs, b_root, app);
+  auto b_gone = uninstall(b_undo, set);
+  REQUIRE(b_gone);
+  CHECK(b_gone->ok());
+  for (const char* name : {"docker", "docker-compose", "kubectl.docker"})
+    CHECK_FALSE(fs.status_of(std::string("/usr/local/bin/") + name));
+  CHECK_FALSE(fs.status_of(system_record_path));
+}
+
+TEST_CASE("hand-off through the CLI-links recipe: a declined registration keeps the working links, no fallback") {
+  MemoryFs fs = mac_tree();
+  HandoffPrivilege a_priv{alice(), &fs, answer::granted, {}};
+  context a_ctx(fs, a_priv, app);
+  REQUIRE(converge(a_ctx, recipe()));
+  CHECK(users_of(fs, "/usr/local/bin/docker") == "501");
+
+  HandoffPrivilege b_priv{bob(), &fs, answer::declined, {}};
+  context b_ctx(fs, b_priv, app);
+  auto b_edit = ManagedFile{"/Users/bob/.docker-path.zsh", "export PATH=\"$HOME/.docker/bin:$PATH\"\n", 0644};
+  auto b_recipe = cli_links(src, "/usr/local/bin", "/Users/bob/.docker/bin", b_edit);
+  auto declined = converge(b_ctx, b_recipe);
+  REQUIRE(declined);
+  CHECK(b_priv.requests.size() == 1);
+  CHECK_FALSE(fs.status_of("/Users/bob/.docker"));  // the commands work: no fallback links
+  CHECK_FALSE(fs.status_of("/Users/bob/.docker-path.zsh"));
+  CHECK(users_of(fs, "/usr/local/bin/docker") == "501");
+  CHECK(all_notes(*declined).find("uid 502 is not recorded as relying on the links in /usr/local/bin (admin rights: "
+                                  "declined); they work now, but another user's uninstall may remove them") !=
+        std::string::npos);
+  CHECK(declined->out_of_sync.empty());
+  // The decline stands: the next run asks nothing and writes nothing, and says the same.
+  fs.clear_log();
+  auto again = converge(b_ctx, b_recipe);
+  REQUIRE(again);
+  CHECK(b_priv.requests.size() == 1);
+  CHECK(fs.mutating_ops() == 0);
+  CHECK(all_notes(*again).find("a recorded decision: set re-prompt to ask again") != std::string::npos);
+  // Granted on re-prompt: recorded by the runner.
+  b_priv.script = answer::granted;
+  b_ctx.policy.reprompt = true;
+  auto granted = converge(b_ctx, b_recipe);
+  REQUIRE(granted);
+  CHECK(granted->ok());
+  CHECK(users_of(fs, "/usr/local/bin/docker") == "501,502");
+  CHECK_FALSE(fs.status_of("/Users/bob/.docker"));
+}
+
+// ---- probe cost (issue 10, benchmark 1) ----
+
+TEST_CASE("probe cost: a correct link is one lstat and one readlink, and converge probes the set once") {
+  MemoryFs fs = mac_tree();
+  const std::string big = "/Applications/Big.app/Contents/Resources/bin";
+  for (int i = 0; i < 20; ++i) fs.add_file(big + "/cmd" + std::to_string(i), "#!bin\n", 0755, 0, 0);
+  ScriptedPrivilege priv(alice(), std::vector<answer>{answer::granted});
+  context ctx(fs, priv, app);
+  auto step = cli_links(big, "/usr/local/bin", "/Users/alice/.docker/bin", path_edit());
+  REQUIRE(converge(ctx, step));
+  REQUIRE(link_of(fs, "/usr/local/bin/cmd19") == big + "/cmd19");
+
+  auto count = [&fs](const std::string& op) {
+    std::size_t n = 0;
+    for (const auto& r : fs.op_log()) n += r.op == op ? 1 : 0;
+    return n;
+  };
+  auto books = detail::load_ledgers(ctx);
+  REQUIRE(books);
+  const SymlinkSet& set = step.primary;
+  fs.clear_log();
+  auto probed = set.probe(ctx, *books);
+  REQUIRE(probed);
+  CHECK(probed->in_sync());
+  CHECK(count("list_dir") == 1);
+  CHECK(count("lstat") == 20);
+  CHECK(count("readlink") == 20);
+  CHECK(fs.op_count() == 41);  // was about 20 per link: 3 + 6 physical-path lstats, stats, the root-path walk
+
+  // executables adds one stat per link (the whole chain followed, as the user), nothing else.
+  SymlinkSet checked = set;
+  checked.executables = true;
+  fs.clear_log();
+  REQUIRE(checked.probe(ctx, *books));
+  CHECK(count("stat") == 20);
+  CHECK(fs.op_count() == 61);
+
+  // A no-op converge of the recipe: every link looked at once (one probe), nothing written.
+  fs.clear_log();
+  auto noop = converge(ctx, step);
+  REQUIRE(noop);
+  CHECK(noop->out_of_sync.empty());
+  CHECK(fs.mutating_ops() == 0);
+  for (int i = 0; i < 20; ++i) {
+    std::string link = "/usr/local/bin/cmd" + std::to_string(i);
+    std::size_t lstats = 0, readlinks = 0;
+    for (const auto& r : fs.op_log()) {
+      lstats += r.op == "lstat" && r.path == link ? 1 : 0;
+      readlinks += r.op == "readlink" && r.path == link ? 1 : 0;
+    }
+    CAPTURE(link);
+    CHECK(lstats == 1);
+    CHECK(readlinks == 1);
+  }
+  std::size_t listings = 0;
+  for (const auto& r : fs.op_log()) listings += r.op == "list_dir" && r.path == big ? 1 : 0;
+  CHECK(listings == 1);
+  // Everything else the no-op does is the records' business (reading them), not the links'.
+  std::size_t on_links = 0;
+  for (const auto& r : fs.op_log()) on_links += r.path.rfind("/usr/local/bin", 0) == 0 ? 1 : 0;
+  CHECK(on_links == 40);
+  MESSAGE("no-op converge of 20 correct links: " << fs.op_count() << " Fs operations");
 }

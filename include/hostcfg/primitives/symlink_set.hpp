@@ -24,10 +24,20 @@
 /// the user controls is ever followed with root rights. Other links need elevation; their change
 /// lines name the directory and the link. Links made with elevation are system items (root-owned
 /// record) listing the uids that rely on them, so one user's uninstall does not pull a link
-/// another user still relies on.
+/// another user still relies on; a user who finds them already correct is added to that list (no
+/// prompt when the process is root; through the elevated runner, with its one prompt, otherwise).
+///
+/// Each conflict left alone is noted in the user's record (what stood there, whose, since when),
+/// so a later run and uninstall can say "left /usr/local/bin/docker alone (a Homebrew link) since
+/// ..."; revert never touches it. With `executables` and `companions`, probe also resolves the
+/// links (LESSONS 20): each must end at an executable file, and each companion's first match on
+/// the caller's PATH must be ours. A correct link costs one lstat and one readlink.
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -187,10 +197,71 @@ inline std::vector<uid_type> parse_uid_list(const std::string& text) {
   return out;
 }
 
+/// A name a program looks up through PATH: non-empty, no '/', not "." or "..", no NUL or newline.
+inline bool valid_command_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\n') == std::string::npos && name.find('\0') == std::string::npos;
+}
+
 /// "root:wheel 0755"-style description of a directory, for "why does this need admin rights".
 inline std::string owner_mode_text(const file_status& st) {
   return std::to_string(st.uid) + ":" + std::to_string(st.gid) + " " + mode_text(st.mode);
 }
+
+
+/// "2023-11-14 22:13:20 UTC" for seconds since the epoch. Pure (no locale, no time zone), so a
+/// record written on one machine reads the same everywhere (Hinnant's civil_from_days).
+inline std::string utc_text(std::int64_t seconds) {
+  std::int64_t days = seconds / 86400;
+  std::int64_t rem = seconds % 86400;
+  if (rem < 0) {
+    rem += 86400;
+    --days;
+  }
+  days += 719468;
+  const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  const std::int64_t doe = days - era * 146097;
+  const std::int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const std::int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const std::int64_t mp = (5 * doy + 2) / 153;
+  const std::int64_t day = doy - (153 * mp + 2) / 5 + 1;
+  const std::int64_t month = mp < 10 ? mp + 3 : mp - 9;
+  const std::int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  char text[64];
+  std::snprintf(text, sizeof text, "%04lld-%02lld-%02lld %02lld:%02lld:%02lld UTC", static_cast<long long>(year),
+                static_cast<long long>(month), static_cast<long long>(day), static_cast<long long>(rem / 3600),
+                static_cast<long long>(rem / 60 % 60), static_cast<long long>(rem % 60));
+  return text;
+}
+
+/// What stood at a link's path when hostcfg left it alone: the facts a conflict note records
+/// (issue 3, "each conflict left alone"), so a later run and uninstall can name it and its age.
+struct link_standing {
+  std::string what;    ///< "link", "file", "directory", "special file"
+  std::string owner;   ///< for a link: who its target says it belongs to ("Homebrew"), else ""
+  std::string target;  ///< for a link: its target as stored
+  uid_type uid = 0;    ///< the object's owner
+
+  /// "a Homebrew link (-> /opt/homebrew/...)", "a regular file owned by uid 501".
+  std::string text() const {
+    if (what == "link") {
+      bool one_word = !owner.empty() && owner.find(' ') == std::string::npos;
+      if (one_word) return "a " + owner + " link (-> " + target + ")";
+      return "a link (-> " + target + (owner.empty() ? std::string() : "; belongs to " + owner) + ")";
+    }
+    return std::string(what == "file" ? "a regular file" : "a " + what) + " owned by uid " + std::to_string(uid);
+  }
+  friend bool operator==(const link_standing& a, const link_standing& b) {
+    return a.what == b.what && a.owner == b.owner && a.target == b.target && a.uid == b.uid;
+  }
+};
+
+/// Facts about one link directory, found once per probe however many links it holds.
+struct link_dir_facts {
+  std::optional<result<std::string>> physical;                              ///< physical_path of the dir
+  std::optional<result<std::pair<std::string, file_status>>> ancestor;      ///< nearest existing dir
+  std::optional<std::optional<std::string>> unsafe_for_root;                ///< untrusted_for_root
+};
 
 }  // namespace detail
 
@@ -205,6 +276,17 @@ struct SymlinkSet {
   std::optional<uid_type> dir_uid; ///< owner of directories we create (default: whoever creates them)
   std::optional<gid_type> dir_gid;
   std::string label;               ///< id of the set (default: `link_dir`, else the first link's path)
+  /// The links are commands: probe also follows each correct link to its end (stat, as the user)
+  /// and reports one that does not end at an executable regular file. readlink alone is not
+  /// enough (docker/for-mac#5593: the links "looked right" while the CLI failed).
+  bool executables = false;
+  /// Names the linked programs find through PATH (Docker's `docker` runs `com.docker.cli`): each
+  /// must be one of the set's links, and its first match on `search_path` must be that link or its
+  /// target, else probe reports what shadows it. Read-only: it never causes a write.
+  std::vector<std::string> companions;
+  /// The PATH the companions are looked up on, in order: the caller gives it (the user's login
+  /// PATH, as its shell would have it), never this process's environment (it may be root's).
+  std::vector<std::string> search_path;
 
   /// "links:/usr/local/bin".
   std::string id() const {
@@ -228,6 +310,11 @@ struct SymlinkSet {
                    {"links", std::to_string(links.size())}};
     if (dir_uid) item.fields["dir_uid"] = std::to_string(*dir_uid);
     if (dir_gid) item.fields["dir_gid"] = std::to_string(*dir_gid);
+    item.fields["executables"] = executables ? "1" : "0";
+    item.fields["companions"] = std::to_string(companions.size());
+    for (std::size_t i = 0; i < companions.size(); ++i) item.fields["companion." + std::to_string(i)] = companions[i];
+    item.fields["search_path"] = std::to_string(search_path.size());
+    for (std::size_t i = 0; i < search_path.size(); ++i) item.fields["path." + std::to_string(i)] = search_path[i];
     for (std::size_t i = 0; i < links.size(); ++i) {
       item.fields["link." + std::to_string(i) + ".path"] = links[i].path;
       item.fields["link." + std::to_string(i) + ".target"] = links[i].target;
@@ -268,6 +355,24 @@ struct SymlinkSet {
       if (!g) return bad("bad dir_gid");
       set.dir_gid = static_cast<gid_type>(*g);
     }
+    set.executables = item.get("executables") == "1";
+    // Absent counts are zero (a payload of a build without these fields); present ones must parse.
+    auto optional_count = [&](const std::string& key) -> std::optional<unsigned long> {
+      return item.fields.count(key) ? number(key, 4096) : std::optional<unsigned long>(0);
+    };
+    auto companion_count = optional_count("companions");
+    auto path_count = optional_count("search_path");
+    if (!companion_count || !path_count) return bad("bad companion or search path count");
+    for (std::size_t i = 0; i < *companion_count; ++i) {
+      std::string name = item.get("companion." + std::to_string(i));
+      if (!detail::valid_command_name(name)) return bad("companion " + std::to_string(i) + " is not a command name");
+      set.companions.push_back(name);
+    }
+    for (std::size_t i = 0; i < *path_count; ++i) {
+      std::string dir = item.get("path." + std::to_string(i));
+      if (!is_normal_path(dir)) return bad("search path entry " + std::to_string(i) + " must be absolute and normal");
+      set.search_path.push_back(dir);
+    }
     for (std::size_t i = 0; i < *count; ++i) {
       std::string path = item.get("link." + std::to_string(i) + ".path");
       std::string target = item.get("link." + std::to_string(i) + ".target");
@@ -280,6 +385,12 @@ struct SymlinkSet {
 
   /// The record id of the link at `path`.
   static std::string item_id(const std::string& path) { return "link:" + path; }
+  /// Prefix of conflict-note ids.
+  static constexpr const char* conflict_prefix = "conflict:";
+  /// The user-record id of the note that hostcfg left what stands at `path` alone (a conflict).
+  static std::string conflict_id(const std::string& path) { return conflict_prefix + path; }
+  /// The probe item id of a companion check.
+  static std::string companion_id(const std::string& name) { return "companion:" + name; }
   /// The record id of the directories this set created (one item per scope, shared by its links,
   /// so they are removed once the last link in them is gone, whichever link made them).
   std::string dirs_id() const { return "linkdirs:" + id(); }
@@ -288,6 +399,14 @@ struct SymlinkSet {
   /// or missing source directory is an error, never "zero links, done".
   template <class Fs, class Priv>
   result<std::vector<link_spec>> desired_links(context<Fs, Priv>& ctx) const {
+    std::size_t listed = 0;
+    return collect_links(ctx, listed);
+  }
+
+  /// `desired_links`, also saying how many of them (the first `listed`) come from listing
+  /// `source_dir`: their targets were just seen there, so probe need not stat them again.
+  template <class Fs, class Priv>
+  result<std::vector<link_spec>> collect_links(context<Fs, Priv>& ctx, std::size_t& listed) const {
     std::vector<link_spec> out;
     if (!source_dir.empty()) {
       if (!is_normal_path(source_dir) || !is_normal_path(link_dir))
@@ -308,6 +427,7 @@ struct SymlinkSet {
         return fail(errc::invalid_input, "list commands to link", source_dir, "the directory has no commands to link",
                     "reinstall the app; nothing was linked");
     }
+    listed = out.size();
     for (const auto& l : links) out.push_back(l);
     if (out.empty()) return fail(errc::invalid_input, "list links", id(), "the set names no links");
     for (const auto& l : out) {
@@ -316,6 +436,18 @@ struct SymlinkSet {
       if (l.target.empty() || l.target.find('\0') != std::string::npos || l.target.find('\n') != std::string::npos)
         return fail(errc::invalid_input, "link", l.path, "empty link target or one with a NUL or newline");
     }
+    if (!companions.empty() && search_path.empty())
+      return fail(errc::invalid_input, "check companions", id(), "companions are looked up on search_path, which is empty",
+                  "give the user's PATH directories in search_path");
+    for (const auto& dir : search_path)
+      if (!is_normal_path(dir))
+        return fail(errc::invalid_input, "check companions", dir, "search_path entries must be absolute, normal paths");
+    for (const auto& name : companions) {
+      bool linked = false;
+      for (const auto& l : out) linked = linked || base_name(l.path) == name;
+      if (!detail::valid_command_name(name) || !linked)
+        return fail(errc::invalid_input, "check companions", name, "a companion must be the name of one of the set's links");
+    }
     return out;
   }
 
@@ -323,12 +455,29 @@ struct SymlinkSet {
   /// directory must be created) / matches (correct) / differs (ours but stale, dangling, or a
   /// take-over) / conflict (foreign link with its owner, regular file, directory, self-pointing or
   /// looping link, missing target) / unreadable. Never writes.
+  ///
+  /// Cost (issue 10): a correct link is one lstat and one readlink (plus one stat when
+  /// `executables` is set, or when the link was named in `links`, whose target nobody listed);
+  /// each link directory's facts are looked up once per probe, not once per link; only a link
+  /// that needs a change gets the full self-pointing / loop / target checks.
+  ///
+  /// Besides one item per link (id "link:<path>"), the report holds bookkeeping items: a conflict
+  /// note to write, update or forget in the user's record ("conflict:<path>", state differs), and
+  /// one item per companion ("companion:<name>": matches, or conflict naming what shadows it).
   template <class Fs, class Priv>
   result<probe_report> probe(context<Fs, Priv>& ctx, const ledgers& books) const {
-    auto wanted = desired_links(ctx);
+    std::size_t listed = 0;
+    auto wanted = collect_links(ctx, listed);
     if (!wanted) return tl::unexpected(wanted.error());
     probe_report report{kind(), id(), {}};
-    for (const auto& l : *wanted) report.items.push_back(probe_one(ctx, books, l));
+    std::map<std::string, detail::link_dir_facts> dirs;
+    std::vector<std::optional<detail::link_standing>> standing(wanted->size());
+    for (std::size_t i = 0; i < wanted->size(); ++i)
+      report.items.push_back(probe_one(ctx, books, (*wanted)[i], i < listed, dirs, standing[i]));
+    // The elevated runner reads only the root-owned record; conflict notes live in the user's,
+    // which the user's own run keeps.
+    if (ctx.read_user_record) note_conflicts(books, *wanted, standing, report);
+    probe_companions(ctx, *wanted, report);
     return report;
   }
 
@@ -337,6 +486,22 @@ struct SymlinkSet {
     plan p{kind(), id(), {}};
     for (const auto& item : probed.items) {
       if (item.state != item_state::absent && item.state != item_state::differs) continue;
+      if (item.id.rfind(conflict_prefix, 0) == 0) {
+        // A note in the user's record, never a change on disk: no elevation, nothing to revert.
+        change c;
+        c.item_id = item.id;
+        c.kind = item.current.empty() ? change_kind::create
+                 : item.desired.empty() ? change_kind::remove
+                                        : change_kind::modify;
+        c.object = "conflict note";
+        c.path = item.path;
+        c.before = item.current;
+        c.after = item.desired;
+        c.reason = item.detail;
+        c.expected = item.observed ? item.observed : std::optional<file_status>(file_status{});
+        p.changes.push_back(c);
+        continue;
+      }
       change c;
       c.item_id = item.id;
       c.kind = item.state == item_state::absent ? change_kind::create : change_kind::modify;
@@ -366,9 +531,10 @@ struct SymlinkSet {
         report.events.push_back(event{c.item_id, event_kind::skipped, c.path, g.refusal(), std::nullopt, false});
         continue;
       }
-      auto done = apply_one(ctx, c, books);
+      const bool note = c.object == "conflict note";
+      auto done = note ? note_conflict(ctx, c, books) : apply_one(ctx, c, books);
       if (done) {
-        ++made;
+        if (!note && c.object == "link") ++made;
         report.events.push_back(event{c.item_id, event_kind::changed, c.path, *done, std::nullopt, c.needs_elevation});
       } else {
         report.events.push_back(
@@ -431,6 +597,17 @@ struct SymlinkSet {
       for (const auto& item : mine) revert_one(ctx, g, books, privileged, item, report);
       remove_made_dirs(ctx, g, scope, privileged, report);
     }
+    // Conflicts were never ours: revert does not touch them, it says so and forgets the notes.
+    std::vector<std::string> noted;
+    for (const auto& [key, item] : books.user.items)
+      if (is_my_note(key, item) && pick(key.substr(std::string(conflict_prefix).size()))) noted.push_back(key);
+    for (const auto& key : noted) {
+      const record_item& item = books.user.items.at(key);
+      report.notes.push_back("left " + key.substr(std::string(conflict_prefix).size()) + " alone (" +
+                             standing_of(item).text() + ") since " + detail::utc_text(since_of(item)) +
+                             ": it is not hostcfg's, so it was not touched");
+      books.user.erase(key);
+    }
     return report;
   }
 
@@ -451,6 +628,172 @@ struct SymlinkSet {
  private:
   bool is_mine(const std::string& key, const record_item& item) const {
     return key.rfind("link:", 0) == 0 && item.primitive == kind() && item.get("set") == id();
+  }
+  bool is_my_note(const std::string& key, const record_item& item) const {
+    return key.rfind(conflict_prefix, 0) == 0 && item.primitive == kind() && item.get("set") == id();
+  }
+  static detail::link_standing standing_of(const record_item& item) {
+    detail::link_standing s{item.get("what"), item.get("owner"), item.get("target"), 0};
+    auto uids = detail::parse_uid_list(item.get("uid"));
+    if (!uids.empty()) s.uid = uids.front();
+    return s;
+  }
+  static std::int64_t since_of(const record_item& item) {
+    std::string text = item.get("since");
+    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos) return 0;
+    return std::stoll(text);
+  }
+
+  /// What stands at `path`, seen as probe sees it (the user, else root when in process).
+  template <class Ctx>
+  result<detail::link_standing> observe_standing(Ctx& ctx, const std::string& path, const file_status& st) const {
+    detail::link_standing s;
+    s.uid = st.uid;
+    s.what = st.type == file_type::symlink     ? "link"
+             : st.type == file_type::regular   ? "file"
+             : st.type == file_type::directory ? "directory"
+                                               : "special file";
+    if (st.type == file_type::symlink) {
+      auto target = ctx.fs.readlink(ctx.user_actor(), path);
+      if (!target && target.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
+        target = ctx.fs.readlink(ctx.elevated_actor(), path);
+      if (!target) return tl::unexpected(target.error());
+      s.target = *target;
+      auto absolute = resolve_link_target(path, *target);
+      s.owner = detail::link_owner_hint(absolute ? *absolute : *target);
+    }
+    return s;
+  }
+
+  /// Plans the conflict notes: one for each link left alone whose note is missing or out of date,
+  /// one "forget" for each note of this set whose conflict is gone. An up-to-date note only adds
+  /// its age to the link's detail ("left alone since ...").
+  void note_conflicts(const ledgers& books, const std::vector<link_spec>& wanted,
+                      const std::vector<std::optional<detail::link_standing>>& standing, probe_report& report) const {
+    std::set<std::string> paths;
+    std::vector<item_probe> notes;
+    for (std::size_t i = 0; i < wanted.size(); ++i) {
+      const std::string& path = wanted[i].path;
+      paths.insert(path);
+      const record_item* noted = books.user.find(conflict_id(path));
+      if (noted && !is_my_note(noted->id, *noted)) noted = nullptr;
+      item_probe note;
+      note.id = conflict_id(path);
+      note.path = path;
+      note.state = item_state::differs;
+      note.observed = report.items[i].observed;
+      if (standing[i]) {
+        if (noted && standing_of(*noted) == *standing[i]) {
+          report.items[i].detail += "; left alone since " + detail::utc_text(since_of(*noted));
+          continue;
+        }
+        note.current = noted ? standing_of(*noted).text() : std::string();
+        note.desired = standing[i]->text();
+        note.detail = "note in the record that " + path + " (" + note.desired + ") is left alone";
+        notes.push_back(note);
+      } else if (noted) {
+        note.current = standing_of(*noted).text();
+        note.detail = "forget the note about " + path + ": nothing is left alone there any more";
+        notes.push_back(note);
+      }
+    }
+    for (const auto& [key, item] : books.user.items) {
+      if (!is_my_note(key, item)) continue;
+      std::string path = key.substr(std::string(conflict_prefix).size());
+      if (paths.count(path)) continue;
+      item_probe note;
+      note.id = key;
+      note.path = path;
+      note.state = item_state::differs;
+      note.current = standing_of(item).text();
+      note.detail = "forget the note about " + path + ": the set no longer links it";
+      notes.push_back(note);
+    }
+    for (auto& n : notes) report.items.push_back(std::move(n));
+  }
+
+  /// Writes (or forgets) one conflict note in the user's record. What stands there is looked at
+  /// again and must be the version probe saw (compare-and-swap), so the note says what is there.
+  template <class Ctx>
+  result<std::string> note_conflict(Ctx& ctx, const change& c, ledgers& books) const {
+    if (c.kind == change_kind::remove) {
+      books.user.erase(c.item_id);
+      return std::string("forgot the note: nothing is left alone there any more");
+    }
+    auto st = ctx.fs.lstat(ctx.user_actor(), c.path);
+    if (!st && st.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
+      st = ctx.fs.lstat(ctx.elevated_actor(), c.path);
+    if (!st) return tl::unexpected(st.error());
+    if (c.expected && !same_version(*st, *c.expected))
+      return fail(errc::changed_since_probe, "note conflict", c.path, "it changed since it was probed", "run again");
+    auto seen = observe_standing(ctx, c.path, *st);
+    if (!seen) return tl::unexpected(seen.error());
+    record_item note{c.item_id, kind(), {}};
+    note.fields = {{"set", id()},
+                   {"what", seen->what},
+                   {"owner", seen->owner},
+                   {"target", seen->target},
+                   {"uid", std::to_string(seen->uid)},
+                   {"since", std::to_string(ctx.clock())}};
+    books.user.put(note);
+    return "noted: left alone (" + seen->text() + ")";
+  }
+
+  /// One item per companion: its first match on `search_path` (stat, as the user, as a shell's
+  /// PATH search would find it) must be the set's link of that name or the link's target.
+  template <class Ctx>
+  void probe_companions(Ctx& ctx, const std::vector<link_spec>& wanted, probe_report& report) const {
+    const actor user = ctx.user_actor();
+    for (const auto& name : companions) {
+      const link_spec* ours = nullptr;
+      for (const auto& l : wanted)
+        if (!ours && base_name(l.path) == name) ours = &l;
+      if (!ours) continue;  // desired_links refuses such a set; kept for safety
+      auto ours_target = resolve_link_target(ours->path, ours->target);
+      item_probe item;
+      item.id = companion_id(name);
+      item.path = ours->path;
+      item.desired = ours->path;
+      std::optional<std::string> found;
+      for (const auto& dir : search_path) {
+        std::string candidate = join_path(dir, name);
+        auto st = ctx.fs.stat(user, candidate);
+        if (st && st->type == file_type::regular && (st->mode & 0111) != 0) {
+          found = candidate;
+          break;
+        }
+      }
+      if (!found) {
+        std::string dirs;
+        for (const auto& d : search_path) dirs += (dirs.empty() ? "" : ":") + d;
+        item.state = item_state::conflict;
+        item.detail = name + " is not found on PATH (" + dirs + "): the linked programs cannot start it";
+        report.items.push_back(item);
+        continue;
+      }
+      item.path = *found;
+      item.current = *found;
+      bool is_ours = *found == ours->path || (ours_target && *found == *ours_target);
+      if (!is_ours) {  // another link to the very same file is as good as ours
+        auto st = ctx.fs.lstat(user, *found);
+        if (st && st->type == file_type::symlink) {
+          auto target = ctx.fs.readlink(user, *found);
+          auto absolute = target ? resolve_link_target(*found, *target) : result<std::string>(std::string());
+          is_ours = target && absolute && ours_target && *absolute == *ours_target;
+        }
+      }
+      if (is_ours) {
+        item.state = item_state::matches;
+        item.detail = name + " on PATH resolves to " + *found + " (ours)";
+      } else {
+        std::string owner = detail::link_owner_hint(*found);
+        item.state = item_state::conflict;
+        item.detail = name + " on PATH resolves to " + *found + " first (shadowing ours)" +
+                      (owner.empty() ? std::string() : "; it belongs to " + owner) + ": put " +
+                      parent_path(ours->path) + " before " + parent_path(*found) + " on PATH, or remove it";
+      }
+      report.items.push_back(item);
+    }
   }
 
   /// Removes the directories this set made in `scope`, innermost first, once none of its links is
@@ -489,7 +832,9 @@ struct SymlinkSet {
   }
 
   template <class Ctx>
-  item_probe probe_one(Ctx& ctx, const ledgers& books, const link_spec& l) const {
+  item_probe probe_one(Ctx& ctx, const ledgers& books, const link_spec& l, bool listed,
+                       std::map<std::string, detail::link_dir_facts>& dirs,
+                       std::optional<detail::link_standing>& standing) const {
     item_probe item;
     item.id = item_id(l.path);
     item.path = l.path;
@@ -502,13 +847,37 @@ struct SymlinkSet {
     };
     auto wanted_abs = resolve_link_target(l.path, l.target);
     if (!wanted_abs) return conflict("refused: the target " + l.target + " cannot be made absolute");
-    // Self-pointing and looping links, judged on physical paths (the link's directory may itself
-    // be reached through a symlink, ansible#40740).
-    auto phys_dir = detail::physical_path(ctx.fs, user, parent_path(l.path));
+    if (*wanted_abs == l.path) return conflict("refused: " + l.path + " -> " + l.target + " would point at itself");
+
+    // The link itself first: for a correct link this lstat and readlink are all it costs.
+    auto st = ctx.fs.lstat(user, l.path);
+    if (!st && st.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
+      st = ctx.fs.lstat(ctx.elevated_actor(), l.path);
+    std::optional<result<std::string>> current;
+    if (st && st->type == file_type::symlink) {
+      current = ctx.fs.readlink(user, l.path);
+      if (!*current && current->error().is_errno(EACCES) && ctx.priv.elevates_in_process())
+        current = ctx.fs.readlink(ctx.elevated_actor(), l.path);
+      if (*current) {
+        auto current_abs = resolve_link_target(l.path, **current);
+        if (current_abs && *current_abs == *wanted_abs) {
+          item.observed = *st;
+          item.current = **current;
+          return probe_correct(ctx, books, l, *wanted_abs, listed, item);
+        }
+      }
+    }
+
+    // Something will change, or is in the way: the full checks. Self-pointing and looping links
+    // are judged on physical paths (the link's directory may be reached through a symlink,
+    // ansible#40740); the directory's facts are shared by every link in it.
+    detail::link_dir_facts& facts = dirs[parent_path(l.path)];
+    if (!facts.physical) facts.physical = detail::physical_path(ctx.fs, user, parent_path(l.path));
+    const result<std::string>& phys_dir = *facts.physical;
     if (!phys_dir) return conflict("refused: " + phys_dir.error().message());
     std::string phys_link = join_path(*phys_dir == "/" ? "" : *phys_dir, base_name(l.path));
     auto phys_target = detail::physical_path(ctx.fs, user, *wanted_abs, phys_link);
-    if (*wanted_abs == l.path || (phys_target && path_is_within(*phys_target, phys_link)))
+    if (phys_target && path_is_within(*phys_target, phys_link))
       return conflict("refused: " + l.path + " -> " + l.target + " would point at itself");
     if (!phys_target) return conflict("refused: " + l.path + " -> " + l.target + " loops (" +
                                       phys_target.error().message() + ")");
@@ -518,9 +887,15 @@ struct SymlinkSet {
     bool target_missing = !target_st && target_st.error().is_errno(ENOENT);
     if (target_missing && !allow_dangling)
       return conflict("the target " + *wanted_abs + " does not exist (set allow_dangling to link it anyway)");
+    if (executables && target_st && (target_st->type != file_type::regular || (target_st->mode & 0111) == 0))
+      return conflict("the target " + *wanted_abs + " is not an executable regular file (" +
+                      (target_st->type == file_type::regular ? "mode " + detail::mode_text(target_st->mode)
+                                                             : std::string("not a regular file")) +
+                      "); a link to it would not run");
 
     const record_item* mine = books.find(item.id);
-    auto ancestor = detail::nearest_existing_dir(ctx.fs, user, l.path);
+    if (!facts.ancestor) facts.ancestor = detail::nearest_existing_dir(ctx.fs, user, l.path);
+    const auto& ancestor = *facts.ancestor;
     if (!ancestor) {
       if (ancestor.error().is_errno(EACCES)) {
         item.state = item_state::unreadable;
@@ -529,9 +904,13 @@ struct SymlinkSet {
       }
       return conflict("a non-directory stands where a parent directory is needed: " + ancestor.error().message());
     }
-    auto st = ctx.fs.lstat(user, l.path);
-    if (!st && st.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
-      st = ctx.fs.lstat(ctx.elevated_actor(), l.path);
+    auto stands = [&](const file_status& seen, std::string target, std::string owner) {
+      standing = detail::link_standing{seen.type == file_type::symlink     ? "link"
+                                       : seen.type == file_type::regular   ? "file"
+                                       : seen.type == file_type::directory ? "directory"
+                                                                           : "special file",
+                                       std::move(owner), std::move(target), seen.uid};
+    };
     if (!st) {
       const error& e = st.error();
       if (!e.is_errno(ENOENT)) {
@@ -546,40 +925,36 @@ struct SymlinkSet {
                               detail::mode_text(dir_mode) + ")";
     } else {
       item.observed = *st;
-      if (st->type == file_type::directory)
+      if (st->type == file_type::directory) {
+        stands(*st, {}, {});
         return conflict("a directory stands at " + l.path + "; it is never replaced (move it away to link " +
                         l.target + ")");
+      }
       if (st->type == file_type::regular) {
         item.current = "regular file";
-        if (!take_over)
+        if (!take_over) {
+          stands(*st, {}, {});
           return conflict("a regular file stands at " + l.path + " (set take_over to replace it with a link to " +
                           l.target + "; the file is kept and restored on revert)");
+        }
         item.state = item_state::differs;
         item.detail = "a regular file stands there; taken over (moved aside, restored on revert)";
       } else if (st->type != file_type::symlink) {
+        stands(*st, {}, {});
         return conflict("a special file stands at " + l.path + "; it is never replaced");
       } else {
-        auto current = ctx.fs.readlink(user, l.path);
-        if (!current && current.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
-          current = ctx.fs.readlink(ctx.elevated_actor(), l.path);
-        if (!current) {
+        if (!*current) {
           item.state = item_state::unreadable;
-          item.detail = current.error().message();
+          item.detail = current->error().message();
           return item;
         }
-        item.current = *current;
-        auto current_abs = resolve_link_target(l.path, *current);
-        std::string current_text = current_abs ? *current_abs : *current;
+        item.current = **current;
+        auto current_abs = resolve_link_target(l.path, **current);
+        std::string current_text = current_abs ? *current_abs : **current;
         bool dangling = false;
         if (current_abs) {
           auto followed = ctx.fs.stat(user, l.path);
           dangling = !followed && (followed.error().is_errno(ENOENT) || followed.error().is_errno(ELOOP));
-        }
-        if (current_abs && *current_abs == *wanted_abs) {
-          item.state = item_state::matches;
-          item.detail = dangling ? "correct (the target does not exist yet; allowed)" : "correct";
-          register_user(ctx, books, item);
-          return item;
         }
         if (mine && mine->get("target") == current_text) {
           item.state = item_state::differs;
@@ -591,7 +966,10 @@ struct SymlinkSet {
           std::string owner = detail::link_owner_hint(current_text);
           std::string whose = "foreign: " + l.path + " -> " + current_text +
                               (owner.empty() ? std::string() : " (belongs to " + owner + ")");
-          if (!take_over) return conflict(whose + "; left alone (set take_over to re-point it to " + l.target + ")");
+          if (!take_over) {
+            stands(*st, **current, owner);
+            return conflict(whose + "; left alone (set take_over to re-point it to " + l.target + ")");
+          }
           item.state = item_state::differs;
           item.detail = whose + "; taken over (the old target is kept for revert)";
         }
@@ -599,8 +977,9 @@ struct SymlinkSet {
     }
     // Who may make the change: the user when they can write the directory, else elevation.
     if (!may_write_dir(user, ancestor->second)) {
-      if (auto unsafe = detail::untrusted_for_root(ctx.fs, user, parent_path(l.path)))
-        return conflict("unsafe path: " + *unsafe + "; hostcfg never works there with admin rights");
+      if (!facts.unsafe_for_root) facts.unsafe_for_root = detail::untrusted_for_root(ctx.fs, user, parent_path(l.path));
+      if (*facts.unsafe_for_root)
+        return conflict("unsafe path: " + **facts.unsafe_for_root + "; hostcfg never works there with admin rights");
       item.needs_elevation = true;
       item.elevation_reason = ancestor->first + " is " + detail::owner_mode_text(ancestor->second) +
                               ", not writable by uid " + std::to_string(user.uid);
@@ -608,18 +987,64 @@ struct SymlinkSet {
     return item;
   }
 
-  /// A correct system link that another user's run made: this user starts relying on it. Only
-  /// when this process can write the privileged record (it elevates in process); otherwise the
-  /// uid is added the next time this user's run changes the link with elevation.
+  /// A link that already points at its target. Followed (one stat) only when that tells
+  /// something: a target named in `links` (nobody listed it: it may be missing), or
+  /// `executables` (it must end at an executable regular file, as the user sees it).
+  template <class Ctx>
+  item_probe probe_correct(Ctx& ctx, const ledgers& books, const link_spec& l, const std::string& wanted_abs,
+                           bool listed, item_probe item) const {
+    item.state = item_state::matches;
+    item.detail = "correct";
+    if (!listed || executables || allow_dangling) {
+      auto followed = ctx.fs.stat(ctx.user_actor(), l.path);
+      auto conflict = [&](std::string why) {
+        item.state = item_state::conflict;
+        item.detail = std::move(why);
+        return item;
+      };
+      if (!followed) {
+        const error& e = followed.error();
+        if (e.is_errno(ELOOP)) return conflict("refused: the target " + wanted_abs + " loops");
+        if (e.is_errno(ENOENT) && !allow_dangling)
+          return conflict("the target " + wanted_abs + " does not exist (set allow_dangling to link it anyway)");
+        if (e.is_errno(ENOENT)) item.detail = "correct (the target does not exist yet; allowed)";
+        else if (executables)
+          return conflict(l.path + " points at " + wanted_abs + " as it should, but uid " +
+                          std::to_string(ctx.user_actor().uid) + " cannot follow it: " + e.message());
+      } else if (executables && (followed->type != file_type::regular || (followed->mode & 0111) == 0)) {
+        return conflict(l.path + " points at " + wanted_abs + " as it should, but that is not an executable " +
+                        "regular file (" +
+                        (followed->type == file_type::regular ? "mode " + detail::mode_text(followed->mode)
+                                                              : std::string("not a regular file")) +
+                        "): the command would not run");
+      }
+    }
+    register_user(ctx, books, item);
+    return item;
+  }
+
+  /// A correct system link that another user's run made: this user starts relying on it. The
+  /// list is in the root-owned record. A process that is root (in process) writes it directly,
+  /// with no prompt. One that hands elevated work to a runner (CommandPrivilege as a user) makes
+  /// it an elevated change: it is handed off like any other and costs the one prompt of the run;
+  /// the runner itself (which reads only the root-owned record) keeps it elevated, so it is not
+  /// refused as "a change the user could make alone". A backend that can do neither leaves it.
   template <class Ctx>
   void register_user(Ctx& ctx, const ledgers& books, item_probe& item) const {
     const record_item* sys = books.system.find(item.id);
-    if (!sys || sys->get("set") != id() || !ctx.priv.elevates_in_process()) return;
+    if (!sys || sys->get("set") != id()) return;
+    const bool runner = !ctx.read_user_record;
+    const bool direct = !runner && ctx.priv.elevates_in_process();
+    if (!runner && !direct && !detail::has_run_elevated<std::decay_t<decltype(ctx.priv)>>::value) return;
     uid_type uid = ctx.user_actor().uid;
     for (auto u : detail::parse_uid_list(sys->get("users")))
       if (u == uid) return;
     item.state = item_state::differs;
     item.detail = "register: the link is correct; record that uid " + std::to_string(uid) + " relies on it";
+    if (!direct) {
+      item.needs_elevation = true;
+      item.elevation_reason = "the users relying on a system link are listed in the root-owned record";
+    }
   }
 
   template <class Ctx>
@@ -721,6 +1146,9 @@ struct SymlinkSet {
     if (elevated) add_user();
     if (previous && previous_is_system != elevated) books.scope(previous_is_system).erase(c.item_id);
     books.scope(elevated).put(item);
+    // Whatever was left alone there is gone now (taken over, or removed by its owner).
+    const record_item* noted = books.user.find(conflict_id(c.path));
+    if (noted && is_my_note(noted->id, *noted)) books.user.erase(conflict_id(c.path));
     if (!linked) what += " (the directory sync failed: run again to make sure it lasts)";
     if (!made->empty()) what += "; created " + made->front();
     return what;
@@ -818,6 +1246,26 @@ struct SymlinkSet {
 
 namespace detail {
 
+/// True when every change of `p` that needs elevation only records that this user relies on a
+/// correct system link (nothing on disk would change).
+inline bool only_registrations(const plan& p) {
+  bool any = false;
+  for (const auto& c : p.changes)
+    if (c.needs_elevation) {
+      if (c.object != "link record") return false;
+      any = true;
+    }
+  return any;
+}
+
+/// The changes of `p` the user makes alone.
+inline plan local_part(const plan& p) {
+  plan local{p.primitive, p.id, {}};
+  for (const auto& c : p.changes)
+    if (!c.needs_elevation) local.changes.push_back(c);
+  return local;
+}
+
 /// converge's step for `fallback(SymlinkSet, all_of(SymlinkSet, PathEdit))` (the CLI-links
 /// recipe, recipes/cli_links.hpp). It runs like every fallback - the primary first, the
 /// alternative when elevation is not granted - except when the primary works again: the generic
@@ -833,6 +1281,9 @@ struct runner<fallback_step<SymlinkSet, Group<SymlinkSet, PathEdit>>> {
   step_report step;
   std::optional<step_report> extra;
   bool use_alternative = false;
+  /// The links are in place but this user could not be recorded as relying on them: no fallback
+  /// (the commands work), a note instead.
+  bool registration_refused = false;
 
   template <class Ctx>
   void prepare(Ctx& ctx, const ledgers& books) { step = probe_and_plan(ctx, books, f.primary); }
@@ -841,9 +1292,21 @@ struct runner<fallback_step<SymlinkSet, Group<SymlinkSet, PathEdit>>> {
 
   template <class Ctx>
   void run(Ctx& ctx, ledgers& books, const grant& g) {
-    use_alternative = !step.failure && step.planned.needs_elevation() && !g.elevated;
+    const bool refused = !step.failure && step.planned.needs_elevation() && !g.elevated;
+    registration_refused = refused && only_registrations(step.planned);
+    use_alternative = refused && !registration_refused;
     if (!use_alternative) {
       apply_step(ctx, books, f.primary, step, g);
+      // A hand-off brings back the runner's events only: what the user does alone (conflict notes
+      // in the user's record) is still to do, here, as the user.
+      if (g.handed_off && g.elevated && !step.failure) {
+        plan local = local_part(step.planned);
+        if (!local.empty()) {
+          apply_report mine = f.primary.apply(ctx, local, grant{}, books);
+          for (const auto& e : mine.events) ctx.emit(step.id, e);
+          for (auto& e : mine.events) step.applied.events.push_back(std::move(e));
+        }
+      }
       return;
     }
     step.elevation = g;
@@ -886,11 +1349,21 @@ struct runner<fallback_step<SymlinkSet, Group<SymlinkSet, PathEdit>>> {
       report.steps.push_back(std::move(step));
       return;
     }
+    if (registration_refused) {
+      std::string why = step.elevation && step.elevation->answer_ ? answer_name(*step.elevation->answer_)
+                                                                  : "not requested";
+      if (step.elevation && step.elevation->from_record) why += ", a recorded decision: set re-prompt to ask again";
+      step.applied.notes.push_back("uid " + std::to_string(ctx.user_actor().uid) +
+                                   " is not recorded as relying on the links in " + primary_dir + " (admin rights: " +
+                                   why + "); they work now, but another user's uninstall may remove them");
+    }
     const probe_report& now = step.after ? *step.after : step.before;
     std::set<std::string> covered;
     for (const auto& item : now.items) {
-      if (item.state == item_state::matches) covered.insert(base_name(item.path));
-      else if (item.state == item_state::conflict) step.applied.notes.push_back("left alone: " + item.detail);
+      const bool link = item.id.rfind("link:", 0) == 0;  // not a conflict note or a companion check
+      if (link && item.state == item_state::matches) covered.insert(base_name(item.path));
+      else if (link && item.state == item_state::conflict) step.applied.notes.push_back("left alone: " + item.detail);
+      else if (item.state == item_state::conflict) step.applied.notes.push_back(item.detail);
     }
     step_report retired;
     retired.primitive = f.alternative.kind();
