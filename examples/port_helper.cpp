@@ -1,8 +1,11 @@
 // port-helper: the privileged helper daemon, a small main over hostcfg/helper/server.hpp.
 //
 //   port-helper --socket /var/run/com.example.helper.sock --uid 501
-//               [--gid N] [--policy-path PATH] [--allow-address loopback|any]
+//               [--gid N] [--policy-path PATH] [--state PATH] [--allow-address loopback|any]
 //               [--allow-ports 1-1023[,R...]] [--timeout-ms 5000] [--once]
+//               [--label com.docker.vmnetd] [--plist-dir /Library/LaunchDaemons]
+//               [--app-id com.docker.desktop] [--system-record PATH] [--root DIR]
+//               [--service-manager launchctl|file-only]
 //
 //   port-helper --one-shot [--root DIR] [--system-record PATH] [--uid N]
 //
@@ -10,8 +13,17 @@
 // The same program is the elevated one-shot runner (helper/one_shot.hpp) that CommandPrivilege
 // starts through sudo / pkexec / the macOS admin dialog: it reads the privileged part of a plan on
 // stdin, applies it as root and answers on stdout. One program, two modes.
-// uninstall_self stops the daemon; removing its launchd plist / unit is the installer's job
-// (LaunchdPlist's revert), run by whoever wires the callback in a real product.
+//
+// uninstall_self (from the served uid only) replies ok, then removes the helper's socket, the
+// policy cache if the helper's own record (--state) says the helper created it, that record, and
+// reverts the helper's launchd job through the library (helper/self_uninstall.hpp): bootout
+// through the service manager, then the plist <plist-dir>/<label>.plist is removed if the app's
+// root-owned record (--app-id, --system-record) says hostcfg created it. Then it exits: 0 when
+// every step worked, 1 naming the step that did not.
+//
+// Sandboxing: --root DIR puts the launchd plist and the app's record under DIR (RootedFs);
+// --service-manager file-only never talks to launchd ("skipped: no launchd here", the default off
+// macOS). --socket, --policy-path and --state are always real paths, in root-owned directories.
 #include <signal.h>
 #include <cerrno>
 #include <unistd.h>
@@ -22,7 +34,12 @@
 #include <string>
 #include <vector>
 
+#include "hostcfg/backend/posix_fs.hpp"
+#include "hostcfg/backend/rooted_fs.hpp"
+#include "hostcfg/backend/service_manager.hpp"
+#include "hostcfg/context.hpp"
 #include "hostcfg/helper/one_shot.hpp"
+#include "hostcfg/helper/self_uninstall.hpp"
 #include "hostcfg/helper/server.hpp"
 #include "hostcfg/primitives/hosts_entry.hpp"
 #include "hostcfg/primitives/launchd_plist.hpp"
@@ -39,8 +56,10 @@ void on_signal(int) {
 
 int usage(const char* why) {
   std::fprintf(stderr,
-               "port-helper: %s\nusage: port-helper --socket PATH --uid N [--gid N] [--policy-path PATH]\n"
-               "       [--allow-address loopback|any] [--allow-ports 1-1023[,FIRST-LAST...]] [--timeout-ms N] [--once]\n",
+               "port-helper: %s\nusage: port-helper --socket PATH --uid N [--gid N] [--policy-path PATH] [--state PATH]\n"
+               "       [--allow-address loopback|any] [--allow-ports 1-1023[,FIRST-LAST...]] [--timeout-ms N] [--once]\n"
+               "       [--label LABEL] [--plist-dir DIR] [--app-id ID] [--system-record PATH] [--root DIR]\n"
+               "       [--service-manager launchctl|file-only]\n",
                why);
   return 2;
 }
@@ -80,7 +99,14 @@ int main(int argc, char** argv) {
     return run_one_shot<hostcfg::ManagedFile, hostcfg::HostsEntry, hostcfg::ProtectedFile, hostcfg::LaunchdPlist>(
         0, 1, 2, parse_one_shot_options(argc, argv));
   server_config config;
-  bool have_uid = false, have_gid = false;
+  bool have_uid = false, have_gid = false, have_state = false;
+  std::string label = "com.docker.vmnetd", plist_dir = "/Library/LaunchDaemons", app_id = "com.docker.desktop";
+  std::string root = "/", system_record;
+#ifdef __APPLE__
+  bool use_launchctl = true;
+#else
+  bool use_launchctl = false;
+#endif
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
@@ -103,6 +129,9 @@ int main(int argc, char** argv) {
       have_gid = true;
     } else if (arg == "--policy-path") {
       config.policy_path = value;
+    } else if (arg == "--state") {
+      config.state_path = value;
+      have_state = true;
     } else if (arg == "--allow-address") {
       const std::string scope = value;
       if (scope == "loopback") config.allow_address = address_scope::loopback;
@@ -113,19 +142,52 @@ int main(int argc, char** argv) {
     } else if (arg == "--timeout-ms") {
       if (!parse_number(value, 600000, n) || n == 0) return usage("--timeout-ms needs a positive number");
       config.request_timeout_ms = static_cast<int>(n);
+    } else if (arg == "--label") {
+      if (!hostcfg::validate_label(value)) return usage("--label needs a launchd label such as com.example.helper");
+      label = value;
+    } else if (arg == "--plist-dir" || arg == "--root" || arg == "--system-record") {
+      if (!hostcfg::is_normal_path(value)) return usage((arg + " needs an absolute normal path").c_str());
+      (arg == "--plist-dir" ? plist_dir : arg == "--root" ? root : system_record) = value;
+    } else if (arg == "--app-id") {
+      app_id = value;
+      if (app_id.empty() || app_id.find('/') != std::string::npos) return usage("--app-id needs an app id without '/'");
+    } else if (arg == "--service-manager") {
+      const std::string which = value;
+      if (which == "launchctl") use_launchctl = true;
+      else if (which == "file-only") use_launchctl = false;
+      else return usage("--service-manager is launchctl or file-only");
     } else {
       return usage(("unknown option " + arg).c_str());
     }
   }
   if (config.socket_path.empty() || !have_uid) return usage("--socket and --uid are required");
   if (!have_gid) config.socket_gid = config.allowed_uid;
+  // The helper's own record sits beside the app's privileged records unless told otherwise.
+  if (!have_state && !config.policy_path.empty())
+    config.state_path = hostcfg::default_system_record_path(label + ".helper");
   if (::geteuid() != 0) std::fprintf(stderr, "port-helper: warning: not running as root; binds below 1024 will fail\n");
 
   config.log = [](const log_event& e) { std::fprintf(stderr, "port-helper: %s\n", e.text().c_str()); };
-  config.uninstall = [] {
-    if (running != nullptr) running->stop();
-    return reply_status::ok;
-  };
+
+  // The helper's own launchd job, reverted through the library on uninstall_self. Only the label
+  // and the plist's place matter to a revert; the program is the helper's usual home.
+  hostcfg::launchd_job job;
+  job.label = label;
+  job.program = "/Library/PrivilegedHelperTools/" + label;
+  hostcfg::LaunchdPlist plist{job};
+  plist.directory = plist_dir;
+  hostcfg::PosixFs posix;
+  hostcfg::RootedFs<hostcfg::PosixFs> fs(posix, root);
+  // Root acting for the served user: the revert needs no prompt, and a daemon's plist is root's.
+  hostcfg::user_identity served{config.allowed_uid, config.socket_gid, {config.socket_gid}, "", "/", "", {}, {}};
+  hostcfg::RootFor priv(served);
+  hostcfg::context<hostcfg::RootedFs<hostcfg::PosixFs>, hostcfg::RootFor> ctx(fs, priv, app_id);
+  if (!system_record.empty()) ctx.system_record.path = system_record;
+  hostcfg::FileOnlyServiceManager file_only;
+  hostcfg::LaunchctlServiceManager launchctl;
+  hostcfg::any_service_manager sm_file_only(file_only), sm_launchctl(launchctl);
+  ctx.attach(use_launchctl ? sm_launchctl : sm_file_only);
+  config.uninstall = revert_launchd_job(ctx, plist);
 
   // Replies use MSG_NOSIGNAL already; ignoring SIGPIPE also covers anything else that writes.
   ::signal(SIGPIPE, SIG_IGN);

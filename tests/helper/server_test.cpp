@@ -25,9 +25,14 @@
 #include <thread>
 #include <vector>
 
+#include "hostcfg/backend/memory_fs.hpp"
+#include "hostcfg/backend/service_manager.hpp"
+#include "hostcfg/converge.hpp"
 #include "hostcfg/helper/client.hpp"
+#include "hostcfg/helper/self_uninstall.hpp"
 #include "hostcfg/helper/port_bind.hpp"
 #include "hostcfg/helper/protocol.hpp"
+#include "hostcfg/primitives/launchd_plist.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -102,8 +107,11 @@ struct running_server {
   std::mutex mutex;
   std::vector<log_event> events;
   std::optional<error> listen_error;
+  std::optional<result<void>> outcome;  ///< what `run` returned; read only once `finished`
+  std::atomic<bool> finished{false};     ///< set by the server thread after `outcome`
 
   explicit running_server(server_config config) {
+    socket_path = config.socket_path;
     config.log = [this](const log_event& e) {
       std::lock_guard<std::mutex> lock(mutex);
       events.push_back(e);
@@ -114,9 +122,30 @@ struct running_server {
       return;
     }
     server.emplace(std::move(*s));
-    thread = std::thread([this] { (void)server->run(); });
+    thread = std::thread([this] {
+      outcome = server->run();
+      finished = true;
+    });
   }
   ~running_server() { stop(); }
+  /// Waits for `run` to return by itself (after uninstall_self), then joins; false when it did not
+  /// within `ms` (the destructor then stops it, so a failing test never hangs).
+  bool ended_by_itself(int ms = 10000) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (!finished && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!finished) return false;
+    thread.join();
+    return true;
+  }
+  std::vector<std::string> details(log_kind kind) {
+    std::lock_guard<std::mutex> lock(mutex);
+    std::vector<std::string> out;
+    for (const auto& e : events)
+      if (e.kind == kind) out.push_back(e.detail);
+    return out;
+  }
+  std::string socket_path;  ///< the configured socket
   void stop() {
     if (server) server->stop();
     if (thread.joinable()) thread.join();
@@ -794,22 +823,244 @@ TEST_CASE("a refresh writes only the configured path, whatever its bytes say") {
   CHECK(big.error().is(errc::too_large));
 }
 
-TEST_CASE("uninstall_self runs the owner's callback once") {
+/// The helper's installation as the app's installer leaves it: the daemon plist converged into a
+/// macOS-like MemoryFs (root-owned record saying hostcfg created it) and loaded in a fake launchd;
+/// `ctx` is the helper's own view (root acting for the served user), `hook` its uninstall.
+struct installed_helper {
+  MemoryFs fs;
+  FakeServiceManager fake;
+  any_service_manager sm{fake};
+  RootFor priv{user_identity{501, 20, {20}, "alice", "/Users/alice", "/bin/zsh", std::nullopt, std::nullopt}};
+  context<MemoryFs, RootFor> ctx{fs, priv, "com.docker.desktop"};
+  LaunchdPlist job{docker_vmnetd_job()};
+  static constexpr const char* plist = "/Library/LaunchDaemons/com.docker.vmnetd.plist";
+  static constexpr const char* record_path = "/var/lib/hostcfg/com.docker.desktop.record";
+
+  installed_helper() {
+    fs.add_dir("/Library/LaunchDaemons", 0755, 0, 0);
+    fs.add_dir("/Library/PrivilegedHelperTools", 0755, 0, 0);
+    fs.add_file("/Library/PrivilegedHelperTools/com.docker.vmnetd", "helper binary", 0755, 0, 0);
+    fs.add_dir("/var/lib", 0755, 0, 0);
+    job.poll_interval = std::chrono::milliseconds(0);
+    ctx.attach(sm);
+  }
+  bool install() {
+    auto report = converge(ctx, job);
+    return report && report->ok() && fs.file_bytes(plist) && fs.file_bytes(record_path) &&
+           fake.loaded(launchd_domain::system(), "com.docker.vmnetd");
+  }
+};
+
+TEST_CASE("uninstall_self replies ok, boots out and removes its plist, its socket and the policy cache it made") {
   if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
   root_dir dir;
+  REQUIRE(::mkdir((dir / "policy").c_str(), 0755) == 0);
+  installed_helper installed;
+  REQUIRE(installed.install());
+  installed.fake.clear_calls();
+  auto config = base_config(dir, nobody);
+  config.policy_path = dir / "policy/policy.json";
+  config.state_path = dir / "state/helper.record";  // its directory does not exist yet
+  config.uninstall = revert_launchd_job(installed.ctx, installed.job);
+  running_server srv(config);
+  REQUIRE(srv.server);
+  const std::string policy = "{\"allowed\":[\"docker.io\"]}\n";
+
+  const std::string got = as_user(nobody, [&] {
+    client_options o{dir / "h.sock", 2000};
+    auto first = refresh_policy(o, "{}");
+    auto second = refresh_policy(o, policy);
+    if (!first || !second) return std::string("refresh failed");
+    auto gone = uninstall_helper(o);
+    return std::string(gone ? "uninstall ok" : "uninstall: " + gone.error().message());
+  });
+  CHECK(got == "uninstall ok");
+  REQUIRE(srv.ended_by_itself());
+  REQUIRE(srv.outcome);
+  CHECK(*srv.outcome);
+
+  // The launchd job: booted out through the service manager, the plist and its record gone.
+  CHECK(installed.fake.call_lines() == std::vector<std::string>{"bootout system/com.docker.vmnetd",
+                                                                "is_loaded system/com.docker.vmnetd"});
+  CHECK_FALSE(installed.fake.loaded(launchd_domain::system(), "com.docker.vmnetd"));
+  CHECK_FALSE(installed.fs.status_of(installed_helper::plist));
+  CHECK_FALSE(installed.fs.file_bytes(installed_helper::record_path));
+  CHECK(installed.fs.status_of("/Library/PrivilegedHelperTools/com.docker.vmnetd"));  // not the job's to remove
+  // The socket, the policy cache the helper created, its record and the record's directory: gone;
+  // the policy directory (not the helper's) stays.
+  struct stat st {};
+  CHECK(::lstat((dir / "h.sock").c_str(), &st) != 0);
+  CHECK(errno == ENOENT);
+  CHECK(list_dir(dir.path) == std::vector<std::string>{"policy"});
+  CHECK(list_dir(dir / "policy").empty());
+  CHECK(srv.details(log_kind::uninstalled) ==
+        std::vector<std::string>{
+            "uninstall_self accepted; replying, then uninstalling",
+            "removed socket " + (dir / "h.sock"),
+            "removed policy cache " + (dir / "policy/policy.json"),
+            "removed helper record " + (dir / "state/helper.record"),
+            "removed directory " + (dir / "state"),
+            "system/com.docker.vmnetd: booted out; /Library/LaunchDaemons/com.docker.vmnetd.plist: removed",
+        });
+  CHECK(srv.count(log_kind::uninstall_failed) == 0);
+  const auto st_after = srv.server->stats();
+  CHECK(st_after.served == 3);
+  CHECK(st_after.accepted == 3);
+  CHECK(st_after.closed == 3);
+  CHECK(st_after.open == 0);
+}
+
+TEST_CASE("the helper's record: created once by the first write, kept root-only, untrusted when others own it") {
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  root_dir dir;
+  REQUIRE(::mkdir((dir / "policy").c_str(), 0755) == 0);
+  REQUIRE(::mkdir((dir / "state").c_str(), 0755) == 0);
   auto config = base_config(dir, 0);
+  config.policy_path = dir / "policy/policy.json";
+  config.state_path = dir / "state/helper.record";
+  running_server srv(config);
+  REQUIRE(srv.server);
+  client_options o{dir / "h.sock", 2000};
+  REQUIRE(refresh_policy(o, "one"));
+  REQUIRE(refresh_policy(o, "two"));
+  struct stat st {};
+  REQUIRE(::lstat((dir / "state/helper.record").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+  CHECK(st.st_uid == 0);
+  // The directory existed: the record does not claim it.
+  CHECK(read_all(dir / "state/helper.record") ==
+        "# hostcfg record: written by hostcfg, do not edit\nhostcfg-record 1\napp hostcfg-helper\n"
+        "item policy:" + (dir / "policy/policy.json") + "\nprimitive helper_policy\nfield created 1\nfield written two\nend\n");
+  CHECK(srv.details(log_kind::policy_written) ==
+        std::vector<std::string>{"3 bytes to " + (dir / "policy/policy.json") + " (created; recorded as the helper's)",
+                                 "3 bytes to " + (dir / "policy/policy.json")});
+  // A record someone else owns is never trusted nor overwritten: the refresh writes nothing.
+  REQUIRE(::chown((dir / "state/helper.record").c_str(), nobody, nobody) == 0);
+  auto refused = refresh_policy(o, "three");
+  REQUIRE(!refused);
+  CHECK(refused.error().reason == "policy refresh: internal error in the helper");
+  CHECK(read_all(dir / "policy/policy.json") == "two");
+  auto e = srv.last(log_kind::policy_failed);
+  REQUIRE(e);
+  CHECK(e->detail == "not written: read helper record " + (dir / "state/helper.record") +
+                         ": is not owned by root or is writable by others; not trusted "
+                         "[remove it; it was not written by the helper]");
+}
+
+TEST_CASE("uninstall_self leaves a policy cache it did not create, and one changed since, and says why") {
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  for (const bool existed_before : {true, false}) {
+    CAPTURE(existed_before);
+    root_dir dir;
+    REQUIRE(::mkdir((dir / "policy").c_str(), 0755) == 0);
+    REQUIRE(::mkdir((dir / "state").c_str(), 0755) == 0);
+    if (existed_before) {
+      // The installer's ProtectedFile made it: the installer's record owns it.
+      const int fd = ::open((dir / "policy/policy.json").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+      REQUIRE(fd >= 0);
+      ::close(fd);
+    }
+    installed_helper installed;
+    REQUIRE(installed.install());
+    auto config = base_config(dir, 0);
+    config.policy_path = dir / "policy/policy.json";
+    config.state_path = dir / "state/helper.record";
+    config.uninstall = revert_launchd_job(installed.ctx, installed.job);
+    running_server srv(config);
+    REQUIRE(srv.server);
+    client_options o{dir / "h.sock", 2000};
+    REQUIRE(refresh_policy(o, "helper bytes"));
+    if (!existed_before) {
+      // Someone (root) edits the cache after the helper wrote it.
+      const int fd = ::open((dir / "policy/policy.json").c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+      REQUIRE(fd >= 0);
+      REQUIRE(::write(fd, "edited", 6) == 6);
+      ::close(fd);
+    }
+    REQUIRE(uninstall_helper(o));
+    REQUIRE(srv.ended_by_itself());
+    REQUIRE(srv.outcome);
+    // The other steps still ran: socket, record and job are gone either way.
+    CHECK(list_dir(dir.path) == std::vector<std::string>{"policy", "state"});
+    CHECK(list_dir(dir / "state").empty());
+    CHECK_FALSE(installed.fs.status_of(installed_helper::plist));
+    CHECK(list_dir(dir / "policy") == std::vector<std::string>{"policy.json"});
+    if (existed_before) {
+      CHECK(*srv.outcome);
+      CHECK(read_all(dir / "policy/policy.json") == "helper bytes");
+      CHECK(srv.count(log_kind::uninstall_failed) == 0);
+      CHECK(srv.details(log_kind::uninstalled)[2] ==
+            "policy cache " + (dir / "policy/policy.json") + " existed before the helper wrote it; left alone");
+    } else {
+      REQUIRE_FALSE(*srv.outcome);
+      CHECK(srv.outcome->error().is(errc::drifted));
+      CHECK(read_all(dir / "policy/policy.json") == "edited");
+      CHECK(srv.details(log_kind::uninstall_failed) ==
+            std::vector<std::string>{"uninstall helper " + (dir / "policy/policy.json") +
+                                     ": the policy cache changed since the helper wrote it [it was left in place; "
+                                     "remove it by hand if it is no longer needed]"});
+    }
+  }
+}
+
+TEST_CASE("uninstall_self from another uid is closed before a byte is read; nothing is uninstalled") {
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  root_dir dir;
+  installed_helper installed;
+  REQUIRE(installed.install());
+  installed.fake.clear_calls();
+  auto config = base_config(dir, nobody);
   std::atomic<int> calls{0};
-  config.uninstall = [&] {
+  config.uninstall = [&]() -> result<std::string> {
     ++calls;
-    return reply_status::ok;
+    return std::string("not expected");
   };
   running_server srv(config);
   REQUIRE(srv.server);
+  // Root can connect through the 0600 mode (nobody else could), but is not the served uid.
+  auto gone = uninstall_helper(client_options{dir / "h.sock", 2000});
+  REQUIRE_FALSE(gone);
+  CHECK(gone.error().is(errc::refused_by_policy));
+  REQUIRE(srv.wait_idle(1));
+  CHECK(srv.count(log_kind::peer_refused) == 1);
+  auto refused = srv.last(log_kind::peer_refused);
+  REQUIRE(refused);
+  CHECK(refused->detail == "uid 0 is not the served uid 65534; closed unread");
+  CHECK(srv.count(log_kind::uninstalled) == 0);
+  CHECK(srv.server->stats().bad_requests == 0);
+  CHECK(calls == 0);
+  // Still installed and still serving its user.
+  struct stat st {};
+  CHECK(::lstat((dir / "h.sock").c_str(), &st) == 0);
+  CHECK(installed.fs.status_of(installed_helper::plist));
+  CHECK(installed.fake.call_lines().empty());
+  CHECK(as_user(nobody, [&] { return handshake(client_options{dir / "h.sock", 2000}) ? "ok" : "failed"; }) == "ok");
+  CHECK_FALSE(srv.finished);
+}
+
+TEST_CASE("uninstall_self refuses a record that names another plist than the configured one") {
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  root_dir dir;
+  installed_helper installed;
+  REQUIRE(installed.install());
+  installed.fake.clear_calls();
+  LaunchdPlist elsewhere = installed.job;
+  elsewhere.directory = "/Library/Other";
+  auto config = base_config(dir, 0);
+  config.uninstall = revert_launchd_job(installed.ctx, elsewhere);
+  running_server srv(config);
+  REQUIRE(srv.server);
   REQUIRE(uninstall_helper(client_options{dir / "h.sock", 2000}));
-  CHECK(calls == 1);
-  auto e = srv.last(log_kind::uninstalled);
-  REQUIRE(e);
-  CHECK(e->detail == "uninstall callback returned ok");
+  REQUIRE(srv.ended_by_itself());
+  REQUIRE(srv.outcome);
+  REQUIRE_FALSE(*srv.outcome);
+  CHECK(srv.outcome->error().message() ==
+        "uninstall helper job /Library/Other/com.docker.vmnetd.plist: the record names "
+        "/Library/LaunchDaemons/com.docker.vmnetd.plist for launchd:com.docker.vmnetd, not the configured plist "
+        "[nothing was reverted; check the helper's --label and --plist-dir]");
+  CHECK(installed.fake.call_lines().empty());
+  CHECK(installed.fs.status_of(installed_helper::plist));
+  CHECK(list_dir(dir.path).empty());  // its socket is gone all the same
 }
 
 TEST_CASE("a client of another protocol version fails closed with an upgrade hint") {

@@ -1,17 +1,27 @@
 #pragma once
 /// @file
 /// The privileged helper's server: a root process that binds privileged ports for one user and
-/// hands the sockets back over a UNIX socket, refreshes one fixed policy file, and can run its
-/// owner's uninstall callback. Nothing else: requests carry no paths and no commands.
+/// hands the sockets back over a UNIX socket, refreshes one fixed policy file, and uninstalls
+/// itself. Nothing else: requests carry no paths and no commands.
 ///
 ///     helper::server_config config;
 ///     config.socket_path = "/var/run/com.example.helper.sock";
 ///     config.allowed_uid = 501;
 ///     config.policy_path = "/Library/Application Support/com.example/policy.json";
+///     config.state_path = "/var/lib/hostcfg/com.example.helper.helper.record";
+///     config.uninstall = helper::revert_launchd_job(ctx, LaunchdPlist{job});  // self_uninstall.hpp
 ///     config.log = [](const helper::log_event& e) { std::fprintf(stderr, "%s\n", e.text().c_str()); };
 ///     auto server = helper::Server::listen(std::move(config));
 ///     if (!server) return fail(server.error());
-///     return server->run();  // until stop()
+///     return server->run();  // until stop(), or until an allowed uninstall_self is done
+///
+/// Uninstall (`uninstall_self`, only from the served uid like every request): the helper replies
+/// ok first (the client must not wait on a helper that is going away), then, before `run`
+/// returns: closes every other connection and its listening socket, removes its socket file (only
+/// if it is still the one it created), removes the policy cache only if its own record
+/// (`state_path`) says the helper created it and it still holds the bytes the helper last wrote,
+/// removes that record, and last runs `config.uninstall` (LaunchdPlist's revert: bootout, remove
+/// the plist), last because on a real launchd the bootout ends this very process.
 ///
 /// Concurrency: one thread runs a poll(2) loop over non-blocking sockets; every connection is a
 /// small state machine (hello, request, reply) with its own deadline, so a slow client costs one
@@ -41,6 +51,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,6 +61,7 @@
 #include "hostcfg/fs.hpp"
 #include "hostcfg/helper/protocol.hpp"
 #include "hostcfg/path.hpp"
+#include "hostcfg/record.hpp"
 
 HOSTCFG_BEGIN_NAMESPACE
 
@@ -82,7 +94,8 @@ enum class log_kind {
   bind_failed,       ///< the bind itself failed (port in use, cannot assign address, ...)
   policy_written,    ///< the policy cache was replaced
   policy_failed,     ///< writing the policy cache failed
-  uninstalled,       ///< the uninstall callback ran
+  uninstalled,       ///< one step of uninstall_self was done (or found nothing of ours to undo)
+  uninstall_failed,  ///< one step of uninstall_self failed or was refused; the others still ran
   reply_failed,      ///< the reply could not be sent (client gone or not reading)
 };
 
@@ -103,6 +116,7 @@ inline const char* log_kind_name(log_kind k) {
     case log_kind::policy_written: return "policy_written";
     case log_kind::policy_failed: return "policy_failed";
     case log_kind::uninstalled: return "uninstalled";
+    case log_kind::uninstall_failed: return "uninstall_failed";
     case log_kind::reply_failed: return "reply_failed";
   }
   return "unknown";
@@ -130,13 +144,21 @@ struct server_config {
   address_scope allow_address = address_scope::loopback;
   std::vector<port_range> allow_ports{{1, 1023}};  ///< ranges >= 1024 are refused by `listen`
   std::string policy_path;  ///< the one file refresh_policy writes; empty: refresh is refused
+  /// The helper's own record (root-owned, 0600): whether it created the policy cache and the bytes
+  /// it last wrote there, so uninstall_self removes only a cache the helper made and nobody changed
+  /// since. Its directory is created (root, 0755) when missing, under a trusted parent, and removed
+  /// again on uninstall when empty. Empty: nothing is recorded, and uninstall leaves the cache.
+  std::string state_path;
   int request_timeout_ms = 5000;     ///< per connection, from accept to reply
   std::size_t max_connections = 64;  ///< open at once; more wait in the kernel backlog
   bool once = false;                 ///< stop after the first connection of the allowed user ends
   /// Receives every decision. Called on the server's thread.
   std::function<void(const log_event&)> log;
-  /// Runs on uninstall_self (e.g. LaunchdPlist's revert); empty: the request is refused.
-  std::function<reply_status()> uninstall;
+  /// Reverts the helper's own installation on uninstall_self: its launchd job through the library
+  /// (`revert_launchd_job` in helper/self_uninstall.hpp builds it from the helper's LaunchdPlist).
+  /// Runs on the server's thread after the ok reply, the socket and the policy cache are gone;
+  /// returns what it did, for the log. Empty: uninstall_self is refused by the allowlist.
+  std::function<result<std::string>()> uninstall;
   /// macOS-only hook: verify the peer's code signature (SecCodeCopyGuestWithAttributes on the
   /// audit token + SecCodeCheckValidity against the app's designated requirement). Called after
   /// the uid check, before any byte is read; false closes the connection. Left to the owner
@@ -373,12 +395,19 @@ inline result<unique_fd> bind_socket(const bind_request& req, bool reuse_address
 }
 
 /// Writes `bytes` to `path` atomically: a temp in the same (trusted) directory, written, owned by
-/// root, mode 0644, fsynced, renamed over the target, then the directory fsynced.
-inline result<void> write_root_file(const std::string& path, const std::string& bytes) {
-  const std::string op = "write policy cache";
+/// root, mode `mode`, fsynced, renamed over the target, then the directory fsynced. Returns true
+/// when the file did not exist before (the helper created it).
+inline result<bool> write_root_file(const std::string& path, const std::string& bytes, const std::string& op,
+                                    mode_t mode = 0644) {
   auto dir = open_trusted_dir(parent_path(path), op);
   if (!dir) return tl::unexpected(dir.error());
   const std::string name = base_name(path);
+  struct stat before {};
+  const bool existed = ::fstatat(dir->get(), name.c_str(), &before, AT_SYMLINK_NOFOLLOW) == 0;
+  if (!existed && errno != ENOENT) return fail_errno(errno, op, path);
+  // rename(2) would replace a symlink or a directory entry of another kind: only a file is ours.
+  if (existed && !S_ISREG(before.st_mode))
+    return fail(errc::conflict, op, path, "is not a regular file (not replaced)", "remove it, then refresh again");
   static std::atomic<unsigned> counter{0};
   std::string temp;
   unique_fd fd;
@@ -402,13 +431,99 @@ inline result<void> write_root_file(const std::string& path, const std::string& 
     done += static_cast<std::size_t>(n);
   }
   if (::fchown(fd.get(), 0, 0) != 0) return discard(errno, "fchown");
-  if (::fchmod(fd.get(), 0644) != 0) return discard(errno, "fchmod");
+  if (::fchmod(fd.get(), mode) != 0) return discard(errno, "fchmod");
   if (::fsync(fd.get()) != 0) return discard(errno, "fsync");
   if (::renameat(dir->get(), temp.c_str(), dir->get(), name.c_str()) != 0) return discard(errno, "rename");
   if (::fsync(dir->get()) != 0)
     return fail(errc::not_durable, op, path, "replaced, but syncing the directory failed");
+  return !existed;
+}
+
+/// Reads a root-owned regular file of at most `max_bytes` from a trusted directory, never
+/// following a symlink. `std::nullopt` when it does not exist (nor its directory). A file another
+/// user owns or can write is `errc::unsafe_path`: the helper never trusts what others could plant.
+inline result<std::optional<std::string>> read_root_file(const std::string& path, const std::string& op,
+                                                         std::size_t max_bytes) {
+  auto dir = open_trusted_dir(parent_path(path), op);
+  if (!dir) {
+    if (dir.error().is_errno(ENOENT)) return std::optional<std::string>{};
+    return tl::unexpected(dir.error());
+  }
+  unique_fd fd(::openat(dir->get(), base_name(path).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return std::optional<std::string>{};
+    return fail_errno(errno, op, path);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, op, path);
+  if (!S_ISREG(st.st_mode)) return fail(errc::conflict, op, path, "is not a regular file");
+  if (st.st_uid != 0 || (st.st_mode & 022) != 0)
+    return fail(errc::unsafe_path, op, path, "is not owned by root or is writable by others; not trusted",
+                "remove it; it was not written by the helper");
+  std::string out;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno(errno, op, path);
+    if (n == 0) break;
+    out.append(buffer, static_cast<std::size_t>(n));
+    if (out.size() > max_bytes)
+      return fail(errc::too_large, op, path, "larger than " + std::to_string(max_bytes) + " bytes");
+  }
+  return std::optional<std::string>{std::move(out)};
+}
+
+/// Removes `path` from its trusted directory and syncs the directory. ENOENT is not an error.
+inline result<void> remove_root_entry(const std::string& path, const std::string& op, int flags = 0) {
+  auto dir = open_trusted_dir(parent_path(path), op);
+  if (!dir) return tl::unexpected(dir.error());
+  if (::unlinkat(dir->get(), base_name(path).c_str(), flags) != 0 && errno != ENOENT) return fail_errno(errno, op, path);
+  if (::fsync(dir->get()) != 0) return fail(errc::not_durable, op, path, "removed, but syncing the directory failed");
   return {};
 }
+
+/// The helper's own record: what it created, so uninstall removes exactly that (record.hpp's format).
+/// Items: "policy:<path>" (fields `created` 1/0, `written` the bytes last written) and
+/// "state-dir" (field `path`: the record's directory, when the helper made it).
+struct helper_state {
+  static constexpr const char* app = "hostcfg-helper";
+  static std::string policy_item(const std::string& policy_path) { return "policy:" + policy_path; }
+
+  /// Loads the record; an absent one is empty. A corrupt or untrusted one is an error (never
+  /// overwritten: the helper then records nothing and removes nothing).
+  static result<record> load(const std::string& path) {
+    const std::string op = "read helper record";
+    auto bytes = read_root_file(path, op, max_record_bytes);
+    if (!bytes) return tl::unexpected(bytes.error());
+    if (!*bytes) return record{app, {}};
+    return parse_record(**bytes, path);
+  }
+
+  /// Writes the record (root, 0600), creating its directory (root, 0755) under a trusted parent
+  /// when missing, and remembering that it did.
+  static result<void> store(const std::string& path, record r) {
+    const std::string op = "write helper record";
+    const std::string dir = parent_path(path);
+    auto exists = open_trusted_dir(dir, op);
+    if (!exists && exists.error().is_errno(ENOENT)) {
+      auto above = open_trusted_dir(parent_path(dir), op);
+      if (!above) return tl::unexpected(above.error());
+      if (::mkdirat(above->get(), base_name(dir).c_str(), 0755) != 0) return fail_errno(errno, op, dir);
+      // Owned by root whatever the umask and group defaults were.
+      if (::fchownat(above->get(), base_name(dir).c_str(), 0, 0, AT_SYMLINK_NOFOLLOW) != 0 ||
+          ::fchmodat(above->get(), base_name(dir).c_str(), 0755, 0) != 0)
+        return fail_errno(errno, op, dir);
+      ::fsync(above->get());
+      r.put(record_item{"state-dir", "helper_state", {{"path", dir}}});
+    } else if (!exists) {
+      return tl::unexpected(exists.error());
+    }
+    auto written = write_root_file(path, serialize_record(r), op, 0600);
+    if (!written) return tl::unexpected(written.error());
+    return {};
+  }
+};
 
 /// One client connection's state.
 struct connection {
@@ -433,6 +548,7 @@ struct server_state {
   std::atomic<std::uint64_t> accepted{0}, peer_refused{0}, served{0}, refused{0}, bad_requests{0}, timed_out{0},
       closed{0}, open{0};
   bool done_once = false;
+  bool uninstall_requested = false;  ///< an allowed uninstall_self was answered: tear down, then return
 
   ~server_state() {
     // Remove our socket file, but only if it is still ours (not one a successor created).
@@ -474,6 +590,12 @@ class Server {
                     "allowed port range " + std::to_string(r.first) + "-" + std::to_string(r.last) +
                         " is not within 1-1023",
                     "the helper only binds privileged ports; ports >= 1024 need no helper");
+    for (const std::string* other : {&config.policy_path, &config.state_path})
+      if (!other->empty() && (!is_normal_path(*other) || *other == path || parent_path(*other) == *other))
+        return fail(errc::invalid_input, op, *other,
+                    "the policy and record paths must be absolute, normal, and not the socket's");
+    if (!config.state_path.empty() && config.state_path == config.policy_path)
+      return fail(errc::invalid_input, op, config.state_path, "the helper's record cannot be the policy cache itself");
     if (config.request_timeout_ms <= 0) config.request_timeout_ms = 5000;
     if (config.max_connections == 0) config.max_connections = 1;
 
@@ -569,6 +691,7 @@ class Server {
       // Connections first (their indexes match fds[2...]); then deadlines; then new clients.
       for (std::size_t i = 0; i < s.conns.size(); ++i)
         if (fds[i + 2].revents != 0 && s.conns[i].fd) on_readable(s.conns[i]);
+      if (s.uninstall_requested) return uninstall_self();
       for (auto& c : s.conns)
         if (c.fd && c.deadline <= now) {
           ++s.timed_out;
@@ -778,24 +901,151 @@ class Server {
         s.log(log_kind::refused, &c, "refresh_policy: no policy path configured");
         return finish(c, frame_type::reply, reply_status::refused_by_allowlist);
       }
-      auto ok = detail::write_root_file(s.config.policy_path, req.policy);
-      if (!ok) {
-        s.log(log_kind::policy_failed, &c, ok.error().message());
+      // A record we cannot read must not be overwritten, and without it we could not tell later
+      // whether the cache is ours: refuse before writing anything.
+      std::optional<record> state;
+      if (!s.config.state_path.empty()) {
+        auto loaded = detail::helper_state::load(s.config.state_path);
+        if (!loaded) {
+          s.log(log_kind::policy_failed, &c, "not written: " + loaded.error().message());
+          return finish(c, frame_type::reply, reply_status::internal_error);
+        }
+        state = std::move(*loaded);
+      }
+      auto created = detail::write_root_file(s.config.policy_path, req.policy, "write policy cache");
+      if (!created) {
+        s.log(log_kind::policy_failed, &c, created.error().message());
         return finish(c, frame_type::reply, reply_status::internal_error);
       }
+      std::string noted;
+      if (state) {
+        const std::string id = detail::helper_state::policy_item(s.config.policy_path);
+        const record_item* seen = state->find(id);
+        // "created" is decided once, by the first write: a later refresh of our own file keeps it.
+        record_item item = seen ? *seen : record_item{id, "helper_policy", {{"created", *created ? "1" : "0"}}};
+        item.fields["written"] = req.policy;
+        state->put(std::move(item));
+        auto stored = detail::helper_state::store(s.config.state_path, std::move(*state));
+        if (!stored) {
+          // The bytes are in place, but uninstall could not know the cache is ours: say so.
+          s.log(log_kind::policy_failed, &c,
+                "written, but not recorded (uninstall will leave " + s.config.policy_path +
+                    "): " + stored.error().message());
+          return finish(c, frame_type::reply, reply_status::internal_error);
+        }
+        noted = seen ? "" : *created ? " (created; recorded as the helper's)" : " (existed; not the helper's to remove)";
+      }
       s.log(log_kind::policy_written, &c,
-            std::to_string(req.policy.size()) + " bytes to " + s.config.policy_path);
+            std::to_string(req.policy.size()) + " bytes to " + s.config.policy_path + noted);
       return finish(c, frame_type::reply, reply_status::ok);
     }
     // uninstall_self
     if (!s.config.uninstall) {
       ++s.refused;
-      s.log(log_kind::refused, &c, "uninstall_self: no uninstall callback configured");
+      s.log(log_kind::refused, &c, "uninstall_self: no uninstall configured");
       return finish(c, frame_type::reply, reply_status::refused_by_allowlist);
     }
-    const reply_status st = s.config.uninstall();
-    s.log(log_kind::uninstalled, &c, std::string("uninstall callback returned ") + status_name(st));
-    return finish(c, frame_type::reply, st);
+    s.log(log_kind::uninstalled, &c, "uninstall_self accepted; replying, then uninstalling");
+    s.uninstall_requested = true;
+    return finish(c, frame_type::reply, reply_status::ok);
+  }
+
+  /// The teardown after an allowed uninstall_self (see the file comment for the order). Every step
+  /// runs even when an earlier one failed; the first failure is returned from `run`.
+  result<void> uninstall_self() {
+    auto& s = *state_;
+    std::optional<error> first;
+    auto failed = [&](const error& e) {
+      s.log(log_kind::uninstall_failed, nullptr, e.message());
+      if (!first) first = e;
+    };
+    // 1. Nobody else is served by a helper that is going away.
+    const auto others = s.conns.size();
+    for (auto& c : s.conns)
+      if (c.fd) {
+        s.log(log_kind::client_gone, &c, "closed unanswered: the helper is uninstalling");
+        c.fd.reset();
+      }
+    s.conns.clear();
+    s.closed += others;
+    s.open = 0;
+    s.listen.reset();
+    // 2. The socket file, only if it is still the one we bound (not a successor's).
+    const std::string& socket_path = s.config.socket_path;
+    struct stat st {};
+    if (::fstatat(s.dir.get(), s.socket_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode) &&
+        st.st_dev == s.socket_dev && st.st_ino == s.socket_ino) {
+      if (::unlinkat(s.dir.get(), s.socket_name.c_str(), 0) == 0) {
+        ::fsync(s.dir.get());
+        s.log(log_kind::uninstalled, nullptr, "removed socket " + socket_path);
+      } else {
+        failed(fail_errno(errno, "remove helper socket", socket_path).value());
+      }
+    } else {
+      s.log(log_kind::uninstalled, nullptr, "socket " + socket_path + " is no longer ours; left alone");
+    }
+    s.socket_name.clear();  // the destructor must not look again
+    // 3. The policy cache and the helper's own record.
+    if (auto ok = remove_recorded_state(); !ok) failed(ok.error());
+    // 4. The launchd job (bootout, remove the plist): last, see the file comment.
+    auto reverted = s.config.uninstall();
+    if (reverted) s.log(log_kind::uninstalled, nullptr, *reverted);
+    else failed(reverted.error());
+    if (first) return tl::unexpected(*first);
+    return {};
+  }
+
+  /// Removes the policy cache if the helper's record says it created it and it still holds the
+  /// bytes the helper wrote, then the record (and its directory, if the helper made it).
+  result<void> remove_recorded_state() {
+    auto& s = *state_;
+    const std::string op = "uninstall helper";
+    if (s.config.state_path.empty()) {
+      if (!s.config.policy_path.empty())
+        s.log(log_kind::uninstalled, nullptr,
+              "no helper record configured: policy cache " + s.config.policy_path + " left alone");
+      return {};
+    }
+    auto state = detail::helper_state::load(s.config.state_path);
+    if (!state) return tl::unexpected(state.error());
+    std::optional<error> first;
+    if (!s.config.policy_path.empty()) {
+      const std::string& path = s.config.policy_path;
+      const record_item* item = state->find(detail::helper_state::policy_item(path));
+      if (!item || item->get("created") != "1") {
+        s.log(log_kind::uninstalled, nullptr,
+              "policy cache " + path + (item ? " existed before the helper wrote it" : " not recorded as the helper's") +
+                  "; left alone");
+      } else {
+        auto current = detail::read_root_file(path, op, max_policy_bytes);
+        if (!current) {
+          first = current.error();
+        } else if (!*current) {
+          s.log(log_kind::uninstalled, nullptr, "policy cache " + path + " already gone");
+        } else if (**current != item->get("written")) {
+          first = fail(errc::drifted, op, path, "the policy cache changed since the helper wrote it",
+                       "it was left in place; remove it by hand if it is no longer needed")
+                      .value();
+        } else if (auto removed = detail::remove_root_entry(path, op); !removed) {
+          first = removed.error();
+        } else {
+          s.log(log_kind::uninstalled, nullptr, "removed policy cache " + path);
+        }
+      }
+    }
+    // The record goes even when the cache stayed: it described an installation that is gone.
+    if (auto removed = detail::remove_root_entry(s.config.state_path, op); !removed) {
+      if (!first) first = removed.error();
+    } else {
+      s.log(log_kind::uninstalled, nullptr, "removed helper record " + s.config.state_path);
+      if (const record_item* dir = state->find("state-dir")) {
+        // Only while empty: anything else in it is not ours.
+        if (detail::remove_root_entry(dir->get("path"), op, AT_REMOVEDIR))
+          s.log(log_kind::uninstalled, nullptr, "removed directory " + dir->get("path"));
+      }
+    }
+    if (first) return tl::unexpected(*first);
+    return {};
   }
 
   std::unique_ptr<detail::server_state> state_;
