@@ -68,6 +68,8 @@ TEST_CASE("hosts-entry-example: only the missing name is added in the app's sect
   CHECK(has(r.out, "::1             localhost\n# >>> hostcfg com.example.app v1 >>>\n127.0.0.1\tkubernetes.docker.internal\n"
                    "# <<< hostcfg com.example.app <<<\n"));
   CHECK(has(r.out, "modify hosts section /etc/hosts (add 127.0.0.1 kubernetes.docker.internal)"));
+  CHECK(has(r.out, "kubernetes.docker.internal: resolver: the system resolver answers 10.0.0.5 first (DNS or another "
+                   "source answers before /etc/hosts)"));
   CHECK(has(r.out, "after uninstall /etc/hosts is byte-identical to the original"));
 }
 
