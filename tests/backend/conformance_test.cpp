@@ -25,6 +25,7 @@
 #include "hostcfg/backend/overlay_fs.hpp"
 #include "hostcfg/backend/posix_fs.hpp"
 #include "hostcfg/backend/rooted_fs.hpp"
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -64,16 +65,15 @@ bool set_immutable(const std::string& path, bool on) {
 ///   bind-mounted file (EBUSY), imm an immutable file, and shm/ a dir under /dev/shm (EXDEV).
 /// Each capability the machine refuses is left empty with its reason in `why`.
 struct real_tree {
-  std::string top, shm;
+  // Removed after the destructor's body has undone the mounts and the immutable flag.
+  hostcfg_test::root_scratch_dir top_dir{"hostcfg-conformance"};
+  std::string top = top_dir.path;
+  std::string shm;
   std::string full, ro, mount_file, immutable, other_dev;
   std::vector<std::string> why;
   std::vector<std::string> mounts;
 
   real_tree() {
-    char templ[] = "/var/tmp/hostcfg-conformance-XXXXXX";
-    REQUIRE(::mkdtemp(templ) != nullptr);
-    top = templ;
-    REQUIRE(::chmod(top.c_str(), 0755) == 0);
     if (!is_root()) {
       why.push_back("not root: no mounts, no chattr");
       return;
@@ -131,7 +131,6 @@ struct real_tree {
     for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) ::umount2(it->c_str(), MNT_DETACH);
     if (!immutable.empty()) set_immutable(immutable, false);
     std::error_code ec;
-    std::filesystem::remove_all(top, ec);
     if (!shm.empty()) std::filesystem::remove_all(shm, ec);
   }
   std::string make(const std::string& name) const {
@@ -345,30 +344,17 @@ TEST_CASE("PosixFs in a process running as nobody conforms") {
   REQUIRE(problems.empty());
   setup.arrange = false;
   setup.act_as_root = false;
-  int pipefd[2];
-  REQUIRE(::pipe(pipefd) == 0);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(pipefd[0]);
-    if (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0) ::_exit(90);
+  const hostcfg_test::child_output child = hostcfg_test::run_as_user_with_output(nobody, [&](std::string& text) {
     PosixFs mine(no_fsync_syscalls());
     auto report = run_conformance(mine, setup);
-    std::string text = report.text() + "run=" + std::to_string(report.run) + "\n";
-    (void)!::write(pipefd[1], text.data(), text.size());
-    ::close(pipefd[1]);
-    ::_exit(report.ok() ? 0 : 1);
-  }
-  ::close(pipefd[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
-  ::close(pipefd[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
+    text = report.text() + "run=" + std::to_string(report.run) + "\n";
+    return report.ok() ? 0 : 1;
+  });
+  const std::string& text = child.out;
   MESSAGE(text);
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  REQUIRE(child.exited);
+  CHECK(child.exit_code == 0);
+  CHECK(text.rfind("PosixFs in a nobody process: ", 0) == 0);  // the child's own report, not an error
   CHECK(text.find(" 0 deviations") != std::string::npos);
   CHECK(text.find("run=0\n") == std::string::npos);
 }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using hostcfg::actor;
@@ -38,12 +39,7 @@ const char* const hosts_v1 = "127.0.0.1\tlocalhost\n255.255.255.255\tbroadcastho
 const char* const hosts_v2 = "127.0.0.1\tlocalhost\n255.255.255.255\tbroadcasthost\n::1 localhost\n"
                              "# Added by Docker Desktop\n127.0.0.1 kubernetes.docker.internal\n# End of section\n";
 
-// The errno of a failed result (0 on success, -1 for a hostcfg errc).
-template <class R>
-int errno_of(const R& r) {
-  if (r) return 0;
-  return r.error().code.category() == std::system_category() ? r.error().code.value() : -1;
-}
+using hostcfg_test::errno_of;
 
 // A macOS-like tree: /etc -> private/etc, /tmp -> private/tmp (sticky), root:wheel
 // /usr/local/bin, the users' homes, the app bundle.
@@ -970,13 +966,8 @@ struct real_dir {
 }  // namespace
 
 TEST_CASE("differential: MemoryFs returns the kernel's errno for random sequences on a real directory") {
-  char tmpl[] = "/var/tmp/hostcfg-memfs-XXXXXX";
-  if (!::mkdtemp(tmpl)) {
-    HOSTCFG_SKIP("cannot create a scratch directory under /var/tmp");
-    return;
-  }
-  const std::string scratch = tmpl;
-  ::chmod(scratch.c_str(), 0755);
+  const hostcfg_test::root_scratch_dir scratch_dir("hostcfg-memfs");
+  const std::string& scratch = scratch_dir.path;
   const actor me{static_cast<hostcfg::uid_type>(::geteuid()), static_cast<hostcfg::gid_type>(::getegid()),
                  {static_cast<hostcfg::gid_type>(::getegid())}};
   const std::vector<std::string> paths{"/s/a", "/s/b", "/s/a/x", "/s/b/x", "/s/l", "/s/a/l", "/s/l/x", "/s/a/x/y"};
@@ -1084,22 +1075,14 @@ TEST_CASE("differential: MemoryFs returns the kernel's errno for random sequence
     std::sort(mem_tree.begin(), mem_tree.end());
     CHECK(mem_tree == real_tree);
   }
-  std::filesystem::remove_all(scratch);
   MESSAGE("differential against the kernel: " << compared << " operations compared");
 }
 
 namespace {
-// Runs `op` in a child that dropped to nobody (65534) and returns its errno (0 on success).
+// Runs `op` in a child that dropped to nobody (65534) and returns its errno (0 on success), or
+// hostcfg_test::child_could_not_drop / child_did_not_exit.
 int as_nobody(const std::function<int()>& op) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(255);
-    int rc = op();
-    ::_exit(rc == 0 ? 0 : (errno & 0xff));
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 254;
+  return hostcfg_test::run_as_user_status(hostcfg_test::nobody_id, [&] { return op() == 0 ? 0 : (errno & 0xff); });
 }
 }  // namespace
 
@@ -1108,13 +1091,8 @@ TEST_CASE("differential as root and nobody: permission errnos (EACCES, EPERM, st
     HOSTCFG_SKIP("needs root to act as nobody");
     return;
   }
-  char tmpl[] = "/var/tmp/hostcfg-memfs-perm-XXXXXX";
-  if (!::mkdtemp(tmpl)) {
-    HOSTCFG_SKIP("cannot create a scratch directory under /var/tmp");
-    return;
-  }
-  const std::string scratch = tmpl;
-  ::chmod(scratch.c_str(), 0755);
+  const hostcfg_test::root_scratch_dir scratch_dir("hostcfg-memfs-perm");
+  const std::string& scratch = scratch_dir.path;
   const actor nobody{65534, 65534, {65534}};
   const std::vector<std::string> paths{"/s/a", "/s/b", "/s/a/x", "/s/b/x", "/s/l", "/s/a/l", "/s/a/x/y"};
   const std::vector<hostcfg::mode_type> modes{0755, 0777, 01777, 0700, 0711, 0555};
@@ -1212,7 +1190,6 @@ TEST_CASE("differential as root and nobody: permission errnos (EACCES, EPERM, st
       refused += kernel == EACCES || kernel == EPERM;
     }
   }
-  std::filesystem::remove_all(scratch);
   MESSAGE("permission differential: " << compared << " operations (" << as_user << " as nobody, " << refused
                                       << " refused with EACCES/EPERM)");
   CHECK(refused > 0);

@@ -29,11 +29,7 @@ const char* const hosts_v1 = "127.0.0.1\tlocalhost\n::1 localhost\n";
 const char* const hosts_v2 = "127.0.0.1\tlocalhost\n::1 localhost\n# Added by Docker Desktop\n"
                              "127.0.0.1 kubernetes.docker.internal\n# End of section\n";
 
-template <class R>
-int errno_of(const R& r) {
-  if (r) return 0;
-  return r.error().code.category() == std::system_category() ? r.error().code.value() : -1;
-}
+using hostcfg_test::errno_of;
 
 MemoryFs mac_tree() {
   MemoryFs fs;

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "support/real_fs.hpp"
 #include "support/syscall_faults.hpp"
 #include "support/test_support.hpp"
 
@@ -38,21 +39,8 @@ const actor root_actor = actor::root();
 const actor nobody_actor{nobody, nobody, {}};
 
 /// A root-owned 0755 scratch directory under /var/tmp (or `base`), removed at the end.
-struct scratch {
-  std::string path;
-  explicit scratch(const char* base = "/var/tmp") {
-    std::string templ = std::string(base) + "/hostcfg-posixfs-XXXXXX";
-    std::vector<char> buf(templ.begin(), templ.end());
-    buf.push_back('\0');
-    REQUIRE(::mkdtemp(buf.data()) != nullptr);
-    path = buf.data();
-    REQUIRE(::chmod(path.c_str(), 0755) == 0);
-  }
-  ~scratch() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
+struct scratch : hostcfg_test::root_scratch_dir {
+  explicit scratch(const char* base = "/var/tmp") : root_scratch_dir(base, "hostcfg-posixfs") {}
 };
 
 void write_raw(const std::string& path, const std::string& bytes, mode_t mode = 0644) {
@@ -62,11 +50,6 @@ void write_raw(const std::string& path, const std::string& bytes, mode_t mode = 
   REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
   REQUIRE(::fchmod(fd, mode) == 0);
   ::close(fd);
-}
-
-std::string read_raw(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 struct ::stat lstat_raw(const std::string& path) {
@@ -82,19 +65,6 @@ std::vector<std::string> temps_in(const std::string& dir) {
     if (name.find(".hostcfg-") != std::string::npos) out.push_back(name);
   }
   return out;
-}
-
-/// Runs `body` in a child that dropped to uid/gid nobody; the child's return value is its exit
-/// status (0 = pass). Returns that status.
-int as_nobody_process(const std::function<int()>& body) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0) ::_exit(90);
-    ::_exit(body());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 99;
 }
 
 bool is_root() { return ::geteuid() == 0; }
@@ -193,7 +163,7 @@ TEST_CASE("replace_file creates a new file with the exact mode whatever the umas
   CHECK(done->changed);
   CHECK(done->durable);
   CHECK(!done->in_place);
-  CHECK(read_raw(d / "new") == "fresh\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "new") == "fresh\n");
   auto st = lstat_raw(d / "new");
   CHECK((st.st_mode & 07777) == 0644);
   CHECK(st.st_uid == ::geteuid());
@@ -211,7 +181,7 @@ TEST_CASE("replace_file creates a new file with the exact mode whatever the umas
   auto exists = fs.replace_file(root_actor, d / "new", "y", absent);
   REQUIRE(!exists);
   CHECK(exists.error().is_errno(EEXIST));
-  CHECK(read_raw(d / "new") == "fresh\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "new") == "fresh\n");
 }
 
 TEST_CASE("replace_file gives a new file the requested owner") {
@@ -242,7 +212,7 @@ TEST_CASE("replace_file keeps the owner, mode and xattrs of the file it replaces
   ::umask(old_mask);
   REQUIRE(done);
   CHECK(done->changed);
-  CHECK(read_raw(d / "f") == "new\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == "new\n");
   auto after = lstat_raw(d / "f");
   CHECK(after.st_ino != before.st_ino);
   CHECK(after.st_uid == nobody);
@@ -283,13 +253,13 @@ TEST_CASE("replace_file refuses special targets without blocking") {
   auto link = fs.replace_file(root_actor, d / "link", "x", replace_options{});
   REQUIRE(!link);
   CHECK(link.error().is_errno(ELOOP));
-  CHECK(read_raw(d / "target") == "secret\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "target") == "secret\n");
 
   REQUIRE(::link((d / "target").c_str(), (d / "hard").c_str()) == 0);
   auto hard = fs.replace_file(root_actor, d / "hard", "x", replace_options{});
   REQUIRE(!hard);
   CHECK(hard.error().is_errno(EMLINK));
-  CHECK(read_raw(d / "target") == "secret\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "target") == "secret\n");
   CHECK(lstat_raw(d / "target").st_nlink == 2);
   CHECK(temps_in(d.path).empty());
 }
@@ -325,7 +295,7 @@ TEST_CASE("replace_file refuses an immutable file and leaves the flag set") {
   REQUIRE(read);
   CHECK(read->status.flags.immutable);
   CHECK((after & FS_IMMUTABLE_FL) != 0);
-  CHECK(read_raw(d / "f") == "locked\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == "locked\n");
   CHECK(temps_in(d.path).empty());
 }
 
@@ -350,8 +320,8 @@ TEST_CASE("a symlink planted at the temp name is not followed; another name is u
   auto done = fs.replace_file(root_actor, d / "f", "new\n", replace_options{});
   REQUIRE(done);
   CHECK(random_calls == 2);
-  CHECK(read_raw(d / "f") == "new\n");
-  CHECK(read_raw(d / "victim") == "victim\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == "new\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "victim") == "victim\n");
   CHECK(S_ISLNK(lstat_raw(d / ".f.hostcfg-000000000000").st_mode));  // not ours: left alone
 }
 
@@ -386,7 +356,7 @@ TEST_CASE("replace_file writes everything despite short writes and EINTR") {
   replace_options opts;
   opts.mode = 0644;
   REQUIRE(fs.replace_file(root_actor, d / "f", bytes, opts));
-  CHECK(read_raw(d / "f") == bytes);
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == bytes);
   CHECK(write_calls == 2 * 11);  // 31 bytes, 3 at a time, an EINTR before each
 }
 
@@ -400,7 +370,7 @@ TEST_CASE("an edit made by someone else during the replace is detected, not over
   auto done = fs.replace_file(root_actor, d / "f", "ours\n", replace_options{});
   REQUIRE(!done);
   CHECK(done.error().is(errc::changed_since_probe));
-  CHECK(read_raw(d / "f") == "original\nedited meanwhile\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == "original\nedited meanwhile\n");
   CHECK(temps_in(d.path).empty());
 }
 
@@ -424,7 +394,7 @@ TEST_CASE("an xattr that cannot be copied refuses the replace, naming the attrib
   REQUIRE(!done);
   CHECK(done.error().is(errc::unsupported));
   CHECK(done.error().message().find("user.test") != std::string::npos);
-  CHECK(read_raw(d / "f") == "mid\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == "mid\n");
   CHECK(temps_in(d.path).empty());
 }
 
@@ -453,7 +423,7 @@ TEST_CASE("replace_file compare-and-swap refuses a file changed since it was pro
   auto done = fs.replace_file(root_actor, d / "f", "v2\n", opts);
   REQUIRE(!done);
   CHECK(done.error().is(errc::changed_since_probe));
-  CHECK(read_raw(d / "f") == "edited by someone\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == "edited by someone\n");
 }
 
 TEST_CASE("an intermediate symlink is followed only when root controls it") {
@@ -597,7 +567,7 @@ TEST_CASE("acting as nobody: files made in a nobody-owned dir belong to nobody, 
 TEST_CASE("a non-root process cannot act as another user, and an elevated actor gets the kernel's EACCES") {
   if (!is_root()) { HOSTCFG_SKIP("needs root to fork a nobody process"); return; }
   scratch d;
-  int status = as_nobody_process([&] {
+  int status = hostcfg_test::run_as_user_status(nobody, [&] {
     PosixFs fs;
     auto other = fs.lstat(actor{1000, 1000, {}}, d.path);
     if (other || !other.error().is_errno(EPERM)) return 1;
@@ -641,7 +611,7 @@ TEST_CASE("symlink, replace_symlink, rename, unlink, mkdir, rmdir, chmod, lchown
 
   write_raw(d / "a", "A");
   REQUIRE(fs.rename(root_actor, d / "a", d / "sub/b"));
-  CHECK(read_raw(d / "sub/b") == "A");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "sub/b") == "A");
   CHECK(fs.rename(root_actor, d / "a", d / "c").error().is_errno(ENOENT));
 
   CHECK(fs.rmdir(root_actor, d / "sub").error().is_errno(ENOTEMPTY));
@@ -703,7 +673,7 @@ TEST_CASE("rename across filesystems reports EXDEV") {
   CHECK(moved.error().is_errno(EXDEV));
   CHECK(moved.error().path == a / "f");
   CHECK(moved.error().path2 == b / "f");
-  CHECK(read_raw(a / "f") == "x");
+  CHECK(hostcfg_test::read_whole_file_or_empty(a / "f") == "x");
 }
 
 TEST_CASE("a bind-mounted target: EBUSY names the option; with it, the file is rewritten in place") {
@@ -720,7 +690,7 @@ TEST_CASE("a bind-mounted target: EBUSY names the option; with it, the file is r
   replace_options allow;
   allow.allow_in_place_fallback = true;
   auto in_place = fs.replace_file(root_actor, d / "hosts", "127.0.0.1 localhost\n", allow);
-  std::string seen = read_raw(d / "hosts");
+  std::string seen = hostcfg_test::read_whole_file_or_empty(d / "hosts");
   auto ino_after = lstat_raw(d / "hosts").st_ino;
   auto temps = temps_in(d.path);
   ::umount2((d / "hosts").c_str(), MNT_DETACH);
@@ -734,7 +704,7 @@ TEST_CASE("a bind-mounted target: EBUSY names the option; with it, the file is r
   CHECK(seen == "127.0.0.1 localhost\n");
   CHECK(ino_after == ino);
   CHECK(temps.empty());
-  CHECK(read_raw(d / "source") == "127.0.0.1 localhost\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "source") == "127.0.0.1 localhost\n");
 }
 
 TEST_CASE("a no-op replace issues zero mutating syscalls and leaves inode, mtime and ctime alone") {
@@ -779,7 +749,7 @@ TEST_CASE("fsync failure abandons the temp; a directory fsync failure is reporte
   REQUIRE(!failed);
   CHECK(failed.error().is_errno(EIO));
   CHECK(failed.error().message().find("fsync failed") != std::string::npos);
-  CHECK(read_raw(d / "f") == "old\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == "old\n");
   CHECK(temps_in(d.path).empty());
   std::size_t fsync_count = 0;
   for (const auto& name : faults.log()) fsync_count += name == "fsync";
@@ -790,7 +760,7 @@ TEST_CASE("fsync failure abandons the temp; a directory fsync failure is reporte
   REQUIRE(not_durable);
   CHECK(not_durable->changed);
   CHECK(!not_durable->durable);
-  CHECK(read_raw(d / "f") == "new\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == "new\n");
 }
 
 namespace {
@@ -847,10 +817,10 @@ std::size_t sweep(const sweep_scenario& sc) {
       CAPTURE(call);
       CHECK(faults.fired());
       if (r) {
-        CHECK(read_raw(path) == sc.new_bytes);
+        CHECK(hostcfg_test::read_whole_file_or_empty(path) == sc.new_bytes);
       } else {
         CHECK(!r.error().message().empty());
-        if (sc.exists) CHECK(read_raw(path) == sc.old_bytes);
+        if (sc.exists) CHECK(hostcfg_test::read_whole_file_or_empty(path) == sc.old_bytes);
         else CHECK(::access(path.c_str(), F_OK) != 0);
       }
       if (sc.exists || r) {
@@ -862,7 +832,7 @@ std::size_t sweep(const sweep_scenario& sc) {
       // The next run with the real table converges and leaves no temp behind.
       auto again = real.replace_file(root_actor, path, sc.new_bytes, opts);
       REQUIRE(again);
-      CHECK(read_raw(path) == sc.new_bytes);
+      CHECK(hostcfg_test::read_whole_file_or_empty(path) == sc.new_bytes);
       CHECK(temps_in(d.path).empty());
       if (have_xattr) CHECK(::getxattr(path.c_str(), "user.test", nullptr, 0) == 1);
       ++points;
@@ -905,12 +875,12 @@ TEST_CASE("strace -f shows a no-op replace makes no mutating syscall") {
                     "' -e trace=%file,write,fchmod,fchown,fsync,fdatasync,ftruncate,fsetxattr,flock '" + self +
                     "' --test-case='strace child*' >/dev/null 2>'" + d / "stderr.txt" + "'";
   int rc = std::system(cmd.c_str());
-  std::string errors = read_raw(d / "stderr.txt");
+  std::string errors = hostcfg_test::read_whole_file_or_empty(d / "stderr.txt");
   if (rc != 0 && errors.find("ptrace") != std::string::npos && errors.find("not permitted") != std::string::npos) {
     HOSTCFG_SKIP("strace cannot trace here: " + errors);
     return;
   }
-  std::string log = read_raw(trace);
+  std::string log = hostcfg_test::read_whole_file_or_empty(trace);
   if (rc != 0)
     FAIL("strace run failed (status " << rc << "): " << errors << "\ntrace tail:\n"
                                       << log.substr(log.size() > 2000 ? log.size() - 2000 : 0));
@@ -921,12 +891,7 @@ TEST_CASE("strace -f shows a no-op replace makes no mutating syscall") {
   std::string window = log.substr(begin, end - begin);
   std::size_t lines = 0, mutating = 0;
   std::string offending;
-  std::size_t pos = 0;
-  while (pos < window.size()) {
-    std::size_t nl = window.find('\n', pos);
-    if (nl == std::string::npos) nl = window.size();
-    std::string line = window.substr(pos, nl - pos);
-    pos = nl + 1;
+  for (const std::string& line : hostcfg_test::lines_of(window)) {
     ++lines;
     for (const char* bad : {"write(", "rename", "unlink", "mkdir", "symlink", "chmod", "chown", "fsync", "truncate",
                             "setxattr", "O_CREAT", "O_WRONLY", "O_RDWR", "O_TRUNC", "link("}) {
@@ -952,16 +917,6 @@ namespace {
 std::size_t count_of(const hostcfg_test::syscall_faults& sys, const char* name) {
   std::size_t n = 0;
   for (const auto& call : sys.log()) n += call == name ? 1 : 0;
-  return n;
-}
-
-/// Open descriptors of this process (the directory listing's own fd included, the same each time).
-std::size_t open_fds() {
-  std::size_t n = 0;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    (void)entry;
-    ++n;
-  }
   return n;
 }
 
@@ -1117,7 +1072,7 @@ TEST_CASE("walk_cache: a cached directory swapped for a symlink afterwards is ne
 
     auto write = fs.replace_file(root_actor, d / "conf/third", "third\n", opts);
     REQUIRE(write);  // landed in the directory that was verified, wherever it is now
-    CHECK(read_raw(d / "conf.old/third") == "third\n");
+    CHECK(hostcfg_test::read_whole_file_or_empty(d / "conf.old/third") == "third\n");
     auto read = fs.read_file(root_actor, d / "conf/first", 100);
     REQUIRE(read);
     CHECK(read->bytes == "first\n");
@@ -1180,7 +1135,7 @@ TEST_CASE("walk_cache: fds verified for one identity or rule never serve another
   // ... and nobody, in its own directory, still writes as nobody.
   REQUIRE(fs.replace_file(nobody_actor, user_dir + "/f", "mine\n", opts));
   CHECK(lstat_raw(user_dir + "/f").st_uid == nobody);
-  CHECK(read_raw(user_dir + "/f") == "mine\n");
+  CHECK(hostcfg_test::read_whole_file_or_empty(user_dir + "/f") == "mine\n");
 }
 
 TEST_CASE("walk_cache: every cached fd is closed when the last scope ends, even after the PosixFs") {
@@ -1189,7 +1144,7 @@ TEST_CASE("walk_cache: every cached fd is closed when the last scope ends, even 
   REQUIRE(::mkdir((d / "b").c_str(), 0755) == 0);
   write_raw(d / "a/f", "a\n");
   write_raw(d / "b/f", "b\n");
-  const std::size_t baseline = open_fds();
+  const std::size_t baseline = hostcfg_test::open_fd_count();
   std::optional<PosixFs::walk_cache_scope> survivor;
   {
     PosixFs fs;
@@ -1198,18 +1153,18 @@ TEST_CASE("walk_cache: every cached fd is closed when the last scope ends, even 
     REQUIRE(fs.lstat(root_actor, d / "b/f"));
     const std::size_t cached = outer.cached_directories();
     CHECK(cached == path_components(d / "a/f").size() + 1);  // "/" .. scratch, then a and b
-    CHECK(open_fds() == baseline + cached);
+    CHECK(hostcfg_test::open_fd_count() == baseline + cached);
     {
       auto inner = fs.walk_cache();  // nested: shares the cache
       CHECK(inner.cached_directories() == cached);
       REQUIRE(fs.lstat(root_actor, d / "a/f"));
     }
-    CHECK(open_fds() == baseline + cached);  // the inner end closes nothing
+    CHECK(hostcfg_test::open_fd_count() == baseline + cached);  // the inner end closes nothing
     CHECK(outer.cached_directories() == cached);
     survivor.emplace(std::move(outer));
     CHECK(outer.cached_directories() == 0);  // NOLINT(bugprone-use-after-move): moved-from holds nothing
   }
-  CHECK(open_fds() > baseline);  // the PosixFs is gone; the scope still holds the fds
+  CHECK(hostcfg_test::open_fd_count() > baseline);  // the PosixFs is gone; the scope still holds the fds
   survivor.reset();
-  CHECK(open_fds() == baseline);
+  CHECK(hostcfg_test::open_fd_count() == baseline);
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "hostcfg/backend/posix_fs.hpp"
+#include "support/real_fs.hpp"
 #include "support/syscall_faults.hpp"
 #include "support/test_support.hpp"
 
@@ -24,30 +25,19 @@ const actor root_actor = actor::root();
 
 /// A root-owned 0755 sandbox under /var/tmp, with an "outside" sibling holding a decoy file.
 struct sandbox {
-  std::string base;  // holds root/ and outside/
-  std::string root;
+  hostcfg_test::root_scratch_dir dir{"hostcfg-rooted"};
+  std::string base = dir.path;  // holds root/ and outside/
+  std::string root = base + "/root";
   sandbox() {
-    char templ[] = "/var/tmp/hostcfg-rooted-XXXXXX";
-    REQUIRE(::mkdtemp(templ) != nullptr);
-    base = templ;
-    REQUIRE(::chmod(base.c_str(), 0755) == 0);
-    root = base + "/root";
     REQUIRE(::mkdir(root.c_str(), 0755) == 0);
     REQUIRE(::mkdir((base + "/outside").c_str(), 0755) == 0);
     write(base + "/outside/secret", "outside\n");
-  }
-  ~sandbox() {
-    std::error_code ec;
-    std::filesystem::remove_all(base, ec);
   }
   static void write(const std::string& path, const std::string& bytes) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << bytes;
   }
-  static std::string read(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
+  static std::string read(const std::string& path) { return hostcfg_test::read_whole_file_or_empty(path); }
 };
 
 }  // namespace

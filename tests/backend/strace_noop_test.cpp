@@ -25,6 +25,7 @@
 #include "hostcfg/backend/rooted_fs.hpp"
 #include "hostcfg/converge.hpp"
 #include "hostcfg/primitives/managed_file.hpp"
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -37,25 +38,11 @@ const char* const app = "com.example.strace";
 bool is_root() { return ::geteuid() == 0; }
 
 /// A root-owned 0755 scratch directory under /var/tmp, removed at the end.
-struct scratch {
-  std::string path;
-  scratch() {
-    char templ[] = "/var/tmp/hostcfg-strace-XXXXXX";
-    REQUIRE(::mkdtemp(templ) != nullptr);
-    path = templ;
-    REQUIRE(::chmod(path.c_str(), 0755) == 0);
-  }
-  ~scratch() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
+struct scratch : hostcfg_test::root_scratch_dir {
+  scratch() : root_scratch_dir("hostcfg-strace") {}
 };
 
-std::string read_raw(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+using hostcfg_test::read_whole_file_or_empty;
 
 user_identity sandbox_user() {
   return user_identity{nobody, nobody, {}, "nobody", "/home/nobody", "/bin/sh", std::nullopt, std::nullopt};
@@ -76,18 +63,37 @@ result<converge_report> converge_sandbox(const std::string& root, bool cached = 
   return converge(ctx, user_conf(), system_conf());
 }
 
+/// Lays out the sandbox both converge tests run in, `d/root`: root-owned 0755 /etc, /var,
+/// /var/lib and /home, and nobody's home /home/nobody. Returns the sandbox's path.
+std::string make_sandbox(const scratch& d) {
+  const std::string root = d / "root";
+  for (const char* dir : {"", "/etc", "/var", "/var/lib", "/home"}) {
+    const std::string p = root + dir;
+    REQUIRE(::mkdir(p.c_str(), 0755) == 0);
+    REQUIRE(::chmod(p.c_str(), 0755) == 0);  // whatever the umask took away
+  }
+  const std::string home = root + "/home/nobody";
+  REQUIRE(::mkdir(home.c_str(), 0755) == 0);
+  REQUIRE(::chown(home.c_str(), nobody, nobody) == 0);
+  return root;
+}
+
+/// The first converge in the sandbox `root` (made by make_sandbox): it succeeds and writes both
+/// files' bytes, so the traced second run has something to keep.
+void converge_first_time(const std::string& root, bool cached) {
+  auto first = converge_sandbox(root, cached);
+  REQUIRE(first);
+  REQUIRE(first->ok());
+  CHECK(read_whole_file_or_empty(root + "/etc/app/app.conf") == "system = yes\n");
+  CHECK(read_whole_file_or_empty(root + "/home/nobody/.app.conf") == "user = yes\n");
+}
+
 /// How many times the traced window opens "/" by path (each uncached walk starts so). strace -y
 /// prints the cwd after AT_FDCWD: `openat(AT_FDCWD</cwd>, "/", O_RDONLY|...) = 3</>`.
 std::size_t root_opens(const std::string& window) {
   std::size_t n = 0;
-  std::size_t pos = 0;
-  while (pos < window.size()) {
-    std::size_t nl = window.find('\n', pos);
-    if (nl == std::string::npos) nl = window.size();
-    std::string line = window.substr(pos, nl - pos);
-    pos = nl + 1;
+  for (const std::string& line : hostcfg_test::lines_of(window))
     if (line.find("openat(AT_FDCWD") != std::string::npos && line.find(">, \"/\", ") != std::string::npos) ++n;
-  }
   return n;
 }
 
@@ -123,14 +129,14 @@ window_summary traced_window(const scratch& d, const std::string& mode, const st
                     "' -e trace=%file,%desc,fchmod,fchown,fsync,fdatasync,ftruncate,fsetxattr,flock '" + self +
                     "' --test-case='strace helper*' >'" + d / "stdout.txt" + "' 2>'" + d / "stderr.txt" + "'";
   int rc = std::system(cmd.c_str());
-  std::string errors = read_raw(d / "stderr.txt");
+  std::string errors = read_whole_file_or_empty(d / "stderr.txt");
   if (rc != 0 && errors.find("ptrace") != std::string::npos) {
     skip = "strace cannot trace here: " + errors;
     return out;
   }
-  std::string log = read_raw(trace);
+  std::string log = read_whole_file_or_empty(trace);
   if (rc != 0) {
-    FAIL("traced helper failed (status " << rc << "): " << errors << read_raw(d / "stdout.txt") << "\ntrace tail:\n"
+    FAIL("traced helper failed (status " << rc << "): " << errors << read_whole_file_or_empty(d / "stdout.txt") << "\ntrace tail:\n"
                                          << log.substr(log.size() > 3000 ? log.size() - 3000 : 0));
     return out;
   }
@@ -140,12 +146,7 @@ window_summary traced_window(const scratch& d, const std::string& mode, const st
   REQUIRE(end != std::string::npos);
   REQUIRE(begin < end);
   out.text = log.substr(begin, end - begin);
-  std::size_t pos = 0;
-  while (pos < out.text.size()) {
-    std::size_t nl = out.text.find('\n', pos);
-    if (nl == std::string::npos) nl = out.text.size();
-    std::string line = out.text.substr(pos, nl - pos);
-    pos = nl + 1;
+  for (const std::string& line : hostcfg_test::lines_of(out.text)) {
     ++out.lines;
     // The sanitizer runtime checks whether memory is readable by write()ing it into a pipe of its
     // own; -y names every fd, and a pipe is nothing hostcfg writes to.
@@ -221,30 +222,17 @@ TEST_CASE("strace -f: a no-op replace_file makes no mutating system call") {
   CHECK(changing.mutating.size() >= 5);  // create temp, write, fchmod, fsync, rename (+ fsync dir)
   CHECK(seen.find("O_CREAT") != std::string::npos);
   CHECK(seen.find("rename") != std::string::npos);
-  CHECK(read_raw(d / "f") == "other bytes\n");
+  CHECK(read_whole_file_or_empty(d / "f") == "other bytes\n");
 }
 
 TEST_CASE("strace -f: a second converge (user and system file, records) makes no mutating system call") {
   if (!is_root()) { HOSTCFG_SKIP("needs root: the system half runs elevated in this process"); return; }
   if (!have_strace()) { HOSTCFG_SKIP("strace not installed (apt install strace)"); return; }
   scratch d;
-  std::string root = d / "root";
-  REQUIRE(::mkdir(root.c_str(), 0755) == 0);
-  REQUIRE(::chmod(root.c_str(), 0755) == 0);
-  for (const char* dir : {"/etc", "/var", "/var/lib", "/home"}) {
-    std::string p = root + dir;
-    REQUIRE(::mkdir(p.c_str(), 0755) == 0);
-    REQUIRE(::chmod(p.c_str(), 0755) == 0);
-  }
-  std::string home = root + "/home/nobody";
-  REQUIRE(::mkdir(home.c_str(), 0755) == 0);
-  REQUIRE(::chown(home.c_str(), nobody, nobody) == 0);
+  const std::string root = make_sandbox(d);
+  const std::string home = root + "/home/nobody";
 
-  auto first = converge_sandbox(root);
-  REQUIRE(first);
-  REQUIRE(first->ok());
-  CHECK(read_raw(root + "/etc/app/app.conf") == "system = yes\n");
-  CHECK(read_raw(home + "/.app.conf") == "user = yes\n");
+  converge_first_time(root, false);
   CHECK(std::filesystem::exists(root + "/var/lib/hostcfg/" + app + ".record"));
   CHECK(std::filesystem::exists(home + "/.local/state/hostcfg/" + std::string(app) + ".record"));
 
@@ -265,20 +253,8 @@ TEST_CASE("strace -f: a second converge (it holds walk_cache()) opens \"/\" once
   if (!is_root()) { HOSTCFG_SKIP("needs root: the system half runs elevated in this process"); return; }
   if (!have_strace()) { HOSTCFG_SKIP("strace not installed (apt install strace)"); return; }
   scratch d;
-  std::string root = d / "root";
-  for (const char* dir : {"", "/etc", "/var", "/var/lib", "/home"}) {
-    std::string p = root + dir;
-    REQUIRE(::mkdir(p.c_str(), 0755) == 0);
-    REQUIRE(::chmod(p.c_str(), 0755) == 0);
-  }
-  std::string home = root + "/home/nobody";
-  REQUIRE(::mkdir(home.c_str(), 0755) == 0);
-  REQUIRE(::chown(home.c_str(), nobody, nobody) == 0);
-  auto first = converge_sandbox(root, true);  // the first run, cached: it changes what it must
-  REQUIRE(first);
-  REQUIRE(first->ok());
-  CHECK(read_raw(root + "/etc/app/app.conf") == "system = yes\n");
-  CHECK(read_raw(home + "/.app.conf") == "user = yes\n");
+  const std::string root = make_sandbox(d);
+  converge_first_time(root, true);  // cached: it still changes what it must
 
   auto before = tree_state(root);
   std::string skip;

@@ -15,26 +15,20 @@
 #include <string>
 #include <vector>
 
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
 
 namespace {
 
+using hostcfg_test::read_whole_file_or_empty;
+using hostcfg_test::write_whole_file;
+
 const std::string header =
     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
     "<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n"
     "<plist version=\"1.0\">\n";
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_all(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-}
 
 std::vector<std::string> corpus_plists() {
   std::vector<std::string> out;
@@ -101,7 +95,7 @@ std::pair<int, std::vector<std::string>> plistlib_roundtrip_all(const std::vecto
   auto result = run(command + " 2>&1");
   std::vector<std::string> outputs;
   if (result.first != 0) return {result.first, {result.second}};
-  for (const auto& q : outs) outputs.push_back(read_all(q));
+  for (const auto& q : outs) outputs.push_back(read_whole_file_or_empty(q));
   return {0, outputs};
 }
 
@@ -422,7 +416,7 @@ TEST_CASE("every corpus plist parses and writes back exactly as plistlib writes 
   for (std::size_t i = 0; i < files.size(); ++i) {
     const std::string& f = files[i];
     INFO(f);
-    std::string bytes = read_all(f);
+    std::string bytes = read_whole_file_or_empty(f);
     auto v = read_plist(bytes);
     REQUIRE(v);
     binary += is_binary_plist(bytes);
@@ -445,7 +439,7 @@ TEST_CASE("every corpus plist parses and writes back exactly as plistlib writes 
 
 TEST_CASE("binary reader: corpus values are decoded with the right types") {
   std::string dir = hostcfg_test::corpus_dir() + "/plists/";
-  std::string all_types = read_all(dir + "binary-bplist00-rust-plist-all-types.plist");
+  std::string all_types = read_whole_file_or_empty(dir + "binary-bplist00-rust-plist-all-types.plist");
   if (all_types.empty()) {
     HOSTCFG_SKIP("no plist corpus");
     return;
@@ -463,7 +457,7 @@ TEST_CASE("binary reader: corpus values are decoded with the right types") {
   CHECK(d.find("EmptyArray")->as_array()->items.empty());
   CHECK(d.find("EmptyDictionary")->as_dict()->entries.empty());
   CHECK(d.find("Height")->type() == plist_type::real);
-  auto utf16 = read_plist_binary(read_all(dir + "binary-bplist00-utf16-strings.plist"));
+  auto utf16 = read_plist_binary(read_whole_file_or_empty(dir + "binary-bplist00-utf16-strings.plist"));
   REQUIRE(utf16);
   CHECK(*utf16->as_dict()->find("name")->as_string() == "\xe2\x98\x85 or better");
 }
@@ -488,7 +482,7 @@ TEST_CASE("binary plists written by plistlib read back equal to the XML value") 
       {"Long", std::string(300, 'z')},
   };
   std::string xml_path = scratch_dir() + "/in.plist";
-  write_all(xml_path, *write_plist_xml(v));
+  write_whole_file(xml_path, *write_plist_xml(v));
   auto bin = plistlib_roundtrip(xml_path, "FMT_BINARY");
   REQUIRE(bin.first == 0);
   REQUIRE(is_binary_plist(bin.second));
@@ -602,7 +596,7 @@ TEST_CASE("semantic compare: key order, whitespace, comments and XML vs binary d
   CHECK(plist_equal(plist_value(std::uint64_t{5}), plist_value(std::int64_t{5})));
   CHECK_FALSE(plist_equal(plist_value(std::uint64_t{UINT64_MAX}), plist_value(std::int64_t{-1})));
   // XML vs binary: a corpus binary file against its XML rewrite.
-  std::string bin = read_all(hostcfg_test::corpus_dir() + "/plists/binary-bplist00-apple-DarwinDirectory.configuration.macos.plist");
+  std::string bin = read_whole_file_or_empty(hostcfg_test::corpus_dir() + "/plists/binary-bplist00-apple-DarwinDirectory.configuration.macos.plist");
   if (!bin.empty()) {
     auto from_bin = read_plist(bin);
     REQUIRE(from_bin);
@@ -666,7 +660,7 @@ TEST_CASE("plistlib loads every file the writer produces, with the same values")
     auto w = write_plist_xml(r.value);
     REQUIRE(w);
     paths.push_back(scratch_dir() + "/out" + std::to_string(paths.size()) + ".plist");
-    write_all(paths.back(), *w);
+    write_whole_file(paths.back(), *w);
     written.push_back(*w);
   }
   auto xml = plistlib_roundtrip_all(paths);

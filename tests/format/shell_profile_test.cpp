@@ -10,11 +10,14 @@
 #include <string>
 #include <vector>
 
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
 
 namespace {
+
+using hostcfg_test::read_whole_file_or_empty;
 
 user_identity user_with(std::string shell) {
   user_identity u;
@@ -32,11 +35,6 @@ file_exists_fn exists_in(std::set<std::string> files) {
 
 path_block_spec spec_for(shell_dialect d, std::string dir = "/Users/ann/.docker/bin") {
   return {"com.docker.desktop", std::move(dir), "/Users/ann", d, std::nullopt};
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 }  // namespace
@@ -626,7 +624,7 @@ std::vector<corpus_file> corpus_profiles() {
                             : (ends(".cshrc") || ends(".tcshrc")) ? shell_dialect::csh
                             : ends(".zshrc")                    ? shell_dialect::zsh
                                                                 : shell_dialect::posix;
-    out.push_back({name, read_all(dir + "/" + name), dialect});
+    out.push_back({name, read_whole_file_or_empty(dir + "/" + name), dialect});
   }
   closedir(d);
   return out;

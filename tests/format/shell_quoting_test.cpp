@@ -12,11 +12,15 @@
 #include <vector>
 
 #include "hostcfg/format/shell_profile.hpp"
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
 
 namespace {
+
+using hostcfg_test::read_whole_file_or_empty;
+using hostcfg_test::write_whole_file;
 
 std::string find_shell(const char* name) {
   for (const char* dir : {"/usr/bin/", "/bin/", "/usr/local/bin/"}) {
@@ -24,16 +28,6 @@ std::string find_shell(const char* name) {
     if (access(p.c_str(), X_OK) == 0) return p;
   }
   return {};
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_all(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
 }
 
 bool exists(const std::string& path) {
@@ -134,19 +128,19 @@ TEST_CASE("real shells read every special directory name back exactly, run nothi
       REQUIRE(mkdir((home.path + "/.config/fish").c_str(), 0700) == 0);
       REQUIRE(mkdir((home.path + "/.config/fish/conf.d").c_str(), 0700) == 0);
     }
-    write_all(rc_path, rc_bytes);
-    write_all(home.path + "/commands", std::string(sc.print_flags) + "\n" + sc.resource + "\n" + sc.print_path +
-                                           "\nexit\n");
+    write_whole_file(rc_path, rc_bytes);
+    write_whole_file(home.path + "/commands",
+                     std::string(sc.print_flags) + "\n" + sc.resource + "\n" + sc.print_path + "\nexit\n");
     std::string cmd = "cd \"$H\" && env -i HOME=\"$H\" PATH=/usr/bin:/bin TERM=dumb " + std::string(sc.env) +
                       " timeout 20 " + binary + " " + sc.args + " < \"$H/commands\" > \"$H/log\" 2>&1";
     std::string full = "H='" + home.path + "'; export H; " + cmd;
     int rc = std::system(full.c_str());
-    std::string log = read_all(home.path + "/log");
+    std::string log = read_whole_file_or_empty(home.path + "/log");
     CAPTURE(log);
     CHECK(rc == 0);
-    CHECK(read_all(home.path + "/flags") == "interactive\n");
+    CHECK(read_whole_file_or_empty(home.path + "/flags") == "interactive\n");
     CHECK_FALSE(exists(home.path + "/canary"));
-    std::string path_value = read_all(home.path + "/out");
+    std::string path_value = read_whole_file_or_empty(home.path + "/out");
     while (!path_value.empty() && path_value.back() == '\n') path_value.pop_back();
     CAPTURE(path_value);
     auto elements = split(path_value, ':');
@@ -183,11 +177,11 @@ TEST_CASE("a shell started twice over the same rc keeps a single PATH element (n
                        std::nullopt};
   auto edit = apply_profile_block("", spec);
   REQUIRE(edit);
-  write_all(home.path + "/.bashrc", edit->bytes);
-  write_all(home.path + "/inner", "printf '%s' \"$PATH\" > ~/out\nexit\n");
-  write_all(home.path + "/commands", bash + " -i < ~/inner\nexit\n");
+  write_whole_file(home.path + "/.bashrc", edit->bytes);
+  write_whole_file(home.path + "/inner", "printf '%s' \"$PATH\" > ~/out\nexit\n");
+  write_whole_file(home.path + "/commands", bash + " -i < ~/inner\nexit\n");
   std::string full = "H='" + home.path + "'; cd \"$H\" && env -i HOME=\"$H\" PATH=/usr/bin:/bin TERM=dumb timeout 20 " +
                      bash + " -i < \"$H/commands\" > \"$H/log\" 2>&1";
   CHECK(std::system(full.c_str()) == 0);
-  CHECK(read_all(home.path + "/out") == home.path + "/.docker/bin:/usr/bin:/bin");
+  CHECK(read_whole_file_or_empty(home.path + "/out") == home.path + "/.docker/bin:/usr/bin:/bin");
 }

@@ -10,7 +10,7 @@
 //    exactly when they are not UTF-8 or hold a character outside XML 1.0's Char production.
 //  - validate_hostname accepts only RFC 1123 lower-case names; an accepted name is one field of a
 //    hosts line. parse_ip_address accepts only text equal to inet_ntop's canonical form.
-// clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude tests/fuzz/escapers_fuzz.cpp
+// clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Itests tests/fuzz/escapers_fuzz.cpp
 #include <arpa/inet.h>
 
 #include <cstddef>
@@ -28,17 +28,12 @@
 #include "hostcfg/format/plist.hpp"
 #include "hostcfg/format/plist_xml.hpp"
 #include "hostcfg/format/shell_dialect.hpp"
+#include "support/fuzz_check.hpp"
 
 namespace {
 
-// Aborts (a libFuzzer crash) naming the invariant's line.
-#define check(ok)                                                              \
-  do {                                                                         \
-    if (!(ok)) {                                                               \
-      std::fprintf(stderr, "invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #ok); \
-      std::abort();                                                            \
-    }                                                                          \
-  } while (0)
+// Aborts (a libFuzzer crash) naming the invariant's line (support/fuzz_check.hpp).
+#define check(ok) HOSTCFG_FUZZ_CHECK(ok)
 
 // A POSIX shell word made of '...' segments and \x escapes (what the quoters emit); nullopt when
 // the word holds anything a shell would treat specially outside quotes.

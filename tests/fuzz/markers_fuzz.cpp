@@ -9,7 +9,7 @@
 //     before and after it are untouched.
 //  4. A file without a section gets one appended on its own line (a newline added only when the
 //     file does not end with one), and find_section then finds exactly that body.
-// clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude tests/fuzz/markers_fuzz.cpp
+// clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Itests tests/fuzz/markers_fuzz.cpp
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -19,17 +19,12 @@
 
 #include "hostcfg/format/lines.hpp"
 #include "hostcfg/format/markers.hpp"
+#include "support/fuzz_check.hpp"
 
 namespace {
 
-// Aborts (a libFuzzer crash) naming the invariant's line.
-#define check(ok)                                                              \
-  do {                                                                         \
-    if (!(ok)) {                                                               \
-      std::fprintf(stderr, "invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #ok); \
-      std::abort();                                                            \
-    }                                                                          \
-  } while (0)
+// Aborts (a libFuzzer crash) naming the invariant's line (support/fuzz_check.hpp).
+#define check(ok) HOSTCFG_FUZZ_CHECK(ok)
 
 void check_markers(std::string_view bytes, const hostcfg::section_markers& m) {
   using namespace hostcfg;

@@ -5,7 +5,7 @@
 //     a fixed point of serialize(parse(.)).
 //  3. Any record built from arbitrary bytes (ids, kinds, keys, values, app id) round-trips
 //     exactly through serialize_record/parse_record: the percent encoding loses no byte.
-// clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude tests/fuzz/record_fuzz.cpp
+// clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Itests tests/fuzz/record_fuzz.cpp
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -14,17 +14,12 @@
 #include <string_view>
 
 #include "hostcfg/record.hpp"
+#include "support/fuzz_check.hpp"
 
 namespace {
 
-// Aborts (a libFuzzer crash) naming the invariant's line.
-#define check(ok)                                                              \
-  do {                                                                         \
-    if (!(ok)) {                                                               \
-      std::fprintf(stderr, "invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #ok); \
-      std::abort();                                                            \
-    }                                                                          \
-  } while (0)
+// Aborts (a libFuzzer crash) naming the invariant's line (support/fuzz_check.hpp).
+#define check(ok) HOSTCFG_FUZZ_CHECK(ok)
 
 // Splits the input at 0xFF bytes into pieces (the separator itself can still appear escaped as a
 // value byte via 0xFE 0xFF): the material for a synthetic record.

@@ -7,6 +7,7 @@
 //
 // Needs root (the attacker is uid 65534, `nobody`); skips otherwise. Linux only (the attacker's
 // identity is switched per thread with setfsuid); elsewhere one case reports the skip.
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 #if !defined(__linux__)
@@ -276,15 +277,12 @@ std::string tree_digest(const std::string& dir) {
 
 /// A root-owned 0755 scratch root under /var/tmp with a decoy "/etc" inside, removed at the end.
 struct world {
-  std::string root;
+  hostcfg_test::root_scratch_dir dir{"hostcfg-attack"};
+  std::string root = dir.path;
   std::string decoy;  // root-owned stand-in for /etc: what an attacker wants root to write
   std::string decoy_digest;
 
   world() {
-    char templ[] = "/var/tmp/hostcfg-attack-XXXXXX";
-    REQUIRE(::mkdtemp(templ) != nullptr);
-    root = templ;
-    REQUIRE(::chmod(root.c_str(), 0755) == 0);
     decoy = root + "/decoy_etc";
     put_dir(decoy, 0755);
     put_file(decoy + "/app.conf", "decoy app.conf\n", 0644);
@@ -293,9 +291,6 @@ struct world {
     put_dir(decoy + "/sudoers.d", 0750);
     decoy_digest = tree_digest(decoy);
   }
-  ~world() { remove_tree(root); }
-  world(const world&) = delete;
-  world& operator=(const world&) = delete;
 
   bool decoy_untouched() const { return tree_digest(decoy) == decoy_digest; }
 

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -37,41 +38,21 @@ namespace {
 const std::string original_hosts =
     "127.0.0.1\tlocalhost\n255.255.255.255\tbroadcasthost\n::1             localhost\n# a user's comment\n";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using hostcfg_test::read_whole_file_or_empty;
 
 /// A root-owned 0755 directory (on tmpfs when there is a root-owned sticky /dev/shm, so the
 /// fsyncs of 2000 edits cost nothing), with /etc/hosts, /var/lib and root's home inside.
 struct race_box {
-  std::string root;
+  hostcfg_test::root_scratch_dir dir{"hostcfg-race", hostcfg_test::scratch_disk::tmpfs_first};
+  std::string root = dir.path;
   race_box() {
-    std::string base = "/var/tmp";
-    struct ::stat st {};
-    if (::stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && (st.st_mode & S_ISVTX))
-      base = "/dev/shm";
-    std::string templ = base + "/hostcfg-race-XXXXXX";
-    std::vector<char> name(templ.begin(), templ.end());
-    name.push_back('\0');
-    REQUIRE(::mkdtemp(name.data()) != nullptr);
-    root = name.data();
-    REQUIRE(::chmod(root.c_str(), 0755) == 0);
-    for (const char* dir : {"/etc", "/var/lib", "/root"}) {
-      stdfs::create_directories(root + dir);
-      REQUIRE(::chmod((root + dir).c_str(), 0755) == 0);
+    for (const char* d : {"/etc", "/var/lib", "/root"}) {
+      stdfs::create_directories(root + d);
+      REQUIRE(::chmod((root + d).c_str(), 0755) == 0);
     }
     std::ofstream(root + "/etc/hosts", std::ios::binary) << original_hosts;
     REQUIRE(::chmod((root + "/etc/hosts").c_str(), 0644) == 0);
   }
-  ~race_box() {
-    std::error_code ec;
-    stdfs::remove_all(root, ec);
-  }
-  race_box(const race_box&) = delete;
-  race_box& operator=(const race_box&) = delete;
 };
 
 user_identity root_user() { return user_identity{0, 0, {0}, "root", "/root", "/bin/sh", std::nullopt, std::nullopt}; }
@@ -138,7 +119,7 @@ TEST_CASE("hosts race: two apps converge and revert the same hosts file concurre
   for (std::size_t round = 0; round < rounds && bad_rounds < 3; ++round) {
     outcome install_a, install_b, revert_a, revert_b;  // kept apart: a failing round shows both phases
     race(phase(true), install_a, install_b);
-    const std::string both = slurp(hosts_path);
+    const std::string both = read_whole_file_or_empty(hosts_path);
     bool installed = install_a.ok && install_b.ok && both.compare(0, original_hosts.size(), original_hosts) == 0;
     for (int who = 0; who < 2; ++who)
       installed = installed && both.find(begins[who] + "\n" + lines[who]) != std::string::npos;
@@ -148,7 +129,7 @@ TEST_CASE("hosts race: two apps converge and revert the same hosts file concurre
                                                 default_markers("a").end_line.size() +
                                                 default_markers("b").end_line.size() + 4;
     race(phase(false), revert_a, revert_b);
-    const std::string after = slurp(hosts_path);
+    const std::string after = read_whole_file_or_empty(hosts_path);
     const bool reverted = revert_a.ok && revert_b.ok && after == original_hosts;
     if (!installed || !reverted) {
       ++bad_rounds;
@@ -165,7 +146,7 @@ TEST_CASE("hosts race: two apps converge and revert the same hosts file concurre
     }
   }
   CHECK(bad_rounds == 0);
-  CHECK(slurp(hosts_path) == original_hosts);
+  CHECK(read_whole_file_or_empty(hosts_path) == original_hosts);
   struct ::stat st {};
   REQUIRE(::stat(hosts_path.c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0644);

@@ -6,7 +6,6 @@
 // (root-owned 0644 at the fixed path), then asks the helper to uninstall itself: the daemon exits
 // 0 and leaves no socket, no cache, no plist and no record behind. The daemon is killed on any
 // failure, so no test leaves a process running.
-#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
@@ -31,6 +30,7 @@
 #include "hostcfg/helper/client.hpp"
 #include "hostcfg/helper/port_bind.hpp"
 #include "hostcfg/primitives/launchd_plist.hpp"
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -44,49 +44,13 @@ std::string helper_binary() { return std::string(HOSTCFG_BINARY_DIR) + "/example
 
 /// A root-owned 0755 scratch directory under /var/tmp (not under world-writable /tmp itself), so
 /// the socket path stays short and the helper's trusted-directory walk accepts it.
-struct root_dir {
-  std::string path;
-  root_dir() {
-    char tmpl[] = "/var/tmp/hph-XXXXXX";
-    if (::mkdtemp(tmpl) != nullptr) {
-      path = tmpl;
-      ::chmod(path.c_str(), 0755);
-    }
-  }
-  ~root_dir() { remove_tree(path); }
-  static void remove_tree(const std::string& p) {
-    struct stat st {};
-    if (p.empty() || ::lstat(p.c_str(), &st) != 0) return;
-    if (S_ISDIR(st.st_mode)) {
-      if (DIR* d = ::opendir(p.c_str())) {
-        while (dirent* e = ::readdir(d)) {
-          const std::string n = e->d_name;
-          if (n != "." && n != "..") remove_tree(p + "/" + n);
-        }
-        ::closedir(d);
-      }
-      ::rmdir(p.c_str());
-    } else {
-      ::unlink(p.c_str());
-    }
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
+struct root_dir : hostcfg_test::root_scratch_dir {
+  root_dir() : root_scratch_dir("hph") {}
 };
 
 bool exists(const std::string& path) {
   struct stat st {};
   return ::lstat(path.c_str(), &st) == 0;
-}
-
-std::string read_all(const std::string& path) {
-  std::string out;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "<unreadable>";
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
-  ::close(fd);
-  return out;
 }
 
 /// The daemon process: started with its stderr in `log_path`; killed (SIGKILL) and reaped by the
@@ -141,39 +105,8 @@ struct daemon_process {
     }
     return false;
   }
-  std::string log() const { return read_all(log_path); }
+  std::string log() const { return hostcfg_test::read_whole_file(log_path).value_or("<unreadable>"); }
 };
-
-/// Runs `fn` in a forked child as uid/gid 65534 with no supplementary groups; what it returned,
-/// or "<child died N>".
-std::string as_nobody(const std::function<std::string()>& fn) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return "<pipe failed>";
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(p[0]);
-    if (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0 || ::getuid() != nobody)
-      ::_exit(3);
-    const std::string out = fn();
-    std::size_t done = 0;
-    while (done < out.size()) {
-      const ssize_t n = ::write(p[1], out.data() + done, out.size() - done);
-      if (n <= 0) break;
-      done += static_cast<std::size_t>(n);
-    }
-    ::_exit(0);
-  }
-  ::close(p[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(p[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
-  ::close(p[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "<child died " + std::to_string(status) + ">" + out;
-  return out;
-}
 
 /// A TCP port below 1024 that root can bind on 127.0.0.1 right now, scanning down from `from`.
 std::uint16_t free_port(std::uint16_t from) {
@@ -243,7 +176,7 @@ TEST_CASE("port-helper daemon: SCM_RIGHTS bind for nobody, a root-owned policy c
 
   // 1. A listening socket below 1024 through the helper only, received as an fd via SCM_RIGHTS.
   const std::string policy = "{\"registries\":[\"docker.io\"]}\n";
-  const std::string got = as_nobody([&] {
+  const std::string got = hostcfg_test::run_as_user_capturing(nobody, [&] {
     auto req = make_bind_request(transport::tcp, "127.0.0.1", port);
     if (!req) return std::string("bad request");
     port_bind::options opts;
@@ -271,14 +204,14 @@ TEST_CASE("port-helper daemon: SCM_RIGHTS bind for nobody, a root-owned policy c
   CHECK(st.st_uid == 0);
   CHECK(st.st_gid == 0);
   CHECK((st.st_mode & 07777) == 0644);
-  CHECK(read_all(policy_path) == policy);
+  CHECK(hostcfg_test::read_whole_file(policy_path) == policy);
   REQUIRE(::lstat(socket.c_str(), &st) == 0);
   CHECK(S_ISSOCK(st.st_mode));
   CHECK(st.st_uid == nobody);
   CHECK((st.st_mode & 07777) == 0600);
 
   // 3. Uninstall: the reply is ok, the daemon exits 0 and takes its traces with it.
-  const std::string gone = as_nobody([&] {
+  const std::string gone = hostcfg_test::run_as_user_capturing(nobody, [&] {
     auto r = uninstall_helper(client_options{socket, 5000});
     return r ? std::string("ok") : r.error().message();
   });
@@ -293,8 +226,9 @@ TEST_CASE("port-helper daemon: SCM_RIGHTS bind for nobody, a root-owned policy c
   const std::string log = daemon.log();
   CHECK(log.find("port-helper: bound uid=65534") != std::string::npos);
   CHECK(log.find("port-helper: uninstalled uid=-1 pid=-1: removed policy cache " + policy_path) != std::string::npos);
-  CHECK(log.find("port-helper: uninstalled uid=-1 pid=-1: system/com.docker.vmnetd: skipped: no launchd here; " +
-                 std::string("/Library/LaunchDaemons/com.docker.vmnetd.plist: removed")) != std::string::npos);
+  // The plist goes first (launchd never starts the helper again), the bootout is the last act.
+  CHECK(log.find("port-helper: uninstalled uid=-1 pid=-1: /Library/LaunchDaemons/com.docker.vmnetd.plist: removed; " +
+                 std::string("system/com.docker.vmnetd: skipped: no launchd here")) != std::string::npos);
   CHECK(log.find("uninstall_failed") == std::string::npos);
 }
 

@@ -160,9 +160,7 @@ void check_hosts_round_trip(const std::string& hosts) {
   REQUIRE(undone);
   CHECK(undone->ok());
   CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(hosts));
-  auto left = MemoryFs::diff(original, fs.take_snapshot());
-  for (const auto& line : left) MESSAGE("left after uninstall: " << line);
-  CHECK(left.empty());
+  HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(original, fs.take_snapshot()), "left after uninstall: ");
 }
 
 }  // namespace
@@ -314,9 +312,7 @@ TEST_CASE("property: shell profiles - apply twice = once, probe after apply in s
     REQUIRE(undone);
     CHECK(undone->ok());
     CHECK(fs.file_bytes("/Users/alice/.zshrc") == zshrc);
-    auto left = MemoryFs::diff(original, fs.take_snapshot());
-    for (const auto& line : left) MESSAGE("left after uninstall: " << line);
-    CHECK(left.empty());
+    HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(original, fs.take_snapshot()), "left after uninstall: ");
   }
   std::printf("property profile round trip: %zu generated profiles\n", cases);
 }
@@ -514,9 +510,7 @@ TEST_CASE("property: launchd jobs - apply twice = once, probe after apply in syn
     REQUIRE(undone);
     CHECK(undone->ok());
     CHECK_FALSE(fake.loaded(launchd_domain::system(), job.label));
-    auto left = MemoryFs::diff(original, fs.take_snapshot());
-    for (const auto& line : left) MESSAGE("left after uninstall: " << line);
-    CHECK(left.empty());
+    HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(original, fs.take_snapshot()), "left after uninstall: ");
   }
   std::printf("property launchd jobs: %zu generated jobs\n", cases);
 }

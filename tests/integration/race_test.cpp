@@ -30,6 +30,7 @@
 #include <iterator>
 #include <string>
 
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -128,15 +129,29 @@ const event* only_event(const converge_report& r) {
   return &r.steps[0].applied.events[0];
 }
 
+/// Two hostcfg runs of a scripted interleaving on one home tree: A sees the tree through `hooked`
+/// (so the test can make B act at a chosen point of A's run), B sees it directly. Both act for
+/// the same user, who declines elevation.
+struct two_runs {
+  MemoryFs fs = home_tree();
+  HookFs hooked{fs};
+  ScriptedPrivilege priv_a{the_user(501), answer::declined};
+  ScriptedPrivilege priv_b{the_user(501), answer::declined};
+  context<HookFs, ScriptedPrivilege> ctx_a;
+  context<MemoryFs, ScriptedPrivilege> ctx_b;
+
+  explicit two_runs(const char* app_a = "a", const char* app_b = "b")
+      : ctx_a(hooked, priv_a, app_a), ctx_b(fs, priv_b, app_b) {}
+};
+
+/// The same, both runs of one app id (two copies of the same app racing).
+struct two_runs_of_one_app : two_runs {
+  two_runs_of_one_app() : two_runs("app", "app") {}
+};
+
 }  // namespace
 
-TEST_CASE("F6: another hostcfg run writing between our probe and our lock: both blocks land") {
-  MemoryFs fs = home_tree();
-  HookFs hooked(fs);
-  ScriptedPrivilege priv_a(the_user(501), answer::declined);
-  ScriptedPrivilege priv_b(the_user(501), answer::declined);
-  context ctx_a(hooked, priv_a, "a");
-  context ctx_b(fs, priv_b, "b");
+TEST_CASE_FIXTURE(two_runs, "F6: another hostcfg run writing between our probe and our lock: both blocks land") {
   std::optional<file_status> probed;
   std::optional<file_status> written_over;
   int b_runs = 0;
@@ -170,13 +185,7 @@ TEST_CASE("F6: another hostcfg run writing between our probe and our lock: both 
   CHECK(fs.file_bytes(profile) == std::optional<std::string>(original));
 }
 
-TEST_CASE("F6: the lock keeps another hostcfg run out between our locked read and our write") {
-  MemoryFs fs = home_tree();
-  HookFs hooked(fs);
-  ScriptedPrivilege priv_a(the_user(501), answer::declined);
-  ScriptedPrivilege priv_b(the_user(501), answer::declined);
-  context ctx_a(hooked, priv_a, "a");
-  context ctx_b(fs, priv_b, "b");
+TEST_CASE_FIXTURE(two_runs, "F6: the lock keeps another hostcfg run out between our locked read and our write") {
   std::optional<converge_report> b_report;
   hooked.before = [&](const std::string& op, std::string_view p) {
     if (op == "replace_file" && p == profile && !b_report) {
@@ -272,13 +281,8 @@ TEST_CASE("F5: an editor saving between probe and apply: both edits kept, decide
   }
 }
 
-TEST_CASE("F6: two runs of one app storing their records at once keep each other's items") {
-  MemoryFs fs = home_tree();
-  HookFs hooked(fs);
-  ScriptedPrivilege priv_a(the_user(501), answer::declined);
-  ScriptedPrivilege priv_b(the_user(501), answer::declined);
-  context ctx_a(hooked, priv_a, "app");
-  context ctx_b(fs, priv_b, "app");
+TEST_CASE_FIXTURE(two_runs_of_one_app,
+                  "F6: two runs of one app storing their records at once keep each other's items") {
   const std::string record_dir = "/home/u/.local/state/hostcfg";
   const std::string record_path = record_dir + "/app.record";
   // The record's directory exists (an earlier run made it), so stores lock it.
@@ -347,27 +351,14 @@ namespace {
 namespace stdfs = std::filesystem;
 constexpr uid_type nobody = 65534;
 
-std::optional<std::string> read_real(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+using hostcfg_test::read_whole_file;
 
 // A root-owned 0755 sandbox (on tmpfs when /dev/shm is root-owned and sticky, else /var/tmp),
 // never a directory under world-writable /tmp: RootedFs walks it as a trusted path.
 struct race_box {
-  std::string root;
+  hostcfg_test::root_scratch_dir dir{"hostcfg-race", hostcfg_test::scratch_disk::tmpfs_first};
+  std::string root = dir.path;
   race_box() {
-    std::string base = "/var/tmp";
-    struct ::stat st {};
-    if (::stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && (st.st_mode & S_ISVTX))
-      base = "/dev/shm";
-    std::string templ = base + "/hostcfg-race-XXXXXX";
-    std::vector<char> name(templ.begin(), templ.end());
-    name.push_back('\0');
-    REQUIRE(::mkdtemp(name.data()) != nullptr);
-    root = name.data();
-    REQUIRE(::chmod(root.c_str(), 0755) == 0);
     for (const char* d : {"/home", "/var", "/var/lib"}) REQUIRE(::mkdir((root + d).c_str(), 0755) == 0);
     REQUIRE(::mkdir((root + home).c_str(), 0750) == 0);
     REQUIRE(::chown((root + home).c_str(), nobody, nobody) == 0);
@@ -378,12 +369,6 @@ struct race_box {
     REQUIRE(::chmod((root + profile).c_str(), 0644) == 0);
     REQUIRE(::chown((root + profile).c_str(), nobody, nobody) == 0);
   }
-  ~race_box() {
-    std::error_code ec;
-    stdfs::remove_all(root, ec);
-  }
-  race_box(const race_box&) = delete;
-  race_box& operator=(const race_box&) = delete;
 };
 
 // One racer's converge or uninstall on its own backends: 0 when every event is "changed" (its
@@ -491,7 +476,7 @@ TEST_CASE("F6: two hostcfg processes race on one profile, converge and uninstall
       char c = 0;
       REQUIRE(::read(done[0], &c, 1) == 1);
       if (c != 'x') ++b_failures;
-      auto bytes = read_real(real_profile);
+      auto bytes = read_whole_file(real_profile);
       if (install) {
         if (bytes == a_then_b) ++a_first;
         else if (bytes == b_then_a) ++b_first;
@@ -519,7 +504,7 @@ TEST_CASE("F6: two hostcfg processes race on one profile, converge and uninstall
   CHECK(wrong_install == 0);
   CHECK(wrong_uninstall == 0);
   CHECK(a_first + b_first == rounds);
-  CHECK(read_real(real_profile) == std::optional<std::string>(original));
+  CHECK(read_whole_file(real_profile) == std::optional<std::string>(original));
   // No temp file and no record is left once both uninstalled.
   for (const auto& entry : stdfs::recursive_directory_iterator(box.root)) {
     std::string name = entry.path().filename().string();

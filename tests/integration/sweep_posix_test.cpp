@@ -25,6 +25,7 @@
 #include <fstream>
 #include <set>
 
+#include "support/real_fs.hpp"
 #include "support/syscall_faults.hpp"
 
 using namespace hostcfg;
@@ -46,11 +47,7 @@ user_identity posix_user() {
   return user_identity{nobody, nobody, {nobody}, "nobody", "/Users/alice", "/bin/sh", std::nullopt, std::nullopt};
 }
 
-std::optional<std::string> read_real(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+using hostcfg_test::read_whole_file;
 
 void write_real(const std::string& path, const std::string& bytes, mode_t mode, uid_t uid, gid_t gid) {
   {
@@ -70,29 +67,16 @@ void make_real_dir(const std::string& path, mode_t mode, uid_t uid, gid_t gid) {
 
 // A root-owned 0755 sandbox under /var/tmp: /etc (hosts + a config), /var/lib, nobody's home.
 struct posix_box {
-  std::string root;
   // On tmpfs (/dev/shm, root-owned and sticky like /var/tmp) when there is one: fsync is then
   // free, so the sweep measures the syscall sequence, not the disk's flush latency (~13 ms per
   // fsync on a shared CI disk would make the sweep minutes long). HOSTCFG_SWEEP_DIR overrides.
-  posix_box() {
-    std::string base = "/var/tmp";
-    struct ::stat st {};
-    if (const char* env = std::getenv("HOSTCFG_SWEEP_DIR")) base = env;
-    else if (::stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && (st.st_mode & S_ISVTX))
-      base = "/dev/shm";
-    std::string templ = base + "/hostcfg-sweep-XXXXXX";
-    std::vector<char> name(templ.begin(), templ.end());
-    name.push_back('\0');
-    REQUIRE(::mkdtemp(name.data()) != nullptr);
-    root = name.data();
-    REQUIRE(::chmod(root.c_str(), 0755) == 0);
+  hostcfg_test::root_scratch_dir dir{sweep_base(), "hostcfg-sweep"};
+  std::string root = dir.path;
+
+  static std::string sweep_base() {
+    if (const char* env = std::getenv("HOSTCFG_SWEEP_DIR")) return env;
+    return hostcfg_test::scratch_base(hostcfg_test::scratch_disk::tmpfs_first);
   }
-  ~posix_box() {
-    std::error_code ec;
-    stdfs::remove_all(root, ec);
-  }
-  posix_box(const posix_box&) = delete;
-  posix_box& operator=(const posix_box&) = delete;
 
   std::string real(const std::string& p) const { return root + p; }
   void reset() const {
@@ -138,7 +122,7 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files) {
   REQUIRE(clean->out_of_sync.empty());
   const std::size_t calls = faults.calls();
   REQUIRE(calls > 10);
-  const auto new_hosts = read_real(box.real("/etc/hosts"));
+  const auto new_hosts = read_whole_file(box.real("/etc/hosts"));
   REQUIRE(new_hosts);
   if (hosts) CHECK(*new_hosts != stock_hosts);
   else CHECK(*new_hosts == stock_hosts);
@@ -165,15 +149,15 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files) {
   }
 
   auto check_old_or_new = [&] {
-    auto h = read_real(box.real("/etc/hosts"));
+    auto h = read_whole_file(box.real("/etc/hosts"));
     REQUIRE(h);
     CHECK((*h == stock_hosts || *h == *new_hosts));
-    auto c = read_real(box.real("/etc/docker-app.conf"));
+    auto c = read_whole_file(box.real("/etc/docker-app.conf"));
     REQUIRE(c);
     CHECK((*c == "old bytes\n" || *c == "new bytes\n"));
-    if (auto u = read_real(box.real("/Users/alice/.docker/app.conf"))) CHECK(*u == "user\n");
+    if (auto u = read_whole_file(box.real("/Users/alice/.docker/app.conf"))) CHECK(*u == "user\n");
     for (const char* rec : {user_record_path, system_record_path})
-      if (auto bytes = read_real(box.real(rec))) {
+      if (auto bytes = read_whole_file(box.real(rec))) {
         auto parsed = parse_record(*bytes, rec);
         INFO(rec << ": " << (parsed ? std::string("ok") : parsed.error().message()));
         CHECK(parsed.has_value());
@@ -206,20 +190,20 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files) {
       if (reported) {
         ++reported_points;
       } else if (faults.fired()) {
-        CHECK(read_real(box.real("/etc/hosts")) == new_hosts);
+        CHECK(read_whole_file(box.real("/etc/hosts")) == new_hosts);
         if (files) {
-          CHECK(read_real(box.real("/etc/docker-app.conf")) == std::optional<std::string>("new bytes\n"));
-          CHECK(read_real(box.real("/Users/alice/.docker/app.conf")) == std::optional<std::string>("user\n"));
+          CHECK(read_whole_file(box.real("/etc/docker-app.conf")) == std::optional<std::string>("new bytes\n"));
+          CHECK(read_whole_file(box.real("/Users/alice/.docker/app.conf")) == std::optional<std::string>("user\n"));
         }
       }
       auto again = run_posix(real, hosts, files);
       REQUIRE(again);
       CHECK(again->ok());
       CHECK(again->out_of_sync.empty());
-      CHECK(read_real(box.real("/etc/hosts")) == new_hosts);
+      CHECK(read_whole_file(box.real("/etc/hosts")) == new_hosts);
       if (files) {
-        CHECK(read_real(box.real("/etc/docker-app.conf")) == std::optional<std::string>("new bytes\n"));
-        CHECK(read_real(box.real("/Users/alice/.docker/app.conf")) == std::optional<std::string>("user\n"));
+        CHECK(read_whole_file(box.real("/etc/docker-app.conf")) == std::optional<std::string>("new bytes\n"));
+        CHECK(read_whole_file(box.real("/Users/alice/.docker/app.conf")) == std::optional<std::string>("user\n"));
         struct ::stat st {};
         REQUIRE(::lstat(box.real("/Users/alice/.docker/app.conf").c_str(), &st) == 0);
         CHECK(st.st_uid == nobody);

@@ -259,9 +259,8 @@ inline void check_rerun_converges(MemoryFs& fs, FakeServiceManager& launchd, flo
     INFO("left behind after the re-run: " << entry.first);
     CHECK_FALSE(is_temp_path(entry.first));
   }
-  auto diff = MemoryFs::diff(without_records(ref.new_tree), without_records(now));
-  for (const auto& line : diff) MESSAGE("re-run differs from a clean run: " << line);
-  CHECK(diff.empty());
+  HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(without_records(ref.new_tree), without_records(now)),
+                        "re-run differs from a clean run: ");
   check_records_readable(fs);
   if (recorded_items(fs) != ref.items) ++t.ownership_lost;
   if (!third) return;
@@ -325,9 +324,8 @@ inline totals sweep_memory(flow_kind k, bool light = false) {
         ++t.reported;
       } else {
         ++t.absorbed;
-        auto diff = MemoryFs::diff(without_records(ref.new_tree), without_records(now));
-        for (const auto& line : diff) MESSAGE("an unreported fault left: " << line);
-        CHECK(diff.empty());
+        HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(without_records(ref.new_tree), without_records(now)),
+                              "an unreported fault left: ");
       }
       std::size_t lost_before = t.ownership_lost;
       check_rerun_converges(fs, launchd, k, ref, !light, t);

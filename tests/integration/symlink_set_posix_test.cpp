@@ -23,6 +23,7 @@
 #include <string>
 
 #include "primitives/symlink_swap_fs.hpp"
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -65,13 +66,9 @@ lstat_result lstat_of(const std::string& path) {
 // A root-owned 0755 sandbox under /var/tmp laid out like a Mac: /usr/local/bin root 0755, the
 // app's commands, nobody's home, a Homebrew keg, an /etc to attack.
 struct sandbox {
-  std::string root;
+  hostcfg_test::root_scratch_dir dir{"hostcfg-symlink"};
+  std::string root = dir.path;
   sandbox() {
-    char name[] = "/var/tmp/hostcfg-symlink-XXXXXX";
-    char* made = ::mkdtemp(name);
-    REQUIRE(made != nullptr);
-    root = made;
-    REQUIRE(::chmod(root.c_str(), 0755) == 0);
     make_dir(root + "/usr/local/bin", 0755, 0, 0);
     make_dir(root + "/var/lib", 0755, 0, 0);
     make_dir(root + "/var/run", 0755, 0, 0);
@@ -83,12 +80,6 @@ struct sandbox {
     write_file(root + "/opt/homebrew/Cellar/docker/24/bin/docker", "brew\n", 0755, 0, 0);
     make_dir(home(), 0755, nobody_uid, nobody_gid);
   }
-  ~sandbox() {
-    std::error_code ec;
-    stdfs::remove_all(root, ec);
-  }
-  sandbox(const sandbox&) = delete;
-  sandbox& operator=(const sandbox&) = delete;
 
   std::string home() const { return root + "/home/nobody"; }
   std::string bin() const { return root + "/usr/local/bin"; }

@@ -128,9 +128,7 @@ TEST_CASE("revert undoes the members last first and gives back the tree") {
   auto rp = undone->steps[0].planned;
   REQUIRE(rp.changes.size() == 3);
   CHECK(rp.changes[0].item_id == "1|file:/Users/alice/.example-path.sh");
-  auto left = MemoryFs::diff(before, fs.take_snapshot());
-  for (const auto& line : left) MESSAGE(line);
-  CHECK(left.empty());
+  HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(before, fs.take_snapshot()), "");
 }
 
 TEST_CASE("a member that cannot be probed fails the whole group before anything is written") {

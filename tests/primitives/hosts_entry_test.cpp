@@ -98,9 +98,7 @@ TEST_CASE("hosts entry: uninstall after install gives back the original tree, re
   CHECK(undone->ok());
   CHECK(priv.prompts() == 2);
   CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock));
-  auto left = MemoryFs::diff(before, fs.take_snapshot());
-  for (const auto& line : left) MESSAGE(line);
-  CHECK(left.empty());
+  HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(before, fs.take_snapshot()), "");
 }
 
 TEST_CASE("hosts entry: declined elevation leaves the file untouched and says why") {
@@ -243,16 +241,30 @@ TEST_CASE("hosts entry: a bind-mounted hosts file needs allow_in_place; then it 
   CHECK(fs.file_bytes("/etc/hosts")->find("127.0.0.1\tkubernetes.docker.internal\n") != std::string::npos);
 }
 
-TEST_CASE("hosts entry: a change between probe and apply that alters the edit is 'changed since probe'") {
+namespace {
+
+/// The docker entry probed and planned on the stock tree (one change: add our section), for
+/// tests that change /etc/hosts between the plan and its apply.
+struct docker_entry_planned {
   MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
+  ScriptedPrivilege priv{mac_user(), answer::granted};
+  context<MemoryFs, ScriptedPrivilege> ctx{fs, priv, app};
   ledgers books;
   HostsEntry entry = docker_entry();
-  auto probed = entry.probe(ctx, books);
-  REQUIRE(probed);
-  auto p = entry.make_plan(*probed);
-  REQUIRE(p.changes.size() == 1);
+  plan p;
+
+  docker_entry_planned() {
+    auto probed = entry.probe(ctx, books);
+    REQUIRE(probed);
+    p = entry.make_plan(*probed);
+    REQUIRE(p.changes.size() == 1);
+  }
+};
+
+}  // namespace
+
+TEST_CASE_FIXTURE(docker_entry_planned,
+                  "hosts entry: a change between probe and apply that alters the edit is 'changed since probe'") {
   CHECK(p.changes[0].needs_elevation);
   CHECK(p.changes[0].elevation_reason.find("/etc/hosts is in /etc") != std::string::npos);
   // The plan shows only what changes: our new section, not two copies of the file.
@@ -275,16 +287,8 @@ TEST_CASE("hosts entry: a change between probe and apply that alters the edit is
   CHECK(books.system.empty());
 }
 
-TEST_CASE("hosts entry: a line another writer added between probe and apply is kept; the section goes after it") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  ledgers books;
-  HostsEntry entry = docker_entry();
-  auto probed = entry.probe(ctx, books);
-  REQUIRE(probed);
-  auto p = entry.make_plan(*probed);
-  REQUIRE(p.changes.size() == 1);
+TEST_CASE_FIXTURE(docker_entry_planned,
+                  "hosts entry: a line another writer added between probe and apply is kept; the section goes after it") {
   fs.add_file("/etc/hosts", stock + "10.0.0.1 new.test\n", 0644, 0, 0);
   grant g;
   g.elevated = true;

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 
+#include "support/handoff_privilege.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -213,9 +214,7 @@ TEST_CASE("uninstall after install gives back the original tree, records include
   REQUIRE(undone);
   CHECK(undone->ok());
   CHECK(priv.prompts() == 2);  // install + uninstall of the privileged file
-  auto left = MemoryFs::diff(before, fs.take_snapshot());
-  for (const auto& line : left) MESSAGE(line);
-  CHECK(left.empty());
+  HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(before, fs.take_snapshot()), "");
 }
 
 TEST_CASE("revert refuses a file that drifted and says so") {
@@ -345,8 +344,8 @@ TEST_CASE("records: format versions - 1 needs its app line, 0 is migrated to 1 o
   CHECK(newer.error().message().find("format 2") != std::string::npos);
 
   const std::string record_file = "/Users/alice/.local/state/hostcfg/com.example.app.record";
-  const std::string v0_bytes =
-      "hostcfg-record 0\n"
+  // The old item's lines are the same in format 0 and 1: migration keeps them byte for byte.
+  const std::string old_item =
       "item file:/Users/alice/old.conf\n"
       "primitive managed_file\n"
       "field created 1\n"
@@ -354,6 +353,7 @@ TEST_CASE("records: format versions - 1 needs its app line, 0 is migrated to 1 o
       "field mode 384\n"
       "field written old%0A\n"
       "end\n";
+  const std::string v0_bytes = "hostcfg-record 0\n" + old_item;
   auto tree = [&] {
     MemoryFs fs = mac_tree();
     fs.add_dir("/Users/alice/.local", 0700, 501, 20);
@@ -395,14 +395,8 @@ TEST_CASE("records: format versions - 1 needs its app line, 0 is migrated to 1 o
                                      "field dirs \n"
                                      "field mode 384\n"
                                      "field written new%0A\n"
-                                     "end\n"
-                                     "item file:/Users/alice/old.conf\n"
-                                     "primitive managed_file\n"
-                                     "field created 1\n"
-                                     "field dirs \n"
-                                     "field mode 384\n"
-                                     "field written old%0A\n"
-                                     "end\n"));
+                                     "end\n" +
+                                     old_item));
     CHECK(fs.status_of(record_file)->mode == 0600);
     // The migrated item is still ours: uninstall removes the file the format 0 record names.
     auto undone = uninstall(ctx, old_conf, ManagedFile{"/Users/alice/new.conf", "new\n", 0600});
@@ -529,36 +523,9 @@ TEST_CASE("the backend contract names each missing operation") {
   CHECK(check_priv<Unprivileged>());
 }
 
-#include <hostcfg/runner.hpp>
-
 namespace {
-// A privilege backend that cannot elevate in-process and hands the plan to a "runner" - here the
-// runner runs in-process as RootFor(user) on the same MemoryFs, through the record-format payload
-// and reply, exactly as the real elevated runner program does over a pipe.
-struct HandoffPrivilege {
-  user_identity who;
-  MemoryFs* fs;
-  answer script = answer::granted;
-  int calls = 0;
-  std::vector<elevation_request> requests;
-  const user_identity& user() const { return who; }
-  actor elevated_actor() const { return actor::root(); }
-  bool elevates_in_process() const { return false; }
-  answer ask(const elevation_request&) { return answer::unavailable; }
-  result<elevated_outcome> run_elevated(const elevation_request& request, const record& payload) {
-    ++calls;
-    requests.push_back(request);
-    if (script != answer::granted) return elevated_outcome{script, {}, std::nullopt};
-    auto wire = parse_record(serialize_record(payload));  // what crosses the pipe
-    if (!wire) return tl::unexpected(wire.error());
-    RootFor root(who);
-    context ctx(*fs, root, wire->app_id);
-    auto outcome = execute_handoff<ManagedFile>(ctx, *wire);
-    auto reply = parse_record(serialize_record(encode_outcome(outcome, wire->app_id)));
-    if (!reply) return tl::unexpected(reply.error());
-    return decode_outcome(*reply);
-  }
-};
+// The in-process hand-off runner (support/handoff_privilege.hpp), accepting ManagedFile steps.
+using HandoffPrivilege = hostcfg_test::handoff_privilege<ManagedFile>;
 }  // namespace
 
 TEST_CASE("hand-off: one runner call applies every elevated step; the user's part stays local") {

@@ -14,6 +14,7 @@
 #include <optional>
 #include <thread>
 
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -32,17 +33,8 @@ MemoryFs tree() {
 }
 
 /// A root-owned 0755 directory under /var/tmp holding the helper socket; removed at the end.
-struct helper_dir {
-  std::string path;
-  helper_dir() {
-    char tmpl[] = "/var/tmp/hcb-XXXXXX";
-    if (::mkdtemp(tmpl)) path = tmpl;
-    ::chmod(path.c_str(), 0755);
-  }
-  ~helper_dir() {
-    ::unlink((path + "/h.sock").c_str());
-    ::rmdir(path.c_str());
-  }
+struct helper_dir : hostcfg_test::root_scratch_dir {
+  helper_dir() : root_scratch_dir("hcb") {}  // short: a socket path has ~100 bytes at most
   std::string socket() const { return path + "/h.sock"; }
 };
 

@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "primitives/symlink_swap_fs.hpp"
+#include "support/handoff_privilege.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -65,6 +66,14 @@ SymlinkSet single(const std::string& path, const std::string& target) {
   SymlinkSet set;
   set.links.push_back({path, target});
   set.label = path;
+  return set;
+}
+
+/// A link in `link_dir` to every file of the app bundle's bin directory (`src`), the seed's set.
+SymlinkSet bundle_links(const std::string& link_dir) {
+  SymlinkSet set;
+  set.link_dir = link_dir;
+  set.source_dir = src;
   return set;
 }
 
@@ -368,9 +377,7 @@ TEST_CASE("take_over replaces a foreign link and a file, keeping both; revert re
   fs.add_symlink("/Users/alice/bin/docker-compose", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker", 501, 20);
   ScriptedPrivilege priv(alice(), answer::granted);
   context ctx(fs, priv, app);
-  SymlinkSet set;
-  set.link_dir = "/Users/alice/bin";
-  set.source_dir = src;
+  SymlinkSet set = bundle_links("/Users/alice/bin");
   auto before = fs.take_snapshot();
   auto refused = converge(ctx, set);
   REQUIRE(refused);
@@ -392,9 +399,7 @@ TEST_CASE("take_over replaces a foreign link and a file, keeping both; revert re
   auto undone = uninstall(ctx, set);
   REQUIRE(undone);
   CHECK(undone->ok());
-  auto left = MemoryFs::diff(before, fs.take_snapshot());
-  for (const auto& line : left) MESSAGE(line);
-  CHECK(left.empty());
+  HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(before, fs.take_snapshot()), "");
   CHECK(fs.status_of("/Users/alice/bin/docker")->mode == 0750);
 }
 
@@ -440,9 +445,7 @@ TEST_CASE("uninstall removes only links that still point at what hostcfg set, an
   MemoryFs fs = mac_tree();
   ScriptedPrivilege priv(alice(), answer::granted);
   context ctx(fs, priv, app);
-  SymlinkSet set;
-  set.link_dir = "/Users/alice/.docker/bin";
-  set.source_dir = src;
+  SymlinkSet set = bundle_links("/Users/alice/.docker/bin");
   REQUIRE(converge(ctx, set));
   fs.add_symlink("/Users/alice/.docker/bin/docker", "/opt/homebrew/Cellar/docker/24.0.7/bin/docker", 501, 20);
   auto undone = uninstall(ctx, set);
@@ -476,17 +479,13 @@ TEST_CASE("install then uninstall of the whole recipe gives back the tree, recor
     auto undone = uninstall(ctx, recipe());
     REQUIRE(undone);
     CHECK(undone->ok());
-    auto left = MemoryFs::diff(before, fs.take_snapshot());
-    for (const auto& line : left) MESSAGE(line);
-    CHECK(left.empty());
+    HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(before, fs.take_snapshot()), "");
   }
 }
 
 TEST_CASE("one user's uninstall does not pull a system link another user relies on") {
   MemoryFs fs = mac_tree();
-  SymlinkSet set;
-  set.link_dir = "/usr/local/bin";
-  set.source_dir = src;
+  SymlinkSet set = bundle_links("/usr/local/bin");
   ScriptedPrivilege a_priv(alice(), answer::granted);
   context a_ctx(fs, a_priv, app);
   REQUIRE(converge(a_ctx, set));
@@ -675,9 +674,7 @@ TEST_CASE("attack: the user-writable link directory swapped for a symlink at eac
     fs.add_dir("/Users/alice/.docker/bin", 0755, 501, 20);
     return fs;
   };
-  SymlinkSet set;
-  set.link_dir = "/Users/alice/.docker/bin";
-  set.source_dir = src;
+  SymlinkSet set = bundle_links("/Users/alice/.docker/bin");
   std::size_t total = 0;
   {
     MemoryFs fs = make_tree();
@@ -725,9 +722,7 @@ TEST_CASE("each conflict left alone is noted in the user's record: what stood th
   ScriptedPrivilege priv(alice(), answer::granted);
   context ctx(fs, priv, app);
   ctx.clock = [] { return std::int64_t{1700000000}; };
-  SymlinkSet set;
-  set.link_dir = "/usr/local/bin";
-  set.source_dir = src;
+  SymlinkSet set = bundle_links("/usr/local/bin");
   auto first = converge(ctx, set);
   REQUIRE(first);
   CHECK(first->ok());
@@ -843,9 +838,7 @@ TEST_CASE("executables: a correct link that does not end at an executable regula
   fs.add_dir("/usr/local/bin", 0755, 501, 80);
   ScriptedPrivilege priv(alice(), answer::granted);
   context ctx(fs, priv, app);
-  SymlinkSet set;
-  set.link_dir = "/usr/local/bin";
-  set.source_dir = src;
+  SymlinkSet set = bundle_links("/usr/local/bin");
   set.executables = true;
   REQUIRE(converge(ctx, set));
   CHECK(link_of(fs, "/usr/local/bin/docker") == std::string(src) + "/docker");
@@ -894,9 +887,7 @@ TEST_CASE("companions: the first match on the given PATH must be ours, else what
   fs.add_dir("/usr/bin", 0755, 0, 0);
   ScriptedPrivilege priv(alice(), answer::granted);
   context ctx(fs, priv, app);
-  SymlinkSet set;
-  set.link_dir = "/usr/local/bin";
-  set.source_dir = src;
+  SymlinkSet set = bundle_links("/usr/local/bin");
   set.executables = true;
   set.companions = {"com.docker.cli"};
   set.search_path = {"/usr/bin", "/opt/homebrew/bin", "/usr/local/bin"};
@@ -953,9 +944,7 @@ TEST_CASE("companions: the first match on the given PATH must be ours, else what
 }
 
 TEST_CASE("executables, companions and the search path cross to the elevated runner and are re-validated") {
-  SymlinkSet set;
-  set.link_dir = "/usr/local/bin";
-  set.source_dir = src;
+  SymlinkSet set = bundle_links("/usr/local/bin");
   set.executables = true;
   set.companions = {"com.docker.cli", "docker"};
   set.search_path = {"/usr/local/bin", "/opt/homebrew/bin"};
@@ -976,35 +965,9 @@ TEST_CASE("executables, companions and the search path cross to the elevated run
 
 // ---- a second user relying on system links made through the elevated runner ----
 
-#include <hostcfg/runner.hpp>
-
 namespace {
-// A user process that cannot elevate in process: elevated work goes to the runner, which here
-// runs in-process as RootFor(user) on the same MemoryFs, through the record-format payload and
-// reply, as the real one-shot runner does over a pipe (helper/one_shot.hpp: the runner takes the
-// user from SUDO_UID, i.e. the invoking user).
-struct HandoffPrivilege {
-  user_identity who;
-  MemoryFs* fs;
-  answer script = answer::granted;
-  std::vector<elevation_request> requests;
-  const user_identity& user() const { return who; }
-  actor elevated_actor() const { return actor::root(); }
-  bool elevates_in_process() const { return false; }
-  answer ask(const elevation_request&) { return answer::unavailable; }
-  result<elevated_outcome> run_elevated(const elevation_request& request, const record& payload) {
-    requests.push_back(request);
-    if (script != answer::granted) return elevated_outcome{script, {}, std::nullopt};
-    auto wire = parse_record(serialize_record(payload));
-    if (!wire) return tl::unexpected(wire.error());
-    RootFor root(who);
-    context ctx(*fs, root, wire->app_id);
-    auto outcome = execute_handoff<SymlinkSet>(ctx, *wire);
-    auto reply = parse_record(serialize_record(encode_outcome(outcome, wire->app_id)));
-    if (!reply) return tl::unexpected(reply.error());
-    return decode_outcome(*reply);
-  }
-};
+// The in-process hand-off runner (support/handoff_privilege.hpp), accepting SymlinkSet steps.
+using HandoffPrivilege = hostcfg_test::handoff_privilege<SymlinkSet>;
 
 std::string users_of(MemoryFs& fs, const std::string& link) {
   auto bytes = fs.file_bytes(system_record_path);
@@ -1018,12 +981,10 @@ std::string users_of(MemoryFs& fs, const std::string& link) {
 
 TEST_CASE("hand-off: a second user relying on the system links is recorded by the runner; uninstalls honour it") {
   MemoryFs fs = mac_tree();
-  SymlinkSet set;
-  set.link_dir = "/usr/local/bin";
-  set.source_dir = src;
+  SymlinkSet set = bundle_links("/usr/local/bin");
 
   // Alice installs through the runner: one prompt, links as root, uid 501 recorded.
-  HandoffPrivilege a_priv{alice(), &fs, answer::granted, {}};
+  HandoffPrivilege a_priv{alice(), &fs, answer::granted, 0, {}};
   context a_ctx(fs, a_priv, app);
   auto a_run = converge(a_ctx, set);
   REQUIRE(a_run);
@@ -1034,7 +995,7 @@ TEST_CASE("hand-off: a second user relying on the system links is recorded by th
 
   // Bob's run finds the links correct. His process cannot write the root-owned record, so being
   // recorded is an elevated change: one prompt, whose lines say exactly that and change no link.
-  HandoffPrivilege b_priv{bob(), &fs, answer::granted, {}};
+  HandoffPrivilege b_priv{bob(), &fs, answer::granted, 0, {}};
   context b_ctx(fs, b_priv, app);
   auto links_before = fs.take_snapshot();
   auto b_run = converge(b_ctx, set);
@@ -1079,12 +1040,12 @@ TEST_CASE("hand-off: a second user relying on the system links is recorded by th
 
 TEST_CASE("hand-off through the CLI-links recipe: a declined registration keeps the working links, no fallback") {
   MemoryFs fs = mac_tree();
-  HandoffPrivilege a_priv{alice(), &fs, answer::granted, {}};
+  HandoffPrivilege a_priv{alice(), &fs, answer::granted, 0, {}};
   context a_ctx(fs, a_priv, app);
   REQUIRE(converge(a_ctx, recipe()));
   CHECK(users_of(fs, "/usr/local/bin/docker") == "501");
 
-  HandoffPrivilege b_priv{bob(), &fs, answer::declined, {}};
+  HandoffPrivilege b_priv{bob(), &fs, answer::declined, 0, {}};
   context b_ctx(fs, b_priv, app);
   auto b_edit = ManagedFile{"/Users/bob/.docker-path.zsh", "export PATH=\"$HOME/.docker/bin:$PATH\"\n", 0644};
   auto b_recipe = cli_links(src, "/usr/local/bin", "/Users/bob/.docker/bin", b_edit);

@@ -4,6 +4,9 @@
 
 #include <cstdlib>
 #include <string>
+#include <system_error>
+#include <string_view>
+#include <vector>
 
 namespace hostcfg_test {
 
@@ -23,6 +26,28 @@ inline bool skips_are_failures() {
   return env && std::string(env) == "1";
 }
 
+/// The errno of a failed `result<T>` (0 on success, -1 when the error is a hostcfg `errc`, not
+/// an errno), so a test can compare a backend's failure with the kernel's directly.
+template <class R>
+int errno_of(const R& r) {
+  if (r) return 0;
+  return r.error().code.category() == std::system_category() ? r.error().code.value() : -1;
+}
+
+/// The lines of `text`, without their '\n' (a last line without one counts too; a trailing '\n'
+/// adds no empty line): for tests that read a log or a trace line by line.
+inline std::vector<std::string> lines_of(std::string_view text) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    out.emplace_back(text.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  return out;
+}
+
 }  // namespace hostcfg_test
 
 /// Skips the current test case with a printed reason (or fails it when HOSTCFG_NO_SKIP=1).
@@ -34,4 +59,15 @@ inline bool skips_are_failures() {
     } else {                                                                   \
       MESSAGE("SKIPPED: " << (reason));                                        \
     }                                                                          \
+  } while (0)
+
+/// CHECKs that `lines_expr`, a list of difference lines (MemoryFs::diff, a tree comparison), is
+/// empty, printing each line with `label` first so a failure shows what differs. A macro so that
+/// the failure is reported at the caller's line.
+#define HOSTCFG_CHECK_NO_DIFF(lines_expr, label)                      \
+  do {                                                                \
+    const auto& hostcfg_diff_lines_ = (lines_expr);                   \
+    for (const auto& hostcfg_diff_line_ : hostcfg_diff_lines_)        \
+      MESSAGE(label << hostcfg_diff_line_);                           \
+    CHECK(hostcfg_diff_lines_.empty());                               \
   } while (0)
