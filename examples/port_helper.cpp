@@ -16,9 +16,10 @@
 //
 // uninstall_self (from the served uid only) replies ok, then removes the helper's socket, the
 // policy cache if the helper's own record (--state) says the helper created it, that record, and
-// reverts the helper's launchd job through the library (helper/self_uninstall.hpp): bootout
-// through the service manager, then the plist <plist-dir>/<label>.plist is removed if the app's
-// root-owned record (--app-id, --system-record) says hostcfg created it. Then it exits: 0 when
+// reverts the helper's launchd job through the library (helper/self_uninstall.hpp): the plist
+// <plist-dir>/<label>.plist is removed first if the app's root-owned record (--app-id,
+// --system-record) says hostcfg created it, the record marked "bootout pending", then the job is
+// booted out through the service manager as the very last act. Then it exits: 0 when
 // every step worked, 1 naming the step that did not.
 //
 // Sandboxing: --root DIR puts the launchd plist and the app's record under DIR (RootedFs);

@@ -300,3 +300,32 @@ TEST_CASE("launchctl runner spawns the program without a shell and maps its answ
   std::remove((dir + "/launchctl").c_str());
   ::rmdir(dir.c_str());
 }
+
+TEST_CASE("fake launchd: a bootout of the caller's own job unloads it and never answers success") {
+  FakeServiceManager sm;
+  auto sys = launchd_domain::system();
+  sm.set_loaded(sys, "com.docker.vmnetd", "/Library/LaunchDaemons/com.docker.vmnetd.plist");
+  sm.set_loaded(sys, "com.docker.socket");
+  sm.set_caller_job(sys, "com.docker.vmnetd");
+  // The observer sees each call before the fake acts on it: the job is still loaded then.
+  std::vector<std::string> seen;
+  sm.on_call([&](const FakeServiceManager::call& c) {
+    seen.push_back(c.text() + (sm.loaded(sys, c.label) ? " (loaded)" : " (not loaded)"));
+  });
+  REQUIRE(sm.bootout(sys, "com.docker.socket"));  // another job: an ordinary bootout
+  CHECK_FALSE(sm.caller_killed());
+  auto killed = sm.bootout(sys, "com.docker.vmnetd");
+  REQUIRE_FALSE(killed);
+  CHECK(killed.error().is_errno(EINTR));
+  CHECK(killed.error().message() ==
+        "launchctl bootout system/com.docker.vmnetd: the calling process runs in this job and was ended by its "
+        "bootout (SIGTERM)");
+  CHECK(sm.caller_killed());
+  CHECK_FALSE(sm.loaded(sys, "com.docker.vmnetd"));  // launchd finished the bootout all the same
+  CHECK(seen == strings{"bootout system/com.docker.socket (loaded)", "bootout system/com.docker.vmnetd (loaded)"});
+  sm.on_call(nullptr);
+  CHECK(*sm.is_loaded(sys, "com.docker.vmnetd") == service_query::no);
+  CHECK(seen.size() == 2);
+  CHECK(sm.call_lines() == strings{"bootout system/com.docker.socket", "bootout system/com.docker.vmnetd",
+                                   "is_loaded system/com.docker.vmnetd"});
+}

@@ -376,6 +376,43 @@ TEST_CASE("a nobody client receives a listening IPv6 loopback socket through the
   CHECK(got == "via_helper=1 accepted");
 }
 
+TEST_CASE("the socket appears at its path only when ready: owned by the served uid, 0600, listening") {
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  root_dir dir;
+  const std::string path = dir / "h.sock";
+  // A crashed start's temporary socket is replaced, not an obstacle.
+  {
+    unique_fd stale(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s~", path.c_str());
+    REQUIRE(::bind(stale.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+  }
+  // A watcher sees the path the moment it exists: never root-owned, never refusing connections.
+  std::atomic<bool> done{false};
+  std::atomic<int> seen_wrong_owner{0}, sightings{0};
+  std::thread watcher([&] {
+    while (!done) {
+      struct stat w {};
+      if (::lstat(path.c_str(), &w) == 0) {
+        ++sightings;
+        if (w.st_uid != nobody || (w.st_mode & 07777) != 0600) ++seen_wrong_owner;
+      }
+    }
+  });
+  running_server srv(base_config(dir, nobody));
+  done = true;
+  watcher.join();
+  REQUIRE(srv.server);
+  CHECK(seen_wrong_owner == 0);
+  struct stat st {};
+  CHECK(::lstat((path + "~").c_str(), &st) != 0);  // no temporary name left behind
+  REQUIRE(::lstat(path.c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK(st.st_uid == nobody);
+  MESSAGE("the watcher saw the socket " << sightings.load() << " times while the helper started, never unready");
+}
+
 TEST_CASE("a UDP bind through the helper returns a datagram socket on the exact address") {
   if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
   root_dir dir;
@@ -862,6 +899,14 @@ TEST_CASE("uninstall_self replies ok, boots out and removes its plist, its socke
   config.policy_path = dir / "policy/policy.json";
   config.state_path = dir / "state/helper.record";  // its directory does not exist yet
   config.uninstall = revert_launchd_job(installed.ctx, installed.job);
+  // What the helper had done when it reached its bootout (seen from the server's thread).
+  std::atomic<bool> plist_at_bootout{true};
+  std::optional<std::string> record_at_bootout;
+  installed.fake.on_call([&](const FakeServiceManager::call& c) {
+    if (c.op != "bootout") return;
+    plist_at_bootout = installed.fs.status_of(installed_helper::plist).has_value();
+    record_at_bootout = installed.fs.file_bytes(installed_helper::record_path);
+  });
   running_server srv(config);
   REQUIRE(srv.server);
   const std::string policy = "{\"allowed\":[\"docker.io\"]}\n";
@@ -879,9 +924,13 @@ TEST_CASE("uninstall_self replies ok, boots out and removes its plist, its socke
   REQUIRE(srv.outcome);
   CHECK(*srv.outcome);
 
-  // The launchd job: booted out through the service manager, the plist and its record gone.
-  CHECK(installed.fake.call_lines() == std::vector<std::string>{"bootout system/com.docker.vmnetd",
-                                                                "is_loaded system/com.docker.vmnetd"});
+  // The launchd job: the plist removed and recorded first, then booted out as the last act and
+  // not waited for (the helper is the job's own process); the plist and its record gone.
+  CHECK(installed.fake.call_lines() == std::vector<std::string>{"bootout system/com.docker.vmnetd"});
+  CHECK_FALSE(plist_at_bootout);
+  REQUIRE(record_at_bootout);
+  CHECK(record_at_bootout->find("item launchd:com.docker.vmnetd\n") != std::string::npos);
+  CHECK(record_at_bootout->find("field pending bootout\n") != std::string::npos);
   CHECK_FALSE(installed.fake.loaded(launchd_domain::system(), "com.docker.vmnetd"));
   CHECK_FALSE(installed.fs.status_of(installed_helper::plist));
   CHECK_FALSE(installed.fs.file_bytes(installed_helper::record_path));
@@ -900,7 +949,7 @@ TEST_CASE("uninstall_self replies ok, boots out and removes its plist, its socke
             "removed policy cache " + (dir / "policy/policy.json"),
             "removed helper record " + (dir / "state/helper.record"),
             "removed directory " + (dir / "state"),
-            "system/com.docker.vmnetd: booted out; /Library/LaunchDaemons/com.docker.vmnetd.plist: removed",
+            "/Library/LaunchDaemons/com.docker.vmnetd.plist: removed; system/com.docker.vmnetd: booted out",
         });
   CHECK(srv.count(log_kind::uninstall_failed) == 0);
   const auto st_after = srv.server->stats();
@@ -908,6 +957,60 @@ TEST_CASE("uninstall_self replies ok, boots out and removes its plist, its socke
   CHECK(st_after.accepted == 3);
   CHECK(st_after.closed == 3);
   CHECK(st_after.open == 0);
+}
+
+TEST_CASE("uninstall_self under a launchd whose bootout ends the helper: plist gone and recorded before it, nothing after") {
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  root_dir dir;
+  installed_helper installed;
+  REQUIRE(installed.install());
+  installed.fake.clear_calls();
+  // The helper runs inside com.docker.vmnetd: its bootout is its SIGTERM.
+  installed.fake.set_caller_job(launchd_domain::system(), "com.docker.vmnetd");
+  std::atomic<bool> plist_at_bootout{true};
+  std::optional<std::string> record_at_bootout;
+  std::optional<MemoryFs> reboot_at_bootout;  // only what was synced when the bootout began
+  installed.fake.on_call([&](const FakeServiceManager::call& c) {
+    if (c.op != "bootout") return;
+    plist_at_bootout = installed.fs.status_of(installed_helper::plist).has_value();
+    record_at_bootout = installed.fs.file_bytes(installed_helper::record_path);
+    reboot_at_bootout = installed.fs.after_crash(MemoryFs::crash_keep::none);
+  });
+  auto config = base_config(dir, 0);
+  config.uninstall = revert_launchd_job(installed.ctx, installed.job);
+  running_server srv(config);
+  REQUIRE(srv.server);
+  REQUIRE(uninstall_helper(client_options{dir / "h.sock", 2000}));
+  REQUIRE(srv.ended_by_itself());
+  installed.fake.on_call(nullptr);
+  CHECK(installed.fake.caller_killed());
+  CHECK(installed.fake.call_lines() == std::vector<std::string>{"bootout system/com.docker.vmnetd"});
+  CHECK_FALSE(installed.fake.loaded(launchd_domain::system(), "com.docker.vmnetd"));
+  CHECK_FALSE(plist_at_bootout);
+  REQUIRE(record_at_bootout);
+  CHECK(record_at_bootout->find("field pending bootout\n") != std::string::npos);
+  // Durable before the bootout: a power loss right then finds the same.
+  REQUIRE(reboot_at_bootout);
+  CHECK_FALSE(reboot_at_bootout->status_of(installed_helper::plist));
+  CHECK(reboot_at_bootout->file_bytes(installed_helper::record_path) == record_at_bootout);
+  // In the model `run` goes on to return the bootout's answer (a real helper is dead by then).
+  REQUIRE(srv.outcome);
+  REQUIRE_FALSE(*srv.outcome);
+  CHECK(srv.outcome->error().is_errno(EINTR));
+  CHECK(installed.fs.file_bytes(installed_helper::record_path) == record_at_bootout);
+
+  // The installer's next uninstall (as the user, one prompt) clears what the dead helper left.
+  ScriptedPrivilege user_priv(installed.priv.user(), answer::granted);
+  context<MemoryFs, ScriptedPrivilege> installer(installed.fs, user_priv, "com.docker.desktop");
+  installer.attach(installed.sm);
+  installed.fake.clear_calls();
+  auto removed = uninstall(installer, installed.job);
+  REQUIRE(removed);
+  CHECK(removed->ok());
+  CHECK(user_priv.prompts() == 1);
+  CHECK(installed.fake.call_lines() == std::vector<std::string>{"bootout system/com.docker.vmnetd"});  // not loaded
+  CHECK_FALSE(installed.fs.file_bytes(installed_helper::record_path));
+  CHECK_FALSE(installed.fs.status_of(installed_helper::plist));
 }
 
 TEST_CASE("the helper's record: created once by the first write, kept root-only, untrusted when others own it") {

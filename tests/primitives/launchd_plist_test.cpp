@@ -608,3 +608,255 @@ TEST_CASE("fault sweep: every failing filesystem step leaves no half-written pli
     CHECK(fs.status_of(daemon_plist)->uid == 0);
   }
 }
+
+namespace {
+
+const char* record_path = "/var/lib/hostcfg/com.docker.desktop.record";
+const char* pending_line = "field pending bootout\n";
+
+bool has(const std::optional<std::string>& text, const std::string& part) {
+  return text && text->find(part) != std::string::npos;
+}
+
+/// What a self-revert (the helper's own uninstall) returns and leaves, the way the helper calls it.
+struct self_revert_run {
+  apply_report applied;
+  ledgers books;
+};
+
+template <class Ctx>
+self_revert_run run_self_revert(Ctx& ctx, const LaunchdPlist& job) {
+  auto loaded = detail::load_ledgers(ctx);
+  REQUIRE(loaded);
+  ledgers books = *loaded;
+  grant g;
+  g.elevated = true;
+  launchd_revert_options own;
+  own.self = true;
+  auto applied = job.revert(ctx, g, books, own);
+  REQUIRE(store_record_merged(ctx.fs, ctx.system_record, books.system, loaded->system));
+  return {applied, books};
+}
+
+}  // namespace
+
+TEST_CASE("a self-revert removes the plist and records that before its bootout, which is last and not waited for") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  FakeServiceManager fake;
+  any_service_manager sm(fake);
+  ctx.attach(sm);
+  auto job = fast(LaunchdPlist{docker_vmnetd_job()});
+  REQUIRE(converge(ctx, job));
+  fake.set_bootout_lag(3);  // the job's own process is still exiting: waiting could not see it gone
+  fake.clear_calls();
+  // What a power loss at the moment of the bootout would leave (only synced directory entries).
+  std::optional<MemoryFs> at_bootout;
+  bool loaded_at_bootout = false;
+  fake.on_call([&](const FakeServiceManager::call& c) {
+    if (c.op != "bootout") return;
+    at_bootout = fs.after_crash(MemoryFs::crash_keep::none);
+    loaded_at_bootout = fake.loaded(launchd_domain::system(), "com.docker.vmnetd");
+  });
+  auto run = run_self_revert(ctx, job);
+  fake.on_call(nullptr);
+  CHECK(fake.call_lines() == strings{"bootout system/com.docker.vmnetd"});
+  REQUIRE(at_bootout);
+  CHECK(loaded_at_bootout);
+  CHECK_FALSE(at_bootout->status_of(daemon_plist));
+  CHECK(has(at_bootout->file_bytes(record_path), pending_line));
+  CHECK(has(at_bootout->file_bytes(record_path), "field created 1\n"));
+  const auto& events = run.applied.events;
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].item_id == "launchd:com.docker.vmnetd");
+  CHECK(events[0].kind == event_kind::changed);
+  CHECK(events[0].message == "removed");
+  CHECK(events[1].item_id == "launchd:com.docker.vmnetd:job");
+  CHECK(events[1].kind == event_kind::changed);
+  CHECK(events[1].path == "system/com.docker.vmnetd");
+  CHECK(events[1].message == "booted out");
+  // The bootout returned (this caller did not run inside the job): nothing is left to record.
+  CHECK(run.books.system.find("launchd:com.docker.vmnetd") == nullptr);
+  CHECK_FALSE(fs.file_bytes(record_path));
+  CHECK_FALSE(fs.status_of(daemon_plist));
+  CHECK(fs.status_of(helper));
+}
+
+TEST_CASE("a self-revert whose bootout ends the caller: nothing follows it, and a later uninstall clears the record") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  FakeServiceManager fake;
+  any_service_manager sm(fake);
+  ctx.attach(sm);
+  auto job = fast(LaunchdPlist{docker_vmnetd_job()});
+  REQUIRE(converge(ctx, job));
+  fake.set_caller_job(launchd_domain::system(), "com.docker.vmnetd");
+  fake.clear_calls();
+  std::optional<std::string> record_at_bootout;
+  bool plist_at_bootout = true;
+  fake.on_call([&](const FakeServiceManager::call& c) {
+    if (c.op != "bootout") return;
+    record_at_bootout = fs.file_bytes(record_path);
+    plist_at_bootout = fs.status_of(daemon_plist).has_value();
+  });
+  auto run = run_self_revert(ctx, job);
+  fake.on_call(nullptr);
+  CHECK(fake.caller_killed());
+  CHECK(fake.call_lines() == strings{"bootout system/com.docker.vmnetd"});  // no wait, nothing after
+  CHECK_FALSE(plist_at_bootout);
+  CHECK(has(record_at_bootout, pending_line));
+  CHECK_FALSE(fake.loaded(launchd_domain::system(), "com.docker.vmnetd"));
+  const auto& events = run.applied.events;
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].message == "removed");
+  CHECK(events[1].kind == event_kind::failed);
+  REQUIRE(events[1].failure);
+  CHECK(events[1].failure->is_errno(EINTR));
+  // What the dead helper left: no plist, a record saying only the bootout is left.
+  CHECK(fs.file_bytes(record_path) == record_at_bootout);
+
+  // The installer's uninstall later: one prompt for that bootout, which finds the job gone.
+  fake.clear_calls();
+  auto removed = uninstall(ctx, job);
+  REQUIRE(removed);
+  CHECK(removed->ok());
+  REQUIRE(priv.requests().size() == 2);
+  CHECK(priv.requests()[1].changes ==
+        strings{"remove launchd job system/com.docker.vmnetd (bootout; its plist was already removed by an "
+                "unfinished uninstall)"});
+  CHECK(fake.call_lines() == strings{"bootout system/com.docker.vmnetd"});
+  const auto& after = removed->steps[0].applied.events;
+  REQUIRE(after.size() == 2);
+  CHECK(after[0].kind == event_kind::kept);
+  CHECK(after[0].message == "not loaded");
+  CHECK(after[1].kind == event_kind::kept);
+  CHECK(after[1].message == "already removed before the bootout");
+  CHECK_FALSE(fs.file_bytes(record_path));
+  CHECK_FALSE(fs.status_of(daemon_plist));
+}
+
+TEST_CASE("crash window: the helper died after removing its plist, before the bootout; probe, uninstall and converge finish it") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  FakeServiceManager fake;
+  any_service_manager sm(fake);
+  ctx.attach(sm);
+  auto job = fast(LaunchdPlist{docker_vmnetd_job()});
+  REQUIRE(converge(ctx, job));
+  // The helper's disk as it was when it reached its bootout: the process dies right there.
+  std::optional<MemoryFs> died;
+  fake.on_call([&](const FakeServiceManager::call& c) {
+    if (c.op == "bootout") died = fs.after_crash(MemoryFs::crash_keep::none);
+  });
+  run_self_revert(ctx, job);
+  fake.on_call(nullptr);
+  REQUIRE(died);
+
+  for (const bool by_uninstall : {true, false}) {
+    CAPTURE(by_uninstall);
+    MemoryFs later = *died;
+    ScriptedPrivilege installer(mac_user(), answer::granted);
+    context again(later, installer, app);
+    FakeServiceManager launchd;  // launchd still runs the job: nobody booted it out
+    launchd.set_loaded(launchd_domain::system(), "com.docker.vmnetd", daemon_plist);
+    any_service_manager sm2(launchd);
+    again.attach(sm2);
+    auto books = detail::load_ledgers(again);
+    REQUIRE(books);
+    auto probed = job.probe(again, *books);
+    REQUIRE(probed);
+    const item_probe* file = probed->find("launchd:com.docker.vmnetd");
+    const item_probe* service = probed->find("launchd:com.docker.vmnetd:job");
+    REQUIRE(file);
+    REQUIRE(service);
+    CHECK(file->state == item_state::absent);
+    CHECK(service->state == item_state::differs);
+    CHECK(service->current == "loaded, enabled");
+    CHECK(service->detail ==
+          "loaded, but its plist /Library/LaunchDaemons/com.docker.vmnetd.plist is gone: an uninstall of the job by "
+          "itself removed it and did not finish the bootout");
+    launchd.clear_calls();
+    if (by_uninstall) {
+      auto removed = uninstall(again, job);
+      REQUIRE(removed);
+      CHECK(removed->ok());
+      CHECK(installer.prompts() == 1);
+      CHECK(launchd.call_lines() == strings{"bootout system/com.docker.vmnetd", "is_loaded system/com.docker.vmnetd"});
+      const auto& events = removed->steps[0].applied.events;
+      REQUIRE(events.size() == 2);
+      CHECK(events[0].kind == event_kind::changed);
+      CHECK(events[0].message == "booted out");
+      CHECK(events[1].message == "already removed before the bootout");
+      CHECK_FALSE(launchd.loaded(launchd_domain::system(), "com.docker.vmnetd"));
+      CHECK_FALSE(later.status_of(daemon_plist));
+      CHECK_FALSE(later.file_bytes(record_path));
+    } else {
+      // Converge wants the job installed: the plist comes back, the stale job is booted out and
+      // bootstrapped from it, and the record no longer says a bootout is pending.
+      auto report = converge(again, job);
+      REQUIRE(report);
+      CHECK(report->ok());
+      CHECK(report->out_of_sync.empty());
+      REQUIRE(installer.requests().size() == 1);
+      CHECK(installer.requests()[0].changes ==
+            strings{"create launchd plist /Library/LaunchDaemons/com.docker.vmnetd.plist (root:wheel 0644)",
+                    "modify launchd job system/com.docker.vmnetd (reload: the job changed (bootout, wait until gone, "
+                    "bootstrap))"});
+      CHECK(launchd.call_lines() == strings{"is_loaded system/com.docker.vmnetd", "is_enabled system/com.docker.vmnetd",
+                                            "bootout system/com.docker.vmnetd", "is_loaded system/com.docker.vmnetd",
+                                            "bootstrap system /Library/LaunchDaemons/com.docker.vmnetd.plist",
+                                            "is_loaded system/com.docker.vmnetd", "is_loaded system/com.docker.vmnetd",
+                                            "is_enabled system/com.docker.vmnetd"});
+      CHECK(later.file_bytes(daemon_plist) == std::optional<std::string>(vmnetd_xml()));
+      CHECK(launchd.loaded(launchd_domain::system(), "com.docker.vmnetd"));
+      REQUIRE(later.file_bytes(record_path));
+      CHECK_FALSE(has(later.file_bytes(record_path), pending_line));
+      CHECK(has(later.file_bytes(record_path), "field created 1\n"));
+    }
+  }
+}
+
+TEST_CASE("a self-revert of a job it took over restores the original first; a crash then leaves it in place") {
+  MemoryFs fs = mac_tree();
+  std::string foreign = "<plist><dict><key>Label</key><string>com.docker.vmnetd</string><key>Program</key>"
+                        "<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string></dict></plist>";
+  fs.add_file(daemon_plist, foreign, 0600, 0, 0);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  FakeServiceManager fake;
+  any_service_manager sm(fake);
+  ctx.attach(sm);
+  auto job = fast(LaunchdPlist{docker_vmnetd_job()});
+  job.take_over = true;
+  REQUIRE(converge(ctx, job));
+  REQUIRE(fs.file_bytes(daemon_plist) == std::optional<std::string>(vmnetd_xml()));
+  fake.set_caller_job(launchd_domain::system(), "com.docker.vmnetd");
+  std::optional<std::string> plist_at_bootout;
+  fake.on_call([&](const FakeServiceManager::call& c) {
+    if (c.op == "bootout") plist_at_bootout = fs.file_bytes(daemon_plist);
+  });
+  auto run = run_self_revert(ctx, job);
+  fake.on_call(nullptr);
+  CHECK(plist_at_bootout == std::optional<std::string>(foreign));
+  REQUIRE(run.applied.events.size() == 2);
+  CHECK(run.applied.events[0].message == "restored the job it replaced");
+  REQUIRE(fs.status_of(daemon_plist));
+  CHECK(fs.status_of(daemon_plist)->mode == 0600);
+  CHECK(has(fs.file_bytes(record_path), pending_line));
+  // The installer's uninstall later, had the helper died before its bootout (launchd still runs
+  // the job): the restored job is not taken for drift; it stays, the job is booted out.
+  FakeServiceManager launchd;
+  launchd.set_loaded(launchd_domain::system(), "com.docker.vmnetd", daemon_plist);
+  any_service_manager sm2(launchd);
+  ctx.attach(sm2);
+  auto removed = uninstall(ctx, job);
+  REQUIRE(removed);
+  CHECK(removed->ok());
+  CHECK(launchd.call_lines() == strings{"bootout system/com.docker.vmnetd", "is_loaded system/com.docker.vmnetd"});
+  CHECK_FALSE(launchd.loaded(launchd_domain::system(), "com.docker.vmnetd"));
+  CHECK(fs.file_bytes(daemon_plist) == std::optional<std::string>(foreign));
+  CHECK_FALSE(fs.file_bytes(record_path));
+}

@@ -17,7 +17,8 @@
 /// | `enable(domain, label)` | `result<service_outcome>` | clear a "disabled" override |
 ///
 /// - `FakeServiceManager`: an in-memory launchd for tests that records every call and fails like
-///   the real one (EIO once, not found, a bootout that lingers for N polls, a missing gui domain).
+///   the real one (EIO once, not found, a bootout that lingers for N polls, a missing gui domain,
+///   a bootout of the caller's own job that ends the caller).
 /// - `FileOnlyServiceManager`: for sandboxes and `--root` trees; loading is "skipped: no launchd
 ///   here", which is not a failure.
 /// - `LaunchctlServiceManager`: runs /bin/launchctl (posix_spawn, no shell) on macOS; elsewhere
@@ -241,6 +242,8 @@ constexpr bool check_service_manager() {
 ///     sm.fail_next("bootstrap", EIO);     // the next bootstrap fails once with EIO
 ///     sm.set_bootout_lag(3);              // after bootout the label stays loaded for 3 polls
 ///     sm.remove_domain(launchd_domain::gui(501));   // headless Mac
+///     sm.set_caller_job(launchd_domain::system(), "com.docker.vmnetd");  // the caller runs in it
+///     sm.on_call([&](const FakeServiceManager::call& c) { /* look at the caller's state now */ });
 class FakeServiceManager {
  public:
   /// One recorded call: "bootstrap system /Library/LaunchDaemons/x.plist", "bootout system/x",
@@ -288,6 +291,27 @@ class FakeServiceManager {
     job.loaded = true;
     job.plist_path = std::move(plist_path);
   }
+  /// Says the calling process runs inside the job `label` of `domain` (a privileged helper that
+  /// uninstalls itself). A real `launchctl bootout` of that job makes launchd send the caller
+  /// SIGTERM, so the call never returns success to it. The fake cannot end the test process, so it
+  /// models that as: the job is unloaded as any bootout unloads it, `caller_killed()` becomes true,
+  /// and the call answers `caller_killed_error` instead of success. Code under test must treat
+  /// everything after such a bootout as never run; tests check what it had done before the call
+  /// (`on_call`) and that nothing follows the bootout in `calls()`.
+  void set_caller_job(const launchd_domain& domain, std::string_view label) { caller_job_ = key(domain, label); }
+  /// True once a bootout of the caller's own job (`set_caller_job`) "ended" the caller.
+  bool caller_killed() const { return caller_killed_; }
+  /// What a bootout of the caller's own job answers in place of success (`set_caller_job`):
+  /// EINTR, "the calling process runs in this job and was ended by its bootout (SIGTERM)".
+  static error caller_killed_error(const launchd_domain& domain, std::string_view label) {
+    return error{std::error_code(EINTR, std::system_category()), "launchctl bootout " + key(domain, label), {}, {},
+                 "the calling process runs in this job and was ended by its bootout (SIGTERM)", {}};
+  }
+  /// Calls `observer` with every call as soon as it is recorded, before the fake acts on it or
+  /// answers: a test looks there at what the caller had done by then (the files and record a
+  /// self-uninstall must have settled before its bootout). The observer must not throw; an empty
+  /// function removes it.
+  void on_call(std::function<void(const call&)> observer) { observer_ = std::move(observer); }
   /// Marks a label disabled in a domain's overrides (`launchctl disable`).
   void set_disabled(const launchd_domain& domain, std::string_view label) { jobs_[key(domain, label)].enabled = false; }
   /// True when the label is loaded now (lingering bootouts count as loaded), without recording.
@@ -303,7 +327,7 @@ class FakeServiceManager {
 
   /// Loaded now? A lingering bootout answers yes and uses up one poll.
   result<service_query> is_loaded(const launchd_domain& domain, std::string_view label) {
-    calls_.push_back({"is_loaded", domain.name(), std::string(label), {}});
+    record({"is_loaded", domain.name(), std::string(label), {}});
     if (auto e = scripted("is_loaded", domain, label)) return tl::unexpected(*e);
     auto it = jobs_.find(key(domain, label));
     if (it == jobs_.end()) return service_query::no;
@@ -316,7 +340,7 @@ class FakeServiceManager {
 
   /// Enabled unless `set_disabled` said otherwise.
   result<service_query> is_enabled(const launchd_domain& domain, std::string_view label) {
-    calls_.push_back({"is_enabled", domain.name(), std::string(label), {}});
+    record({"is_enabled", domain.name(), std::string(label), {}});
     if (auto e = scripted("is_enabled", domain, label)) return tl::unexpected(*e);
     auto it = jobs_.find(key(domain, label));
     return it == jobs_.end() || it->second.enabled ? service_query::yes : service_query::no;
@@ -324,7 +348,7 @@ class FakeServiceManager {
 
   /// Loads the label; EIO while it is loaded or still lingering after a bootout.
   result<service_outcome> bootstrap(const launchd_domain& domain, std::string_view label, std::string_view plist_path) {
-    calls_.push_back({"bootstrap", domain.name(), std::string(label), std::string(plist_path)});
+    record({"bootstrap", domain.name(), std::string(label), std::string(plist_path)});
     if (auto e = scripted("bootstrap", domain, label)) return tl::unexpected(*e);
     auto& job = jobs_[key(domain, label)];
     if (job.loaded || job.lingering > 0) return tl::unexpected(errno_error(EIO, "bootstrap", domain, label));
@@ -334,20 +358,26 @@ class FakeServiceManager {
   }
 
   /// Unloads the label (it lingers for `set_bootout_lag` polls); ESRCH (exit 113) when not loaded.
+  /// The caller's own job (`set_caller_job`) is unloaded too, but the caller gets
+  /// `caller_killed_error`, never success.
   result<service_outcome> bootout(const launchd_domain& domain, std::string_view label) {
-    calls_.push_back({"bootout", domain.name(), std::string(label), {}});
+    record({"bootout", domain.name(), std::string(label), {}});
     if (auto e = scripted("bootout", domain, label)) return tl::unexpected(*e);
     auto it = jobs_.find(key(domain, label));
     if (it == jobs_.end() || (!it->second.loaded && it->second.lingering == 0))
       return tl::unexpected(launchctl_exit_error(113, {"bootout", domain.name() + "/" + std::string(label)}, {}));
     it->second.loaded = false;
     it->second.lingering = lag_;
+    if (!caller_job_.empty() && caller_job_ == key(domain, label)) {
+      caller_killed_ = true;
+      return tl::unexpected(caller_killed_error(domain, label));
+    }
     return service_outcome{};
   }
 
   /// Clears a disabled override.
   result<service_outcome> enable(const launchd_domain& domain, std::string_view label) {
-    calls_.push_back({"enable", domain.name(), std::string(label), {}});
+    record({"enable", domain.name(), std::string(label), {}});
     if (auto e = scripted("enable", domain, label)) return tl::unexpected(*e);
     jobs_[key(domain, label)].enabled = true;
     return service_outcome{};
@@ -360,6 +390,10 @@ class FakeServiceManager {
     std::size_t lingering = 0;
     std::string plist_path;
   };
+  void record(call c) {
+    calls_.push_back(std::move(c));
+    if (observer_) observer_(calls_.back());
+  }
   static std::string key(const launchd_domain& domain, std::string_view label) {
     return domain.name() + "/" + std::string(label);
   }
@@ -385,6 +419,9 @@ class FakeServiceManager {
   std::vector<std::pair<std::string, int>> failures_;
   std::vector<std::string> missing_domains_;
   std::size_t lag_ = 0;
+  std::string caller_job_;  ///< "<domain>/<label>" the caller runs in; empty: none
+  bool caller_killed_ = false;
+  std::function<void(const call&)> observer_;
 };
 
 /// For sandboxes and `--root` trees: there is no launchd to talk to. Queries answer `unknown`;

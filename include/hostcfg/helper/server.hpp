@@ -20,8 +20,8 @@
 /// returns: closes every other connection and its listening socket, removes its socket file (only
 /// if it is still the one it created), removes the policy cache only if its own record
 /// (`state_path`) says the helper created it and it still holds the bytes the helper last wrote,
-/// removes that record, and last runs `config.uninstall` (LaunchdPlist's revert: bootout, remove
-/// the plist), last because on a real launchd the bootout ends this very process.
+/// removes that record, and last runs `config.uninstall` (LaunchdPlist's self-revert: remove the
+/// plist and record it, then bootout), last because on a real launchd the bootout ends this very process.
 ///
 /// Concurrency: one thread runs a poll(2) loop over non-blocking sockets; every connection is a
 /// small state machine (hello, request, reply) with its own deadline, so a slow client costs one
@@ -630,19 +630,33 @@ class Server {
     // On Linux the socket inode's mode (less umask) becomes the file's mode at bind, so the file
     // is never more open than 0600, even for an instant.
     ::fchmod(st->listen.get(), 0600);
-    const sockaddr_un addr = detail::unix_address(path);
+    // The socket is bound under a temporary name, given its owner and mode, listening, and only
+    // then renamed to its path: a client never finds it root-owned (EACCES) or not yet listening
+    // (ECONNREFUSED) and mistakes a starting helper for a missing one. A path too long for the
+    // temporary name ("<name>~") is bound directly, as before.
+    const std::string bound_name = path.size() + 1 <= detail::max_socket_path ? name + "~" : name;
+    const std::string bound_path = parent_path(path) + "/" + bound_name;
+    if (bound_name != name) (void)::unlinkat(st->dir.get(), bound_name.c_str(), 0);  // a crashed start's
+    const sockaddr_un addr = detail::unix_address(bound_path);
     if (::bind(st->listen.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
-      return fail_errno(errno, op, path);
-    st->socket_name = name;
+      return fail_errno(errno, op, bound_path);
+    auto discard = [&](int err, const std::string& what, const std::string& where) -> result<Server> {
+      if (bound_name != name) (void)::unlinkat(st->dir.get(), bound_name.c_str(), 0);
+      return fail_errno(err, what, where);
+    };
     struct stat created {};
-    if (::fstatat(st->dir.get(), name.c_str(), &created, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISSOCK(created.st_mode))
-      return fail(errc::conflict, op, path, "the socket file vanished after bind");
+    if (::fstatat(st->dir.get(), bound_name.c_str(), &created, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISSOCK(created.st_mode))
+      return fail(errc::conflict, op, bound_path, "the socket file vanished after bind");
+    if (::fchmodat(st->dir.get(), bound_name.c_str(), 0600, 0) != 0) return discard(errno, "chmod", bound_path);
+    if (::fchownat(st->dir.get(), bound_name.c_str(), config.allowed_uid, config.socket_gid, AT_SYMLINK_NOFOLLOW) != 0)
+      return discard(errno, "chown", bound_path);
+    if (::listen(st->listen.get(), SOMAXCONN) != 0) return discard(errno, op, bound_path);
+    if (bound_name != name && ::renameat(st->dir.get(), bound_name.c_str(), st->dir.get(), name.c_str()) != 0)
+      return discard(errno, "rename", path);
+    // Same inode after the rename: uninstall removes the socket only if it is still this one.
+    st->socket_name = name;
     st->socket_dev = created.st_dev;
     st->socket_ino = created.st_ino;
-    if (::fchmodat(st->dir.get(), name.c_str(), 0600, 0) != 0) return fail_errno(errno, "chmod", path);
-    if (::fchownat(st->dir.get(), name.c_str(), config.allowed_uid, config.socket_gid, AT_SYMLINK_NOFOLLOW) != 0)
-      return fail_errno(errno, "chown", path);
-    if (::listen(st->listen.get(), SOMAXCONN) != 0) return fail_errno(errno, op, path);
 
     int pipe_fds[2];
 #if defined(__linux__)
@@ -987,7 +1001,7 @@ class Server {
     s.socket_name.clear();  // the destructor must not look again
     // 3. The policy cache and the helper's own record.
     if (auto ok = remove_recorded_state(); !ok) failed(ok.error());
-    // 4. The launchd job (bootout, remove the plist): last, see the file comment.
+    // 4. The launchd job (remove the plist, then bootout): last, see the file comment.
     auto reverted = s.config.uninstall();
     if (reverted) s.log(log_kind::uninstalled, nullptr, *reverted);
     else failed(reverted.error());

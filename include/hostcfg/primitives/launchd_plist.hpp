@@ -22,6 +22,11 @@
 ///   again), then verifies the job is loaded.
 /// - Revert (the seed's uninstall): bootout, wait, remove the plist we created (or restore the one
 ///   we took over). A plist changed since we wrote it is left alone (`errc::drifted`).
+/// - Self-revert (`launchd_revert_options::self`, for a helper uninstalling its own job): launchd
+///   ends a job's process when the job is booted out, so the order is reversed: remove (or
+///   restore) the plist, store the record with the item marked "bootout pending", and boot out
+///   last, without waiting. A process that dies between the two leaves "plist gone, job still
+///   loaded" and that mark; probe reports it and the next revert or converge finishes the bootout.
 ///
 /// Items: `launchd:<label>` (the plist file), `launchd:<label>:job` (loaded + enabled) and, for
 /// daemons, `launchd:<label>:program` (the program path's safety).
@@ -163,6 +168,24 @@ inline launchd_job docker_socket_link_job(const std::string& home) {
   return job;
 }
 
+/// How `LaunchdPlist::revert` undoes a job.
+///
+///     launchd_revert_options own;  own.self = true;   // the caller runs inside the job
+///     job.revert(ctx, g, books, own);                  // remove + record, then bootout
+struct launchd_revert_options {
+  /// The calling process is the job's own process (a privileged helper uninstalling itself).
+  ///
+  /// `launchctl bootout` of that job makes launchd send the caller SIGTERM, so the ordinary order
+  /// (bootout, wait until gone, remove the plist) never reaches the removal and its wait cannot
+  /// end while the caller is alive. With `self`: the plist is removed (or the replaced one
+  /// restored) first, so launchd never starts the job again, not even after a reboot; the
+  /// record of the item's scope is stored at once, the item marked "bootout pending", because
+  /// nothing after the bootout is sure to run; then the bootout is the last act and is not waited
+  /// for. When it returns anyway (no launchd here, or the caller is not in the job), the item is
+  /// erased from `books` and the caller stores that as usual.
+  bool self = false;
+};
+
 /// A launchd job installed as a file and loaded through the service manager. See the file comment.
 struct LaunchdPlist {
   /// Where the job lives and who runs it.
@@ -260,8 +283,25 @@ struct LaunchdPlist {
     if (where == scope::daemon && check_program) report.items.push_back(probe_program(ctx));
     report.items.push_back(probe_file(ctx, books, *desired, xml, path));
     report.items.push_back(probe_job(ctx, user));
+    const item_probe& file = report.items[report.items.size() - 2];
+    item_probe& service = report.items.back();
+    if (file.state == item_state::absent && service.current.rfind("loaded", 0) == 0) {
+      // launchd keeps running a job whose plist is gone until it is booted out or the Mac
+      // restarts: not the job asked for, whatever its state says.
+      const record_item* mine = books.scope(where == scope::daemon).find(id());
+      service.state = item_state::differs;
+      service.detail = "loaded, but its plist " + path + " is gone" +
+                       (mine && bootout_pending(*mine)
+                            ? ": an uninstall of the job by itself removed it and did not finish the bootout"
+                            : std::string()) +
+                       (service.detail.empty() ? std::string() : "; " + service.detail);
+    }
     return report;
   }
+
+  /// True when `item` (this primitive's record item) says the plist was removed by a self-revert
+  /// whose bootout has not been seen to finish (`launchd_revert_options::self`).
+  static bool bootout_pending(const record_item& item) { return item.get("pending") == "bootout"; }
 
   /// Pure. Nothing is planned while the program path is unsafe. The plist is written when absent
   /// or different; the job is loaded when not loaded, reloaded only when the content changes.
@@ -364,6 +404,12 @@ struct LaunchdPlist {
     job_change.reason = "bootout";
     job_change.needs_elevation = privileged;
     job_change.elevation_reason = privileged ? "it was loaded with admin rights" : "";
+    if (bootout_pending(*mine)) {
+      // The plist is already gone (or the replaced one back): only the bootout is left to do.
+      job_change.reason = "bootout; its plist was already removed by an unfinished uninstall";
+      p.changes.push_back(job_change);
+      return p;
+    }
     p.changes.push_back(job_change);
     change file_change;
     file_change.item_id = id();
@@ -379,61 +425,125 @@ struct LaunchdPlist {
   }
 
   /// Unloads the job, waits until it is gone, removes (or restores) the plist. Refuses a plist
-  /// that changed since we wrote it.
+  /// that changed since we wrote it. An item marked "bootout pending" (a self-revert that ended
+  /// before its bootout) only needs the bootout: its plist is already gone.
   template <class Fs, class Priv>
   apply_report revert(context<Fs, Priv>& ctx, const grant& g, ledgers& books) const {
+    return revert(ctx, g, books, launchd_revert_options{});
+  }
+
+  /// `revert` with options: `options.self` for the job's own process (see `launchd_revert_options`:
+  /// remove and record first, bootout last).
+  template <class Fs, class Priv>
+  apply_report revert(context<Fs, Priv>& ctx, const grant& g, ledgers& books,
+                      const launchd_revert_options& options) const {
     apply_report report{kind(), id(), {}, {}};
     const record_item* found = books.find(id());
     if (!found) return report;
     record_item mine = *found;
     bool privileged = books.system.find(id()) != nullptr;
     std::string path = mine.get("path");
+    const bool created = mine.get("created") == "1";
+    const bool pending = bootout_pending(mine);
     if (privileged && !g.elevated) {
       report.events.push_back(event{id(), event_kind::skipped, path, g.refusal(), std::nullopt, false});
       return report;
     }
     actor who = ctx.actor_for(privileged);
-    // Held from the drift check, across the bootout, to the removal: the plist judged is the one
-    // removed or replaced, whatever another hostcfg run wants to write there meanwhile.
-    auto held = lock_for_edit(ctx.fs, who, path);
-    if (!held && !held.error().is_errno(ENOENT)) {  // no directory: no plist either, still unload
-      report.events.push_back(event{id(), event_kind::failed, path, held.error().message(), held.error(), privileged});
-      return report;
-    }
-    auto current = ctx.fs.read_file(who, path, max_bytes);
-    if (current && !same_job(current->bytes, mine.get("written"))) {
-      auto drift = fail(errc::drifted, "revert", path, "the job changed since hostcfg wrote it",
-                        "it was left loaded and in place; remove it by hand if it is no longer needed")
-                       .value();
-      report.events.push_back(event{id(), event_kind::skipped, path, drift.message(), drift, privileged});
-      return report;
-    }
     launchd_domain dom = domain(ctx.priv.user());
-    event unloaded = unload(ctx, dom, privileged);
-    bool unload_failed = unloaded.kind == event_kind::failed;
-    report.events.push_back(std::move(unloaded));
-    if (unload_failed) return report;
-    result<void> undone;
-    if (!current && !current.error().is_errno(ENOENT)) {
-      undone = tl::unexpected(current.error());
-    } else if (mine.get("created") == "1") {
-      if (current) undone = unlink_durably(ctx.fs, who, path);
-    } else {
-      replace_options options;
-      options.expected = current ? std::optional<file_status>(current->status) : std::nullopt;
-      options.mode = static_cast<mode_type>(std::stoul(mine.get("original_mode", "420")));
-      options.force_mode = true;
-      auto written = ctx.fs.replace_file(who, path, mine.get("original"), options);
-      if (!written) undone = tl::unexpected(written.error());
+    {
+      // Held from the drift check to the removal (across the bootout in the ordinary order): the
+      // plist judged is the one removed or replaced, whatever another hostcfg run wants to write
+      // there meanwhile. A self-revert lets go before it stores the record and boots out.
+      auto held = lock_for_edit(ctx.fs, who, path);
+      if (!held && !held.error().is_errno(ENOENT)) {  // no directory: no plist either, still unload
+        report.events.push_back(event{id(), event_kind::failed, path, held.error().message(), held.error(), privileged});
+        return report;
+      }
+      auto current = ctx.fs.read_file(who, path, max_bytes);
+      // What must be there now: what we wrote; once a self-revert took it away, nothing (we
+      // created it) or the job we had replaced (restored).
+      if (current && (pending ? created || !same_job(current->bytes, mine.get("original"))
+                              : !same_job(current->bytes, mine.get("written")))) {
+        auto drift = fail(errc::drifted, "revert", path,
+                          pending ? "a job was written there since hostcfg removed its own"
+                                  : "the job changed since hostcfg wrote it",
+                          "it was left loaded and in place; remove it by hand if it is no longer needed")
+                         .value();
+        report.events.push_back(event{id(), event_kind::skipped, path, drift.message(), drift, privileged});
+        return report;
+      }
+      const bool unreadable = !current && !current.error().is_errno(ENOENT);
+      if (unreadable && (options.self || pending)) {
+        // Nothing is undone on a plist that could not be judged.
+        report.events.push_back(
+            event{id(), event_kind::failed, path, current.error().message(), current.error(), privileged});
+        return report;
+      }
+      if (!options.self) {
+        // The ordinary order: the job goes first, so launchd never runs it without its plist.
+        event unloaded = unload(ctx, dom, privileged);
+        bool unload_failed = unloaded.kind == event_kind::failed;
+        report.events.push_back(std::move(unloaded));
+        if (unload_failed) return report;
+      }
+      if (pending) {
+        // Removed and recorded by a self-revert that ended before its bootout: only the bootout
+        // was left (done above, or last below for the job's own process).
+        report.events.push_back(
+            event{id(), event_kind::kept, path, "already removed before the bootout", std::nullopt, privileged});
+        if (!options.self) {
+          books.scope(privileged).erase(id());
+          return report;
+        }
+      } else {
+        auto undone = unreadable ? result<void>(tl::unexpected(current.error()))
+                                 : undo_file(ctx, who, path, mine, current ? &current->status : nullptr);
+        if (!undone) {
+          report.events.push_back(
+              event{id(), event_kind::failed, path, undone.error().message(), undone.error(), privileged});
+          return report;
+        }
+        report.events.push_back(event{id(), event_kind::changed, path,
+                                      created ? "removed" : "restored the job it replaced", std::nullopt, privileged});
+        if (!options.self) {
+          books.scope(privileged).erase(id());
+          return report;
+        }
+      }
     }
-    if (!undone) {
-      report.events.push_back(event{id(), event_kind::failed, path, undone.error().message(), undone.error(), privileged});
+    if (!pending) {
+      // Recorded before the bootout: if this process dies in between (or during it), the record
+      // says what is left to do, and the next revert or converge finishes it.
+      record before = books.scope(privileged);
+      mine.fields["pending"] = "bootout";
+      books.scope(privileged).put(mine);
+      const record_location& where = privileged ? ctx.system_record : ctx.user_record;
+      auto stored = store_record_merged(ctx.fs, where, books.scope(privileged), before);
+      if (!stored) {
+        // The record still names the plist as ours; a later revert finds it gone and boots the
+        // job out all the same, so the bootout below may go ahead.
+        report.events.push_back(event{id(), event_kind::failed, where.path,
+                                      "bootout pending not recorded: " + stored.error().message(), stored.error(),
+                                      privileged});
+      }
+    }
+    // The very last act: on a real launchd it ends this process. Not waited for: the job cannot be
+    // gone while its own process is still here asking.
+    std::string target = dom.name() + "/" + job.label;
+    any_service_manager* sm = ctx.template find<any_service_manager>();
+    auto out = sm ? sm->bootout(dom, job.label) : result<service_outcome>(service_outcome{true, FileOnlyServiceManager::skip_note});
+    if (!out && !out.error().is_errno(ESRCH)) {
+      report.events.push_back(event{id() + ":job", event_kind::failed, target, out.error().message(), out.error(), privileged});
       return report;
     }
     books.scope(privileged).erase(id());
-    report.events.push_back(event{id(), event_kind::changed, path,
-                                  mine.get("created") == "1" ? "removed" : "restored the job it replaced",
-                                  std::nullopt, privileged});
+    if (!out)
+      report.events.push_back(event{id() + ":job", event_kind::kept, target, "not loaded", std::nullopt, privileged});
+    else if (out->skipped)
+      report.events.push_back(event{id() + ":job", event_kind::skipped, target, out->note, std::nullopt, false});
+    else
+      report.events.push_back(event{id() + ":job", event_kind::changed, target, "booted out", std::nullopt, privileged});
     return report;
   }
 
@@ -445,6 +555,21 @@ struct LaunchdPlist {
   }
   static std::string describe(uid_type uid, gid_type gid, mode_type mode, const std::string& body) {
     return "owner " + std::to_string(uid) + ":" + std::to_string(gid) + " mode " + detail::mode_text(mode) + "\n" + body;
+  }
+
+  // Removes the plist we created, or puts back the one we replaced; `current` is what is there
+  // now (null: nothing).
+  template <class Ctx>
+  result<void> undo_file(Ctx& ctx, const actor& who, const std::string& path, const record_item& mine,
+                         const file_status* current) const {
+    if (mine.get("created") == "1") return current ? unlink_durably(ctx.fs, who, path) : result<void>{};
+    replace_options options;
+    options.expected = current ? std::optional<file_status>(*current) : std::nullopt;
+    options.mode = static_cast<mode_type>(std::stoul(mine.get("original_mode", "420")));
+    options.force_mode = true;
+    auto written = ctx.fs.replace_file(who, path, mine.get("original"), options);
+    if (!written) return tl::unexpected(written.error());
+    return {};
   }
 
   // True when two plist files hold the same job (value trees, either form).
@@ -662,6 +787,7 @@ struct LaunchdPlist {
       if (auto ok = ctx.fs.chmod(who, c.path, 0644); !ok) return tl::unexpected(ok.error());
     }
     item.fields["written"] = xml;
+    item.fields.erase("pending");  // written again: an unfinished self-uninstall is over
     item.fields["path"] = c.path;
     item.fields["domain"] = domain(user).name();
     books.scope(c.needs_elevation).put(item);
