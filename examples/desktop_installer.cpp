@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,7 @@
 #include <hostcfg/backend/rooted_fs.hpp>
 #include <hostcfg/backend/service_manager.hpp>
 #include <hostcfg/converge.hpp>
+#include <hostcfg/format/shell_dialect.hpp>
 #include <hostcfg/helper/one_shot.hpp>
 #include <hostcfg/primitives/hosts_entry.hpp>
 #include <hostcfg/primitives/launchd_plist.hpp>
@@ -92,7 +94,9 @@ const char* const usage_text =
     "  --dry-run            a real apply against an in-memory overlay: nothing on disk changes,\n"
     "                       not even the record; exits as the real run would\n"
     "  --json               the report on stdout as versioned JSON (schema hostcfg.report)\n"
-    "  --uninstall          revert everything recorded, records included\n"
+    "  --uninstall          revert everything recorded, records included (as a user: the\n"
+    "                       system part through one admin prompt; declined, the command an\n"
+    "                       administrator runs to finish is printed)\n"
     "  --state FILE         the user's record (default <home>/.local/state/hostcfg/" "com.docker.desktop.record);\n"
     "                       privileged items always go to the root-owned record\n"
     "  --help               this text\n"
@@ -121,6 +125,7 @@ struct options {
   bool json = false;
   bool uninstall = false;
   std::optional<std::string> state;
+  std::vector<std::string> words;  ///< the command line as given (argv[0] first)
 };
 
 int usage_error(const std::string& option, const std::string& why) {
@@ -136,6 +141,7 @@ bool parse_id(const std::string& text, unsigned long& out) {
 
 /// Parses argv into `out`; returns an exit code when the program must stop (usage, help).
 std::optional<int> parse_options(int argc, char** argv, options& out) {
+  for (int i = 0; i < argc; ++i) out.words.emplace_back(argv[i]);
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](std::string& v) {
@@ -494,6 +500,39 @@ std::string sandbox_text(const converge_report& report, const std::vector<std::s
   return out;
 }
 
+/// The command an administrator runs to finish an uninstall this user's run could not: this
+/// program with the same options, through sudo, for this user (`--uid`: as root it would
+/// otherwise uninstall for root), answering the prompt by being root.
+std::string admin_uninstall_command(const options& o, const user_identity& user) {
+  std::string out = "sudo";
+  bool has_uid = false;
+  for (std::size_t i = 0; i < o.words.size(); ++i) {
+    const std::string& w = o.words[i];
+    if (w == "--privilege" && i + 1 < o.words.size()) {
+      ++i;  // as root, "ask" is the answer: the default
+      continue;
+    }
+    has_uid = has_uid || w == "--uid";
+    auto self = i == 0 ? helper::own_binary_path() : result<std::string>(w);
+    const std::string& word = self ? *self : w;
+    // Quoted only when the shell would read it otherwise: the usual command stays plain to read.
+    bool plain = !word.empty() && word.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                         "0123456789_-./=:,+@%") == std::string::npos;
+    out += " " + (plain ? word : quote_literal(shell_dialect::posix, word));
+  }
+  if (!has_uid) out += " --uid " + std::to_string(user.uid);
+  return out;
+}
+
+/// True when an uninstall skipped a privileged item for want of admin rights.
+bool left_for_admin(const converge_report& report) {
+  if (!report.uninstall) return false;
+  for (const auto& s : report.steps)
+    for (const auto& e : s.applied.events)
+      if (e.kind == event_kind::skipped && s.elevation && e.message == s.elevation->refusal()) return true;
+  return false;
+}
+
 /// One run over any filesystem backend: compose the steps, converge or uninstall, report.
 template <class Fs, class Priv>
 int run(Fs& fs, Priv& priv, const options& o, bool progress, std::string& text_out,
@@ -553,6 +592,9 @@ int run(Fs& fs, Priv& priv, const options& o, bool progress, std::string& text_o
     std::fprintf(stderr, "desktop-installer: %s\n", report.error().message().c_str());
     return exit_failed;
   }
+  // The library's note names what stays; the exact command to finish is this program's to give.
+  if (o.uninstall && !o.sandbox && !o.dry_run && left_for_admin(*report))
+    report->notes.push_back("to remove what stays, run as an administrator: " + admin_uninstall_command(o, user));
   text_out = outcome_text(*report);
   report_out = *report;
   return exit_code_of(*report);
@@ -587,7 +629,26 @@ int run_with_handoff(InstallerPrivilege& base, const options& o);
 
 }  // namespace
 
+namespace {
+int installer_main(int argc, char** argv);
+}  // namespace
+
 int main(int argc, char** argv) {
+  // hostcfg reports errors as values; what can still throw is the standard library running out
+  // of memory (std::bad_alloc) - say so instead of terminating without a word.
+  try {
+    return installer_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "desktop-installer: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "desktop-installer: unexpected failure\n");
+  }
+  return exit_failed;
+}
+
+namespace {
+
+int installer_main(int argc, char** argv) {
   // The elevated runner: started by sudo / pkexec / the macOS dialog with the privileged part of
   // the plan on stdin. It runs only the kinds listed here.
   if (helper::is_one_shot(argc, argv))
@@ -638,8 +699,6 @@ int main(int argc, char** argv) {
   if (kind == InstallerPrivilege::kind::command) return run_with_handoff<cli_links_can_hand_off>(priv, o);
   return run_all(priv, o);
 }
-
-namespace {
 
 template <class Priv>
 int run_all(Priv& priv, const options& o) {

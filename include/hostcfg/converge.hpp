@@ -340,6 +340,9 @@ result<ledgers> load_ledgers(Ctx& ctx) {
   return ledgers{std::move(*user), std::move(*system)};
 }
 
+/// The note store_ledgers leaves when the privileged record cannot be written.
+inline constexpr const char* system_record_unwritten = "the privileged record could not be written: ";
+
 // Load-merge-store under the record directory's lock (store_record_merged): two runs of one app
 // at once each keep their own items, and a run with nothing to record takes no lock.
 template <class Ctx>
@@ -350,7 +353,7 @@ void store_ledgers(Ctx& ctx, const ledgers& loaded, const ledgers& books, conver
   else report.notes.push_back("the user's record could not be written: " + user.error().message());
   auto system = store_record_merged(ctx.fs, ctx.system_record, books.system, loaded.system);
   if (system) report.system_record_written = *system;
-  else report.notes.push_back("the privileged record could not be written: " + system.error().message());
+  else report.notes.push_back(system_record_unwritten + system.error().message());
 }
 
 /// Decides elevation for every runner: standing decisions first, then one prompt for the rest.
@@ -490,43 +493,133 @@ result<converge_report> converge(context<Fs, Priv>& ctx, const Steps&... steps) 
   return report;
 }
 
+namespace detail {
+
+/// Calls `f(primitive, is_alternative, primary_id)` for each primitive of an uninstall step, in
+/// revert order: a fallback's alternative before its primary.
+template <class Step, class F>
+void for_each_revertible(const Step& s, F&& f) {
+  if constexpr (is_fallback<Step>::value) {
+    f(s.alternative, true, s.primary.id());
+    f(s.primary, false, std::string());
+  } else {
+    f(s, false, std::string());
+  }
+}
+
+/// True when reverting `p` needs elevation according to `books`.
+template <class P>
+bool revert_needs_elevation(const P& p, const ledgers& books) {
+  for (const auto& c : p.revert_plan(books).changes)
+    if (c.needs_elevation) return true;
+  return false;
+}
+
+/// A primitive whose revert is handed to the elevated runner: it needs elevation and the runner
+/// can rebuild it (`desired_state()`).
+template <class P>
+bool hands_off_revert(const P& p, const ledgers& books) {
+  if constexpr (has_desired_state<P>::value) return revert_needs_elevation(p, books);
+  else return false;
+}
+
+/// The revert batch for the elevated runner: a version 2 header saying "revert", then the desired
+/// state of every primitive whose revert needs elevation (its parameters only: the runner finds
+/// what to undo in the root-owned record itself).
+template <class... Steps>
+record revert_payload(const std::string& app_id, const ledgers& books, const Steps&... steps) {
+  record payload{app_id, {}};
+  set_handoff_mode(payload, handoff_mode::revert);
+  auto add = [&](const auto& p, bool, const std::string&) {
+    if (hands_off_revert(p, books)) add_handoff(payload, p);
+  };
+  (for_each_revertible(steps, add), ...);
+  return payload;
+}
+
+}  // namespace detail
+
 /// Reverts everything the records say these primitives did (uninstall), asking for elevation once
 /// when privileged items must be undone. The records are removed when nothing is left in them.
+///
+/// A privilege backend that elevates in process (root, `RootFor`, `ScriptedPrivilege`) reverts
+/// everything here. One that starts an elevated runner instead (`CommandPrivilege` as a user:
+/// `elevates_in_process()` false, `run_elevated` present) hands every privileged revert to it in
+/// one call, whose start is the one prompt: the runner reverts them as root from the root-owned
+/// record alone, this process then reverts the user's own items and stores only the user's record.
+/// When elevation is declined, cancelled, timed out or unavailable, the privileged items stay and
+/// a note names each of them.
 template <class Fs, class Priv, class... Steps>
 result<converge_report> uninstall(context<Fs, Priv>& ctx, const Steps&... steps) {
   converge_report report;
   report.app_id = ctx.app_id;
   report.uninstall = true;
   report.dry_run = ctx.policy.dry_run;
-  [[maybe_unused]] auto walk_scope = open_walk_cache(ctx.fs);
+  std::optional<decltype(open_walk_cache(ctx.fs))> walk_scope;
+  walk_scope.emplace(open_walk_cache(ctx.fs));
   auto loaded = detail::load_ledgers(ctx);
   if (!loaded) return tl::unexpected(loaded.error());
   ledgers books = *loaded;
+  // The plans are shown as they were before anything ran (a runner changes the privileged record).
+  const ledgers planned_from = books;
+  // Through a runner only what it can rebuild can be reverted with admin rights: the prompt lists
+  // exactly that, and anything else privileged stays (and is named below).
+  bool via_runner = false;
+  if constexpr (detail::has_run_elevated<std::decay_t<decltype(ctx.priv)>>::value)
+    via_runner = !ctx.policy.dry_run && !ctx.priv.elevates_in_process();
   std::vector<std::string> elevated_changes;
-  auto collect = [&](const auto& p) {
+  auto collect = [&](const auto& p, bool, const std::string&) {
+    if (via_runner && !detail::hands_off_revert(p, books)) return;
     for (const auto& c : p.revert_plan(books).changes)
       if (c.needs_elevation) elevated_changes.push_back(c.summary());
   };
-  auto collect_step = [&](const auto& s) {
-    if constexpr (detail::is_fallback<std::decay_t<decltype(s)>>::value) {
-      collect(s.primary);
-      collect(s.alternative);
-    } else {
-      collect(s);
-    }
-  };
-  (collect_step(steps), ...);
+  (detail::for_each_revertible(steps, collect), ...);
   grant g;
+  std::optional<elevated_outcome> handed;
   if (!elevated_changes.empty()) {
     elevation_request request{ctx.app_id, ctx.app_id + " needs administrator rights to remove " +
                                               std::to_string(elevated_changes.size()) + " change(s) it made",
                               elevated_changes};
-    answer a = ctx.policy.dry_run ? ctx.policy.dry_run_answer : ctx.priv.ask(request);
+    answer a = answer::granted;
+    if (ctx.policy.dry_run) {
+      a = ctx.policy.dry_run_answer;
+    } else if constexpr (detail::has_run_elevated<std::decay_t<decltype(ctx.priv)>>::value) {
+      if (via_runner) {
+        auto outcome = ctx.priv.run_elevated(request, detail::revert_payload(ctx.app_id, books, steps...));
+        if (!outcome) {
+          a = answer::unavailable;
+          report.notes.push_back("the elevated runner could not be started: " + outcome.error().message());
+        } else if (outcome->prompt_answer == answer::granted && outcome->mode != handoff_mode::revert) {
+          // A runner from before revert batches read this one as an apply batch: it reverted nothing.
+          a = answer::unavailable;
+          report.notes.push_back("the elevated runner does not know revert batches (is the helper older than the "
+                                 "app?): nothing was reverted with admin rights");
+        } else {
+          a = outcome->prompt_answer;
+          if (a == answer::granted) handed = std::move(*outcome);
+          else if (outcome->failure) report.notes.push_back("the elevated runner failed: " + outcome->failure->message());
+        }
+      } else {
+        a = ctx.priv.ask(request);
+      }
+    } else {
+      a = ctx.priv.ask(request);
+    }
     if (!ctx.policy.dry_run) report.prompts_shown = 1;
     report.prompt = request;
     report.prompt_answer = a;
     g.answer_ = a;
-    g.elevated = a == answer::granted;
+    g.elevated = a == answer::granted && !handed;
+  }
+  if (handed) {
+    // The runner reverted the privileged items and stored the root-owned record as root: what it
+    // holds now is the base, so this process (the user) writes nothing there.
+    if (auto fresh = load_record(ctx.fs, ctx.system_record, ctx.app_id)) books.system = *fresh;
+    else report.notes.push_back("the privileged record could not be read again: " + fresh.error().message());
+    loaded->system = books.system;
+    // The runner removed links and directories this process may hold fds of: walk afresh.
+    walk_scope.reset();
+    walk_scope.emplace(open_walk_cache(ctx.fs));
   }
   auto revert_one = [&](const auto& p, bool is_alt, const std::string& primary_id) {
     step_report step;
@@ -535,21 +628,68 @@ result<converge_report> uninstall(context<Fs, Priv>& ctx, const Steps&... steps)
     step.reverted = true;
     step.is_fallback = is_alt;
     step.fallback_for = primary_id;
-    step.planned = p.revert_plan(books);
+    step.planned = p.revert_plan(planned_from);
+    step.applied.primitive = step.primitive;
+    step.applied.id = step.id;
     step.elevation = g;
-    step.applied = p.revert(ctx, g, books);
+    if (handed && detail::hands_off_revert(p, planned_from)) {
+      step.elevation->elevated = true;
+      step.elevation->handed_off = true;
+      auto found = handed->events.find(step.id);
+      if (found != handed->events.end()) step.elevation->runner_events = found->second;
+      if (step.elevation->runner_events.empty()) {
+        auto e = handed->failure ? *handed->failure
+                                 : fail(errc::unavailable, "elevated runner", step.id,
+                                        "the runner reported nothing for this step")
+                                       .value();
+        step.elevation->runner_events.push_back(event{step.id, event_kind::failed, {}, e.message(), e, true});
+      }
+      step.applied.events = step.elevation->runner_events;
+      // The user's own items of this step (if any) are reverted here, as the user. Privileged
+      // items the runner could not revert are still in the record; their skip would only repeat
+      // the runner's event for the same item.
+      plan rest = p.revert_plan(books);
+      bool user_side = false;
+      for (const auto& c : rest.changes) user_side = user_side || !c.needs_elevation;
+      if (user_side) {
+        auto mine = p.revert(ctx, grant{}, books);
+        for (auto& e : mine.events) {
+          bool repeated = false;
+          if (e.kind == event_kind::skipped)
+            for (const auto& r : step.elevation->runner_events) repeated = repeated || r.item_id == e.item_id;
+          if (!repeated) step.applied.events.push_back(std::move(e));
+        }
+        for (auto& n : mine.notes) step.applied.notes.push_back(std::move(n));
+      }
+    } else if (handed) {
+      // Nothing of it was handed off: its privileged items (if any) cannot be reverted here.
+      grant local;
+      step.elevation = local;
+      step.applied = p.revert(ctx, local, books);
+    } else {
+      step.applied = p.revert(ctx, g, books);
+    }
     for (const auto& e : step.applied.events) ctx.emit(step.id, e);
     report.steps.push_back(std::move(step));
   };
-  auto revert_step = [&](const auto& s) {
-    if constexpr (detail::is_fallback<std::decay_t<decltype(s)>>::value) {
-      revert_one(s.alternative, true, s.primary.id());
-      revert_one(s.primary, false, {});
-    } else {
-      revert_one(s, false, {});
-    }
-  };
-  (revert_step(steps), ...);
+  (detail::for_each_revertible(steps, revert_one), ...);
+  // What stays because elevation was not had: the user must know which items, and what to do.
+  std::string paths;
+  std::size_t left = 0;
+  for (const auto& s : report.steps)
+    for (const auto& e : s.applied.events)
+      if (e.kind == event_kind::skipped && s.elevation && e.message == s.elevation->refusal()) {
+        paths += (paths.empty() ? "" : ", ") + e.path;
+        ++left;
+      }
+  if (left > 0) {
+    std::string why = g.answer_ && !handed ? std::string("prompt ") + answer_name(*g.answer_)
+                      : via_runner         ? std::string("the elevated runner cannot revert them")
+                                           : std::string("admin rights were not requested");
+    report.notes.push_back(std::to_string(left) + " item(s) that need admin rights to remove are still in place (" +
+                           why + "): " + paths +
+                           "; run the uninstall again as an administrator (e.g. with sudo) to remove them");
+  }
   // Decisions belong to the install: uninstall forgets them too.
   for (auto it = books.user.items.begin(); it != books.user.items.end();)
     it = it->second.primitive == "decision" ? books.user.items.erase(it) : std::next(it);

@@ -56,7 +56,7 @@ struct run_as {
 
 // Runs argv (argv[0] is the program path) with a minimal environment, in its own session (no
 // controlling terminal, so nothing can prompt), optionally as another uid/gid.
-run_result run(const std::vector<std::string>& argv, run_as who = {}) {
+run_result run(const std::vector<std::string>& argv, run_as who = {}, const std::vector<std::string>& extra_env = {}) {
   run_result r;
   int out_pipe[2], err_pipe[2];
   REQUIRE(::pipe(out_pipe) == 0);
@@ -88,8 +88,10 @@ run_result run(const std::vector<std::string>& argv, run_as who = {}) {
     args.push_back(nullptr);
     char path_env[] = "PATH=/usr/bin:/bin";
     char asan_env[] = "ASAN_OPTIONS=detect_leaks=0";  // LeakSanitizer cannot run under strace
-    char* env[] = {path_env, asan_env, nullptr};
-    ::execve(args[0], args.data(), env);
+    std::vector<char*> env{path_env, asan_env};
+    for (const auto& e : extra_env) env.push_back(const_cast<char*>(e.c_str()));
+    env.push_back(nullptr);
+    ::execve(args[0], args.data(), env.data());
     ::_exit(127);
   }
   int status = 0;
@@ -296,6 +298,80 @@ bool prerequisites() {
 
 const char* const kube_line = "127.0.0.1\tkubernetes.docker.internal\n";
 
+std::string shell(const std::string& command) {
+  std::string out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return out;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof buffer, pipe)) out += buffer;
+  ::pclose(pipe);
+  return out;
+}
+
+// A throwaway user with a password, askpass programs, a copy of the program in a root-owned
+// directory and a sudoers rule allowing exactly its one-shot runner for one tree: what a desktop
+// app's user has on a real machine. Removed in the destructor, also when a check fails.
+struct sudo_user {
+  std::string name = "hcfgdi" + std::to_string(::getpid() % 100000);
+  std::string dir, program_copy, sudoers, why_not;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  bool ready = false;
+
+  sudo_user() {
+    if (::access("/usr/bin/sudo", X_OK) != 0) { why_not = "sudo is not installed (apt-get install sudo)"; return; }
+    if (::access("/usr/sbin/useradd", X_OK) != 0) { why_not = "useradd is not available"; return; }
+    char templ[] = "/var/tmp/hostcfg-di-sudo-XXXXXX";
+    if (!::mkdtemp(templ)) { why_not = "mkdtemp failed"; return; }
+    dir = templ;
+    ::chmod(dir.c_str(), 0755);
+    make_dir(dir + "/bin", 0755);
+    program_copy = dir + "/bin/desktop-installer";
+    shell("cp '" + program + "' '" + program_copy + "' && chmod 0755 '" + program_copy + "'");
+    write_file(dir + "/bin/askpass-ok", "#!/bin/sh\necho 'S3cret-pass'\n", 0755);
+    write_file(dir + "/bin/askpass-cancel", "#!/bin/sh\nexit 1\n", 0755);
+    shell("useradd -M -d /Users/" + name + " -s /bin/sh " + name + " 2>&1");
+    shell("echo '" + name + ":S3cret-pass' | chpasswd 2>&1");
+    std::string id = shell("id -u " + name);
+    uid = static_cast<uid_t>(std::atoi(id.c_str()));
+    gid = static_cast<gid_t>(std::atoi(shell("id -g " + name).c_str()));
+    if (uid == 0) { why_not = "could not create a test user"; return; }
+    ready = true;
+  }
+  ~sudo_user() {
+    if (!sudoers.empty()) ::unlink(sudoers.c_str());
+    if (uid != 0) shell("userdel " + name + " 2>/dev/null");
+    if (!dir.empty()) tree::remove_all(dir);
+  }
+  sudo_user(const sudo_user&) = delete;
+  sudo_user& operator=(const sudo_user&) = delete;
+
+  // Lets the user run exactly the program's runner for `root` through sudo, with a password.
+  bool allow_runner(const std::string& root) {
+    sudoers = "/etc/sudoers.d/hostcfg-di-" + name;
+    std::string rule = "Defaults:" + name + " timestamp_timeout=0, !lecture, passwd_tries=1\n" + name +
+                       " ALL=(root) " + program_copy + " --one-shot --uid " + std::to_string(uid) + " --root " + root +
+                       "\n";
+    write_file(sudoers + ".tmp", rule, 0440);
+    if (shell("visudo -cf '" + sudoers + ".tmp' >/dev/null 2>&1 && echo ok") != "ok\n") {
+      ::unlink((sudoers + ".tmp").c_str());
+      sudoers.clear();
+      return false;
+    }
+    return ::rename((sudoers + ".tmp").c_str(), sudoers.c_str()) == 0;
+  }
+  // The program's arguments (the copy, so the runner sudo starts is the one the rule names).
+  std::vector<std::string> args(const tree& t, std::vector<std::string> extra) const {
+    auto a = t.args(std::move(extra));
+    a[0] = program_copy;
+    return a;
+  }
+  std::vector<std::string> askpass(const std::string& which) const {
+    return {"SUDO_ASKPASS=" + dir + "/bin/askpass-" + which};
+  }
+  run_as as() const { return run_as{uid, gid, true}; }
+};
+
 }  // namespace
 
 TEST_CASE("first run makes every change; the second changes nothing, asks nothing, makes no mutating syscall") {
@@ -439,6 +515,79 @@ TEST_CASE("--uninstall gives back the tree as before install: every file's bytes
   auto removed = run(t.args({"--uninstall", "--privilege", "grant"}));
   INFO(removed.err);
   CHECK(removed.code == 0);
+  CHECK(joined(content_diff(original, scan(t.root))) == "");
+}
+
+TEST_CASE("--uninstall as the user goes through sudo: one prompt; cancelled, it names what stays and the admin command") {
+  if (!prerequisites()) return;
+  sudo_user u;
+  if (!u.ready) {
+    HOSTCFG_SKIP(u.why_not);
+    return;
+  }
+  tree t(u.name, u.uid, u.gid);
+  if (!u.allow_runner(t.root)) {
+    HOSTCFG_SKIP("visudo rejected the test rule");
+    return;
+  }
+  write_file(t.at("/Library/LaunchDaemons/com.docker.vmnetd.plist"),
+             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\">\n<dict>\n"
+             "\t<key>Label</key>\n\t<string>com.docker.vmnetd</string>\n\t<key>Program</key>\n"
+             "\t<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string>\n</dict>\n</plist>\n",
+             0644);
+  auto original = scan(t.root);
+  auto install = [&] {
+    auto installed = run(u.args(t, {"--privilege", "ask"}), u.as(), u.askpass("ok"));
+    INFO(installed.err);
+    REQUIRE(installed.code == 0);
+    REQUIRE(link_target(t.at("/usr/local/bin/docker")) == bin_dir + "/docker");
+    REQUIRE(has(file_bytes(t.at("/etc/hosts")).value_or(""), kube_line));
+  };
+  install();
+  auto installed = scan(t.root);
+
+  // Cancelled: nothing outside the home changes; exit 3 names every item left and the command.
+  auto cancelled = run(u.args(t, {"--uninstall", "--json"}), u.as(), u.askpass("cancel"));
+  INFO(cancelled.err);
+  CHECK(cancelled.code == 3);
+  CHECK(has(cancelled.out, "\"prompts_shown\": 1"));
+  CHECK(has(cancelled.out, "\"answer\": \"cancelled\""));
+  for (const auto& line : content_diff(installed, scan(t.root))) CHECK_MESSAGE(has(line, t.home_rel), line);
+  CHECK(link_target(t.at("/usr/local/bin/docker")) == bin_dir + "/docker");
+  CHECK(has(file_bytes(t.at("/etc/hosts")).value_or(""), kube_line));
+  CHECK(has(cancelled.err, "item(s) that need admin rights to remove are still in place (prompt cancelled): "
+                           "/usr/local/bin/docker, /usr/local/bin/docker-compose, /usr/local/bin/kubectl, "));
+  for (const char* p : {"/usr/local/bin/kubectl", "/var/run/docker.sock", "/etc/hosts",
+                        "/Library/LaunchDaemons/com.docker.vmnetd.plist", "/Library/LaunchDaemons/com.docker.socket.plist",
+                        "/Library/Application Support/com.docker.docker/registry-access-management.json"})
+    CHECK_MESSAGE(has(cancelled.err, p), p);
+  const std::string marker = "next: to remove what stays, run as an administrator: ";
+  auto at = cancelled.err.find(marker);
+  REQUIRE(at != std::string::npos);
+  std::string admin_command = cancelled.err.substr(at + marker.size());
+  admin_command = admin_command.substr(0, admin_command.find('\n'));
+  CHECK(admin_command == "sudo " + u.program_copy + " --root " + t.root + " --user " + u.name + " --uid " +
+                             std::to_string(u.uid) + " --gid " + std::to_string(u.gid) + " --home " + t.home_rel +
+                             " --shell /bin/zsh --uninstall --json");
+
+  // Granted through sudo: one runner start; the tree is as before the install.
+  auto granted = run(u.args(t, {"--uninstall", "--json"}), u.as(), u.askpass("ok"));
+  INFO(granted.err);
+  CHECK(granted.code == 0);
+  CHECK(has(granted.out, "\"prompts_shown\": 1"));
+  CHECK(has(granted.out, "\"answer\": \"granted\""));
+  CHECK(joined(content_diff(original, scan(t.root))) == "");
+
+  // Installed again and cancelled again: the command it prints, run by an administrator, finishes it.
+  install();
+  auto again = run(u.args(t, {"--uninstall"}), u.as(), u.askpass("cancel"));
+  CHECK(again.code == 3);
+  at = again.err.find(marker);
+  REQUIRE(at != std::string::npos);
+  std::string command = again.err.substr(at + marker.size());
+  command = command.substr(0, command.find('\n'));
+  auto finished = run({"/bin/sh", "-c", command + " >/dev/null 2>&1; echo exit=$?"});
+  CHECK(finished.out == "exit=0\n");
   CHECK(joined(content_diff(original, scan(t.root))) == "");
 }
 

@@ -1,7 +1,7 @@
 // Real elevation (issue 8): the pure command builders, the runner's hardening, and - as root with
-// sudo installed - a converge run as a throwaway user through `sudo -A` with test askpass
-// programs (answer / cancel / too slow), against a root-owned tree (never the machine's own
-// /etc), with one prompt counted and owners checked.
+// sudo installed - a converge and an uninstall run as a throwaway user through `sudo -A` with test
+// askpass programs (answer / cancel / too slow), against a root-owned tree (never the machine's
+// own /etc), with one prompt counted and owners checked.
 //
 // The test binary doubles as the elevated runner: started with --one-shot it runs the runner
 // before doctest's main (see `runner_mode` below), exactly as the helper program does.
@@ -69,6 +69,12 @@ std::string run(const std::string& command) {
 }
 
 bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+// The link itself (its target is a path inside the test root, dangling as seen from outside it).
+bool link_exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
 
 void write_file(const std::string& path, const std::string& bytes, mode_t mode) {
   std::ofstream(path, std::ios::binary) << bytes;
@@ -341,6 +347,28 @@ std::string seed_as_user(const sudo_fixture& f, const std::string& askpass) {
   });
 }
 
+// The seed's steps uninstalled as the user through sudo; a one-line summary, then the notes.
+std::string uninstall_seed_as_user(const sudo_fixture& f, const std::string& askpass) {
+  return f.as_user([&] {
+    PosixFs posix;
+    RootedFs<PosixFs> fs(posix, f.root);
+    CommandPrivilege priv(f.identity(), f.command(askpass));
+    context ctx(fs, priv, "com.example.elevate");
+    std::string home = "/home/" + f.user;
+    auto links = cli_links("/Applications/App/bin", "/usr/local/bin", home + "/.docker/bin",
+                           ShellProfilePathEdit{home + "/.docker/bin"});
+    HostsEntry hosts{"127.0.0.1", {"kubernetes.docker.internal"}};
+    auto report = uninstall(ctx, links, hosts);
+    if (!report) return "error " + report.error().message();
+    std::string summary = "prompts=" + std::to_string(priv.prompts()) + " answer=" +
+                          (report->prompt_answer ? answer_name(*report->prompt_answer) : "none") +
+                          " ok=" + (report->ok() ? "1" : "0");
+    if (report->prompt) summary += " changes=" + std::to_string(report->prompt->changes.size());
+    for (const auto& n : report->notes) summary += "\nnote=" + n;
+    return summary;
+  });
+}
+
 }  // namespace
 
 TEST_CASE("the seed through sudo: one prompt; links and hosts entry as root, or the fallback as the user") {
@@ -364,6 +392,47 @@ TEST_CASE("the seed through sudo: one prompt; links and hosts entry as root, or 
   CHECK((st.st_mode & 07777) == 0644);
   CHECK_FALSE(exists(f.root + "/home/" + f.user + "/.docker/bin"));
   CHECK(seed_as_user(f, "askpass-ok").find("prompts=0") == 0);
+}
+
+TEST_CASE("uninstall as the user through sudo -A: one prompt; the runner removes the links and the hosts section") {
+  sudo_fixture f;
+  if (!f.ready) {
+    HOSTCFG_SKIP(f.why_not);
+    return;
+  }
+  REQUIRE(seed_as_user(f, "askpass-ok").find("prompts=1 answer=granted ok=1 changes=3") == 0);
+  const std::string record_path = f.root + "/var/lib/hostcfg/com.example.elevate.record";
+  REQUIRE(link_exists(f.root + "/usr/local/bin/docker"));
+  REQUIRE(exists(record_path));
+
+  // Cancelled: nothing privileged changes, and the report says what stays and what to do.
+  std::string cancelled = uninstall_seed_as_user(f, "askpass-cancel");
+  INFO(cancelled);
+  CHECK(cancelled.find("prompts=1 answer=cancelled ok=1 changes=3\n") == 0);
+  CHECK(cancelled.find("\nnote=3 item(s) that need admin rights to remove are still in place (prompt cancelled): "
+                       "/usr/local/bin/docker, /usr/local/bin/kubectl, /etc/hosts; run the uninstall again as an "
+                       "administrator (e.g. with sudo) to remove them") != std::string::npos);
+  struct stat st;
+  REQUIRE(::lstat((f.root + "/usr/local/bin/docker").c_str(), &st) == 0);
+  CHECK(S_ISLNK(st.st_mode));
+  CHECK(st.st_uid == 0);
+  CHECK(run("cat '" + f.root + "/etc/hosts'").find("kubernetes.docker.internal") != std::string::npos);
+  CHECK(exists(record_path));
+
+  // Granted: one sudo start; links gone, hosts back to its bytes, root-owned record removed by root.
+  std::string granted = uninstall_seed_as_user(f, "askpass-ok");
+  INFO(granted);
+  CHECK(granted == "prompts=1 answer=granted ok=1 changes=3");
+  CHECK_FALSE(link_exists(f.root + "/usr/local/bin/docker"));
+  CHECK_FALSE(link_exists(f.root + "/usr/local/bin/kubectl"));
+  CHECK(run("cat '" + f.root + "/etc/hosts'") == "127.0.0.1\tlocalhost\n");
+  REQUIRE(::stat((f.root + "/etc/hosts").c_str(), &st) == 0);
+  CHECK(st.st_uid == 0);
+  CHECK((st.st_mode & 07777) == 0644);
+  CHECK_FALSE(exists(record_path));
+  CHECK(exists(f.root + "/usr/local/bin"));
+  // Nothing is left: the next uninstall starts no sudo.
+  CHECK(uninstall_seed_as_user(f, "askpass-ok") == "prompts=0 answer=none ok=1");
 }
 
 TEST_CASE("the seed through sudo, cancelled: the fallback links and PATH block are the user's") {

@@ -3,7 +3,8 @@
 /// The helper program's one-shot mode: the elevated runner that `CommandPrivilege` starts through
 /// sudo / pkexec / the macOS admin dialog. It reads the privileged part of a plan (typed desired
 /// state, record format) from standard input, re-validates and re-probes everything itself,
-/// applies it as root with the real backends, and writes the outcome to standard output.
+/// applies it as root with the real backends, and writes the outcome to standard output. A revert
+/// batch (from `uninstall`; its header says so) is reverted instead, from the root-owned record.
 ///
 /// Hardening: it works only as root; it takes the requesting user from the elevation tool
 /// (`SUDO_UID`, `PKEXEC_UID`; `--uid` only when neither exists, i.e. the macOS dialog, which only
