@@ -583,3 +583,37 @@ TEST_CASE("ascii_ifinder finds every case-insensitive occurrence a naive search 
   }
   CHECK(detail::ascii_ifinder("kubernetes.docker.internal").find(hay, 0) == 8);
 }
+
+TEST_CASE("ascii_ifinder's vector loop: every case, every block offset, only field starts for find_field") {
+  // Long enough that the 64-position blocks run, with the name at every offset around a block
+  // edge; upper case elsewhere in the file (comments, other names) must not hide a match, and a
+  // name that differs only in case is the same name.
+  const std::string name = "kubernetes.docker.internal";
+  const std::string filler = "# Title: UPPER Case Comment\n0.0.0.0 Ads.Tracker.NET kubernetes.docker.interna\n";
+  for (std::size_t pad = 0; pad < 70; ++pad) {
+    for (std::string spelled : {"kubernetes.docker.internal", "KUBERNETES.Docker.Internal"}) {
+      std::string hay = filler + std::string(pad, 'k') + " \t" + spelled + "\n" + filler + "x" + spelled;
+      const std::size_t at = filler.size() + pad + 2;
+      const std::size_t glued = hay.size() - name.size();  // after 'x': not a field start
+      CAPTURE(pad);
+      CAPTURE(spelled);
+      detail::ascii_ifinder finder(name);
+      CHECK(finder.find(hay, 0) == at);
+      CHECK(finder.find(hay, at + 1) == glued);
+      CHECK(finder.find(hay, glued + 1) == std::string_view::npos);
+      CHECK(finder.find_field(hay, 0) == at);
+      CHECK(finder.find_field(hay, at + 1) == std::string_view::npos);
+      std::vector<std::string_view> names{name};
+      std::vector<std::size_t> starts = detail::lines_naming(hay, names);
+      REQUIRE(starts.size() == 1);
+      CHECK(starts[0] == filler.size());
+    }
+  }
+  // A byte whose low bits equal a letter's but is not that letter: (c | 0x20) folds letters
+  // only, so '\x0e' (0x0e | 0x20 == '.') never stands in for a '.' that starts or ends a name.
+  std::string tricky = std::string(80, ' ') + "\x0e" + "local" + std::string(80, ' ') + ".local";
+  CHECK(detail::ascii_ifinder(".local").find(tricky, 0) == tricky.size() - 6);
+  CHECK(detail::ascii_ifinder(".local").find_field(tricky, 0) == tricky.size() - 6);
+  // Upper-case in the needle is folded too.
+  CHECK(detail::ascii_ifinder("KUBERNETES.docker.INTERNAL").find_field(" kubernetes.Docker.internal", 0) == 1);
+}

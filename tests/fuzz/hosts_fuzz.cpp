@@ -120,7 +120,7 @@ void check_fast_paths(std::string_view bytes, const section_markers& markers,
                                             bytes.begin() + static_cast<std::ptrdiff_t>(cut2), '#')));
 
   // The finder finds every occurrence, for the desired names and for a needle cut from the input
-  // (any bytes, lengths 1 to 24, so hash collisions in the skip table are exercised too).
+  // (any bytes, lengths 1 to 24, so non-letter first/last bytes and the tail loop are exercised too).
   std::vector<std::string_view> needles;
   for (const auto& d : desired) needles.emplace_back(d.mapping.name);
   if (!bytes.empty()) needles.push_back(bytes.substr(bytes.size() / 2, 1 + bytes.size() % 24));
@@ -130,6 +130,13 @@ void check_fast_paths(std::string_view bytes, const section_markers& markers,
     for (std::size_t p = finder.find(bytes, 0); p != std::string_view::npos; p = finder.find(bytes, p + 1))
       found.push_back(p);
     check(found == naive_find_all(bytes, needle));
+    // find_field: the same occurrences, less those not right after a space or a tab.
+    std::vector<std::size_t> fields, fields_slow;
+    for (std::size_t p = finder.find_field(bytes, 0); p != std::string_view::npos; p = finder.find_field(bytes, p + 1))
+      fields.push_back(p);
+    for (std::size_t p : found)
+      if (p > 0 && (bytes[p - 1] == ' ' || bytes[p - 1] == '\t')) fields_slow.push_back(p);
+    check(fields == fields_slow);
   }
 
   // find_our_section == find_section: the same span, or the same error naming the same line.
