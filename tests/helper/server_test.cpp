@@ -5,13 +5,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +31,7 @@
 #include "hostcfg/helper/port_bind.hpp"
 #include "hostcfg/helper/protocol.hpp"
 #include "hostcfg/primitives/launchd_plist.hpp"
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -44,34 +43,10 @@ constexpr uid_type nobody = 65534;
 
 bool can_run() { return ::geteuid() == 0; }
 
-/// A root-owned 0755 scratch directory under /var/tmp (not directly under world-writable /tmp).
-struct root_dir {
-  std::string path;
-  root_dir() {
-    char tmpl[] = "/var/tmp/hch-XXXXXX";
-    if (::mkdtemp(tmpl) != nullptr) {
-      path = tmpl;
-      ::chmod(path.c_str(), 0755);
-    }
-  }
-  ~root_dir() { remove_tree(path); }
-  static void remove_tree(const std::string& p) {
-    struct stat st {};
-    if (::lstat(p.c_str(), &st) != 0) return;
-    if (S_ISDIR(st.st_mode)) {
-      if (DIR* d = ::opendir(p.c_str())) {
-        while (dirent* e = ::readdir(d)) {
-          const std::string n = e->d_name;
-          if (n != "." && n != "..") remove_tree(p + "/" + n);
-        }
-        ::closedir(d);
-      }
-      ::rmdir(p.c_str());
-    } else {
-      ::unlink(p.c_str());
-    }
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
+/// A root-owned 0755 scratch directory /var/tmp/hch-XXXXXX, removed with its contents: the
+/// shared `root_scratch_dir` (which REQUIREs its creation) under this file's tag.
+struct root_dir : hostcfg_test::root_scratch_dir {
+  root_dir() : root_scratch_dir("hch") {}
 };
 
 std::vector<std::string> list_dir(const std::string& path) {
@@ -86,19 +61,6 @@ std::vector<std::string> list_dir(const std::string& path) {
   std::sort(out.begin(), out.end());
   return out;
 }
-
-std::string read_all(const std::string& path) {
-  std::string out;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "<unreadable>";
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
-  ::close(fd);
-  return out;
-}
-
-int count_open_fds() { return static_cast<int>(list_dir("/proc/self/fd").size()); }
 
 /// A server running on its own thread, recording its log.
 struct running_server {
@@ -181,35 +143,6 @@ server_config base_config(const root_dir& dir, uid_type uid) {
   c.socket_gid = uid;
   c.request_timeout_ms = 2000;
   return c;
-}
-
-/// Runs `fn` in a forked child as uid/gid 65534 and returns what it wrote, or "<child died N>".
-std::string as_user(uid_type uid, const std::function<std::string()>& fn) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return "<pipe failed>";
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(p[0]);
-    if (::setgroups(0, nullptr) != 0 || ::setgid(uid) != 0 || ::setuid(uid) != 0 || ::getuid() != uid) ::_exit(3);
-    const std::string out = fn();
-    std::size_t done = 0;
-    while (done < out.size()) {
-      const ssize_t n = ::write(p[1], out.data() + done, out.size() - done);
-      if (n <= 0) break;
-      done += static_cast<std::size_t>(n);
-    }
-    ::_exit(0);
-  }
-  ::close(p[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(p[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
-  ::close(p[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "<child died " + std::to_string(status) + ">" + out;
-  return out;
 }
 
 /// A free TCP port below 1024 on `address` (probed by root), scanning down from `from`.
@@ -337,7 +270,7 @@ TEST_CASE("a nobody client receives a listening IPv4 socket below 1024 through S
   CHECK(st.st_uid == nobody);
 
   const bind_request req = req_of("127.0.0.1", port);
-  const std::string got = as_user(nobody, [&] {
+  const std::string got = hostcfg_test::run_as_user_capturing(nobody, [&] {
     port_bind::options opts;
     opts.socket_path = dir / "h.sock";
     opts.helper_only = true;
@@ -365,7 +298,7 @@ TEST_CASE("a nobody client receives a listening IPv6 loopback socket through the
   running_server srv(base_config(dir, nobody));
   REQUIRE(srv.server);
   const bind_request req = req_of("::1", port);
-  const std::string got = as_user(nobody, [&] {
+  const std::string got = hostcfg_test::run_as_user_capturing(nobody, [&] {
     port_bind::options opts;
     opts.socket_path = dir / "h.sock";
     opts.helper_only = true;
@@ -419,7 +352,7 @@ TEST_CASE("a UDP bind through the helper returns a datagram socket on the exact 
   running_server srv(base_config(dir, nobody));
   REQUIRE(srv.server);
   const bind_request req = req_of("127.0.0.1", free_port("127.0.0.1", 989), transport::udp);
-  const std::string got = as_user(nobody, [&] {
+  const std::string got = hostcfg_test::run_as_user_capturing(nobody, [&] {
     auto fd = request_bind(client_options{dir / "h.sock", 2000}, req);
     if (!fd) return "error: " + fd.error().message();
     int type = 0;
@@ -455,7 +388,7 @@ TEST_CASE("another uid is closed before a single request byte is read") {
 
   // A third user who could reach the socket (mode widened for the test) gets a clear error.
   ::chmod((dir / "h.sock").c_str(), 0666);
-  const std::string got = as_user(65533, [&] {
+  const std::string got = hostcfg_test::run_as_user_capturing(65533, [&] {
     auto v = handshake(client_options{dir / "h.sock", 2000});
     return v ? std::string("answered") : std::string(v.error().is(errc::refused_by_policy) ? "refused: " : "other: ") + v.error().reason;
   });
@@ -517,7 +450,7 @@ TEST_CASE("the socket path is checked: length, symlink, foreign file, stale and 
     auto s = Server::listen(base_config(dir, nobody));
     REQUIRE(!s);
     CHECK(s.error().reason == "a file that is not a socket is in the way");
-    CHECK(read_all(dir / "h.sock") == "keep");
+    CHECK(hostcfg_test::read_whole_file_or_empty(dir / "h.sock") == "keep");
   }
   SUBCASE("a stale socket nobody answers is replaced") {
     {
@@ -628,7 +561,7 @@ TEST_CASE("malformed and malicious requests are each refused while the helper ke
       {"uninstall with no callback configured", [&](int fd) { raw_send(fd, hello + encode_uninstall()); }, reply_status::refused_by_allowlist},
   };
   REQUIRE(cases.size() >= 20);
-  const int fds_before = count_open_fds();
+  const std::size_t fds_before = hostcfg_test::open_fd_count();
   for (const auto& c : cases) {
     CAPTURE(c.name);
     unique_fd fd = raw_connect(dir / "h.sock");
@@ -656,7 +589,7 @@ TEST_CASE("malformed and malicious requests are each refused while the helper ke
   auto fd = request_bind(client_options{dir / "h.sock", 2000}, req_of("127.0.0.1", port));
   REQUIRE(fd);
   CHECK(srv.wait_idle(cases.size() * 2 + 1));
-  CHECK(count_open_fds() == fds_before - 2 + 1);  // the spare pipe closed, the bound socket held
+  CHECK(hostcfg_test::open_fd_count() == fds_before - 2 + 1);  // the spare pipe closed, the bound socket held
   const auto st = srv.server->stats();
   CHECK(st.served == 1);  // only the final bind
   CHECK(st.refused == 8);
@@ -759,7 +692,7 @@ TEST_CASE("10,000 misbehaving clients leave the helper's open-fd count unchanged
   ::signal(SIGPIPE, SIG_DFL);
   int spare[2];
   REQUIRE(::pipe2(spare, O_CLOEXEC) == 0);
-  const int fds_before = count_open_fds();
+  const std::size_t fds_before = hostcfg_test::open_fd_count();
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < 10000; ++i) {
     unique_fd fd = raw_connect(dir / "h.sock");
@@ -778,7 +711,7 @@ TEST_CASE("10,000 misbehaving clients leave the helper's open-fd count unchanged
   REQUIRE(srv.wait_idle(10000, 15000));
   const auto elapsed = std::chrono::steady_clock::now() - start;
   MESSAGE("10,000 clients in " << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms");
-  CHECK(count_open_fds() == fds_before);
+  CHECK(hostcfg_test::open_fd_count() == fds_before);
   const auto st = srv.server->stats();
   CHECK(st.accepted == 10000);
   CHECK(st.closed == 10000);
@@ -804,7 +737,7 @@ TEST_CASE("the policy cache ends root-owned 0644 with the bytes, and the user ca
   running_server srv(config);
   REQUIRE(srv.server);
   const std::string policy = "{\"allowed\":[\"docker.io\"]}\n";
-  const std::string got = as_user(nobody, [&] {
+  const std::string got = hostcfg_test::run_as_user_capturing(nobody, [&] {
     client_options o{dir / "h.sock", 2000};
     auto first = refresh_policy(o, "old");
     auto second = refresh_policy(o, policy);
@@ -825,7 +758,7 @@ TEST_CASE("the policy cache ends root-owned 0644 with the bytes, and the user ca
   CHECK((st.st_mode & 07777) == 0644);
   CHECK(st.st_uid == 0);
   CHECK(st.st_gid == 0);
-  CHECK(read_all(dir / "policy/policy.json") == policy);
+  CHECK(hostcfg_test::read_whole_file_or_empty(dir / "policy/policy.json") == policy);
   CHECK(list_dir(dir / "policy") == std::vector<std::string>{"policy.json"});
   CHECK(srv.count(log_kind::policy_written) == 2);
 }
@@ -841,7 +774,7 @@ TEST_CASE("a refresh writes only the configured path, whatever its bytes say") {
   const auto top_before = list_dir(dir.path);
   const std::string payload = std::string("../../h.sock\0/etc/passwd", 24);
   REQUIRE(refresh_policy(client_options{dir / "h.sock", 2000}, payload));
-  CHECK(read_all(dir / "policy/policy.json") == payload);
+  CHECK(hostcfg_test::read_whole_file_or_empty(dir / "policy/policy.json") == payload);
   CHECK(list_dir(dir.path) == top_before);
   CHECK(list_dir(dir / "policy") == std::vector<std::string>{"policy.json"});
   // A refresh into a directory others can write is refused, nothing written.
@@ -849,7 +782,7 @@ TEST_CASE("a refresh writes only the configured path, whatever its bytes say") {
   auto refused = refresh_policy(client_options{dir / "h.sock", 2000}, "new");
   REQUIRE(!refused);
   CHECK(refused.error().reason == "policy refresh: internal error in the helper");
-  CHECK(read_all(dir / "policy/policy.json") == payload);
+  CHECK(hostcfg_test::read_whole_file_or_empty(dir / "policy/policy.json") == payload);
   auto e = srv.last(log_kind::policy_failed);
   REQUIRE(e);
   CHECK(e->detail == "write policy cache " + (dir / "policy") + ": directory is writable by group or others "
@@ -911,7 +844,7 @@ TEST_CASE("uninstall_self replies ok, boots out and removes its plist, its socke
   REQUIRE(srv.server);
   const std::string policy = "{\"allowed\":[\"docker.io\"]}\n";
 
-  const std::string got = as_user(nobody, [&] {
+  const std::string got = hostcfg_test::run_as_user_capturing(nobody, [&] {
     client_options o{dir / "h.sock", 2000};
     auto first = refresh_policy(o, "{}");
     auto second = refresh_policy(o, policy);
@@ -1031,7 +964,7 @@ TEST_CASE("the helper's record: created once by the first write, kept root-only,
   CHECK((st.st_mode & 07777) == 0600);
   CHECK(st.st_uid == 0);
   // The directory existed: the record does not claim it.
-  CHECK(read_all(dir / "state/helper.record") ==
+  CHECK(hostcfg_test::read_whole_file_or_empty(dir / "state/helper.record") ==
         "# hostcfg record: written by hostcfg, do not edit\nhostcfg-record 1\napp hostcfg-helper\n"
         "item policy:" + (dir / "policy/policy.json") + "\nprimitive helper_policy\nfield created 1\nfield written two\nend\n");
   CHECK(srv.details(log_kind::policy_written) ==
@@ -1042,7 +975,7 @@ TEST_CASE("the helper's record: created once by the first write, kept root-only,
   auto refused = refresh_policy(o, "three");
   REQUIRE(!refused);
   CHECK(refused.error().reason == "policy refresh: internal error in the helper");
-  CHECK(read_all(dir / "policy/policy.json") == "two");
+  CHECK(hostcfg_test::read_whole_file_or_empty(dir / "policy/policy.json") == "two");
   auto e = srv.last(log_kind::policy_failed);
   REQUIRE(e);
   CHECK(e->detail == "not written: read helper record " + (dir / "state/helper.record") +
@@ -1090,14 +1023,14 @@ TEST_CASE("uninstall_self leaves a policy cache it did not create, and one chang
     CHECK(list_dir(dir / "policy") == std::vector<std::string>{"policy.json"});
     if (existed_before) {
       CHECK(*srv.outcome);
-      CHECK(read_all(dir / "policy/policy.json") == "helper bytes");
+      CHECK(hostcfg_test::read_whole_file_or_empty(dir / "policy/policy.json") == "helper bytes");
       CHECK(srv.count(log_kind::uninstall_failed) == 0);
       CHECK(srv.details(log_kind::uninstalled)[2] ==
             "policy cache " + (dir / "policy/policy.json") + " existed before the helper wrote it; left alone");
     } else {
       REQUIRE_FALSE(*srv.outcome);
       CHECK(srv.outcome->error().is(errc::drifted));
-      CHECK(read_all(dir / "policy/policy.json") == "edited");
+      CHECK(hostcfg_test::read_whole_file_or_empty(dir / "policy/policy.json") == "edited");
       CHECK(srv.details(log_kind::uninstall_failed) ==
             std::vector<std::string>{"uninstall helper " + (dir / "policy/policy.json") +
                                      ": the policy cache changed since the helper wrote it [it was left in place; "
@@ -1137,7 +1070,7 @@ TEST_CASE("uninstall_self from another uid is closed before a byte is read; noth
   CHECK(::lstat((dir / "h.sock").c_str(), &st) == 0);
   CHECK(installed.fs.status_of(installed_helper::plist));
   CHECK(installed.fake.call_lines().empty());
-  CHECK(as_user(nobody, [&] { return handshake(client_options{dir / "h.sock", 2000}) ? "ok" : "failed"; }) == "ok");
+  CHECK(hostcfg_test::run_as_user_capturing(nobody, [&] { return handshake(client_options{dir / "h.sock", 2000}) ? "ok" : "failed"; }) == "ok");
   CHECK_FALSE(srv.finished);
 }
 
@@ -1301,7 +1234,7 @@ TEST_CASE("probe explains why nobody cannot bind a low port and sees the helper'
   running_server srv(base_config(dir, nobody));
   REQUIRE(srv.server);
   const bind_request req = req_of("127.0.0.1", port);
-  const std::string got = as_user(nobody, [&] {
+  const std::string got = hostcfg_test::run_as_user_capturing(nobody, [&] {
     port_bind::options opts;
     opts.socket_path = dir / "h.sock";
     auto p = port_bind::probe(req, opts);

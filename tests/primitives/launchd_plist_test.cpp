@@ -42,15 +42,30 @@ LaunchdPlist fast(LaunchdPlist p) {
   return p;
 }
 
+/// What nearly every case here starts from: a Mac's tree in MemoryFs, alice answering the
+/// prompts with `reply`, and a context for `app` with the fake launchd attached. One fixture so
+/// the cases differ only in what they do, and a change to the setup is made once. The members
+/// are in construction order: the context holds references to the backends before it.
+struct launchd_env {
+  MemoryFs fs = mac_tree();                  ///< the Mac's disk (cases may add files before converging)
+  ScriptedPrivilege priv;                    ///< alice's answers; counts the prompts
+  context<MemoryFs, ScriptedPrivilege> ctx;  ///< the run's context, launchd attached
+  FakeServiceManager fake;                   ///< the fake launchd, recording its calls
+  any_service_manager sm;                    ///< `fake` as the context's service manager
+
+  explicit launchd_env(answer reply = answer::granted) : priv(mac_user(), reply), ctx(fs, priv, app), sm(fake) {
+    ctx.attach(sm);
+  }
+};
+
+/// `launchd_env` where alice declines every prompt (for changes that must not need one).
+struct launchd_env_declining : launchd_env {
+  launchd_env_declining() : launchd_env(answer::declined) {}
+};
+
 }  // namespace
 
-TEST_CASE("a daemon is written root:wheel 0644 with one prompt and bootstrapped in the system domain") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "a daemon is written root:wheel 0644 with one prompt and bootstrapped in the system domain") {
   auto report = converge(ctx, fast(LaunchdPlist{docker_vmnetd_job()}));
   REQUIRE(report);
   CHECK(report->ok());
@@ -81,13 +96,7 @@ TEST_CASE("a daemon is written root:wheel 0644 with one prompt and bootstrapped 
   CHECK(record->find("item launchd:com.docker.vmnetd") != std::string::npos);
 }
 
-TEST_CASE("L4: the same job again makes no write, no bootout, no bootstrap and no prompt") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "L4: the same job again makes no write, no bootout, no bootstrap and no prompt") {
   auto job = fast(LaunchdPlist{docker_vmnetd_job()});
   REQUIRE(converge(ctx, job));
   fs.clear_log();
@@ -101,13 +110,7 @@ TEST_CASE("L4: the same job again makes no write, no bootout, no bootstrap and n
   for (const auto& s : again->steps) CHECK(s.planned.empty());
 }
 
-TEST_CASE("key order, comments, whitespace and binary form do not make a job differ") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "key order, comments, whitespace and binary form do not make a job differ") {
   auto job = fast(LaunchdPlist{docker_vmnetd_job()});
   REQUIRE(converge(ctx, job));
   // Someone rewrote it by hand: other key order, a comment, 2-space indentation, Apple Computer DTD.
@@ -143,13 +146,7 @@ TEST_CASE("key order, comments, whitespace and binary form do not make a job dif
   CHECK(file->detail.find("~ Sockets.Listener.SockPathMode: \"438\" -> 438") != std::string::npos);
 }
 
-TEST_CASE("changed content is replaced atomically, then booted out, waited for, and bootstrapped") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "changed content is replaced atomically, then booted out, waited for, and bootstrapped") {
   REQUIRE(converge(ctx, fast(LaunchdPlist{docker_vmnetd_job()})));
   auto changed_job = docker_vmnetd_job();
   changed_job.program_arguments.push_back("--debug");
@@ -178,13 +175,7 @@ TEST_CASE("changed content is replaced atomically, then booted out, waited for, 
                              });
 }
 
-TEST_CASE("bootstrap failing with EIO is retried once after waiting; a bootout that never ends fails") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "bootstrap failing with EIO is retried once after waiting; a bootout that never ends fails") {
   fake.fail_next("bootstrap", EIO);
   auto report = converge(ctx, fast(LaunchdPlist{docker_vmnetd_job()}));
   REQUIRE(report);
@@ -210,13 +201,7 @@ TEST_CASE("bootstrap failing with EIO is retried once after waiting; a bootout t
   CHECK(fake.count("bootstrap") == 2);  // never bootstrapped over a lingering job
 }
 
-TEST_CASE("L2: a plist with the right job but wrong owner/mode is repaired without a reload") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "L2: a plist with the right job but wrong owner/mode is repaired without a reload") {
   auto job = fast(LaunchdPlist{docker_vmnetd_job()});
   REQUIRE(converge(ctx, job));
   REQUIRE(fs.lchown(actor::root(), daemon_plist, 501, 20));
@@ -253,21 +238,16 @@ TEST_CASE("L3: a daemon whose program others could replace is refused, naming th
       {"/usr/local/bin/user-helper", "/usr/local/bin/user-helper is owned by uid 501, not root"},
   };
   for (const auto& r : table) {
-    MemoryFs fs = mac_tree();
-    fs.add_dir("/opt", 0755, 0, 0);
-    fs.add_dir("/opt/homebrew/bin", 0755, 501, 80);
-    fs.add_file("/opt/homebrew/bin/socket_vmnet", "x", 0755, 501, 80);
-    fs.add_dir("/usr/local/shared", 0775, 0, 80);
-    fs.add_dir("/usr/local/bin", 0755, 0, 0);
-    fs.add_file("/usr/local/bin/user-helper", "x", 0755, 501, 20);
-    fs.add_symlink("/usr/local/link", "/Library/PrivilegedHelperTools");
-    ScriptedPrivilege priv(mac_user(), answer::granted);
-    context ctx(fs, priv, app);
-    FakeServiceManager fake;
-    any_service_manager sm(fake);
-    ctx.attach(sm);
+    launchd_env env;
+    env.fs.add_dir("/opt", 0755, 0, 0);
+    env.fs.add_dir("/opt/homebrew/bin", 0755, 501, 80);
+    env.fs.add_file("/opt/homebrew/bin/socket_vmnet", "x", 0755, 501, 80);
+    env.fs.add_dir("/usr/local/shared", 0775, 0, 80);
+    env.fs.add_dir("/usr/local/bin", 0755, 0, 0);
+    env.fs.add_file("/usr/local/bin/user-helper", "x", 0755, 501, 20);
+    env.fs.add_symlink("/usr/local/link", "/Library/PrivilegedHelperTools");
     launchd_job job = docker_vmnetd_job(r.program);
-    auto report = converge(ctx, fast(LaunchdPlist{job}));
+    auto report = converge(env.ctx, fast(LaunchdPlist{job}));
     REQUIRE(report);
     INFO(r.program);
     const item_probe* program = report->steps[0].before.find("launchd:com.docker.vmnetd:program");
@@ -276,20 +256,14 @@ TEST_CASE("L3: a daemon whose program others could replace is refused, naming th
     CHECK(program->current == r.unsafe);
     CHECK(program->detail.find("unsafe program path for a root daemon: " + r.unsafe) == 0);
     CHECK(report->steps[0].planned.empty());
-    CHECK_FALSE(fs.status_of(daemon_plist));
-    CHECK(fake.count("bootstrap") == 0);
-    CHECK(priv.prompts() == 0);
+    CHECK_FALSE(env.fs.status_of(daemon_plist));
+    CHECK(env.fake.count("bootstrap") == 0);
+    CHECK(env.priv.prompts() == 0);
     CHECK(report->out_of_sync == strings{"launchd:com.docker.vmnetd"});
   }
 }
 
-TEST_CASE("revert boots the job out, waits, removes the plist and forgets the record") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "revert boots the job out, waits, removes the plist and forgets the record") {
   auto job = fast(LaunchdPlist{docker_vmnetd_job()});
   REQUIRE(converge(ctx, job));
   fake.set_bootout_lag(1);
@@ -309,13 +283,7 @@ TEST_CASE("revert boots the job out, waits, removes the plist and forgets the re
   CHECK_FALSE(fs.file_bytes("/var/lib/hostcfg/com.docker.desktop.record"));
 }
 
-TEST_CASE("revert leaves a job that changed since we wrote it loaded and in place") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "revert leaves a job that changed since we wrote it loaded and in place") {
   auto job = fast(LaunchdPlist{docker_vmnetd_job()});
   REQUIRE(converge(ctx, job));
   std::string edited = vmnetd_xml();
@@ -333,16 +301,10 @@ TEST_CASE("revert leaves a job that changed since we wrote it loaded and in plac
   CHECK(fake.count("bootout") == 0);
 }
 
-TEST_CASE("a foreign job is a conflict; take_over replaces it and revert restores its bytes") {
-  MemoryFs fs = mac_tree();
+TEST_CASE_FIXTURE(launchd_env, "a foreign job is a conflict; take_over replaces it and revert restores its bytes") {
   std::string foreign = "<plist><dict><key>Label</key><string>com.docker.vmnetd</string><key>Program</key>"
                         "<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string></dict></plist>";
   fs.add_file(daemon_plist, foreign, 0644, 0, 0);
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
   fake.set_loaded(launchd_domain::system(), "com.docker.vmnetd", daemon_plist);
   auto refused = converge(ctx, fast(LaunchdPlist{docker_vmnetd_job()}));
   REQUIRE(refused);
@@ -394,13 +356,7 @@ TEST_CASE("without launchd (no backend, or the file-only one) loading is skipped
   }
 }
 
-TEST_CASE("an agent lives in the user's LaunchAgents, owned by the user, loaded in gui/<uid> without a prompt") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::declined);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env_declining, "an agent lives in the user's LaunchAgents, owned by the user, loaded in gui/<uid> without a prompt") {
   launchd_job job;
   job.label = "com.docker.helper-agent";
   job.program_arguments = {"/Applications/Docker.app/Contents/MacOS/agent", "--serve"};
@@ -441,13 +397,7 @@ TEST_CASE("an agent lives in the user's LaunchAgents, owned by the user, loaded 
   CHECK(headless.loaded(launchd_domain::user(501), "com.docker.helper-agent"));
 }
 
-TEST_CASE("a loaded but disabled job is enabled, not reloaded") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "a loaded but disabled job is enabled, not reloaded") {
   auto job = fast(LaunchdPlist{docker_socket_link_job("/Users/alice")});
   REQUIRE(converge(ctx, job));
   fake.set_disabled(launchd_domain::system(), "com.docker.socket");
@@ -564,48 +514,38 @@ TEST_CASE("builders: the vmnetd job equals the seed's plist; the boot task re-cr
 TEST_CASE("fault sweep: every failing filesystem step leaves no half-written plist, and a re-run converges") {
   std::size_t ops = 0;
   {
-    MemoryFs fs = mac_tree();
-    ScriptedPrivilege priv(mac_user(), answer::granted);
-    context ctx(fs, priv, app);
-    FakeServiceManager fake;
-    any_service_manager sm(fake);
-    ctx.attach(sm);
-    fs.clear_log();
-    REQUIRE(converge(ctx, fast(LaunchdPlist{docker_vmnetd_job()})));
-    ops = fs.op_log().size();
+    launchd_env env;
+    env.fs.clear_log();
+    REQUIRE(converge(env.ctx, fast(LaunchdPlist{docker_vmnetd_job()})));
+    ops = env.fs.op_log().size();
   }
   REQUIRE(ops > 5);
   for (std::size_t n = 1; n <= ops; ++n) {
-    MemoryFs fs = mac_tree();
-    ScriptedPrivilege priv(mac_user(), answer::granted);
-    context ctx(fs, priv, app);
-    FakeServiceManager fake;
-    any_service_manager sm(fake);
-    ctx.attach(sm);
-    fs.clear_log();
-    fs.fail_at(n, EIO);
-    auto first = converge(ctx, fast(LaunchdPlist{docker_vmnetd_job()}));
-    fs.disarm();
+    launchd_env env;
+    env.fs.clear_log();
+    env.fs.fail_at(n, EIO);
+    auto first = converge(env.ctx, fast(LaunchdPlist{docker_vmnetd_job()}));
+    env.fs.disarm();
     std::string failed_op;
-    for (const auto& op : fs.op_log())
+    for (const auto& op : env.fs.op_log())
       if (op.error == EIO) failed_op = op.op + " " + op.path;
     INFO("failing operation " << n << ": " << failed_op);
     // The injected EIO surfaces as a failed step, an item left out of sync or a note, never as
     // silent success. (The record store's own directory listing and sync are converge's business.)
-    // A failed directory sync is best effort by design (fs.hpp sync_directory): never a failure.
+    // A failed directory sync is best effort by design (env.fs.hpp sync_directory): never a failure.
     bool record_store = failed_op.find("/hostcfg") != std::string::npos || failed_op.rfind("sync_dir", 0) == 0;
     bool noted = first && !first->steps.empty() && !first->steps[0].applied.notes.empty();
     if (!record_store) CHECK((!first || !first->ok() || first->needs_user_action() || noted));
-    auto bytes = fs.file_bytes(daemon_plist);
+    auto bytes = env.fs.file_bytes(daemon_plist);
     CHECK((!bytes || *bytes == vmnetd_xml()));
     // A job is never loaded from a plist that is not fully there.
-    if (fake.loaded(launchd_domain::system(), "com.docker.vmnetd")) CHECK(bytes == std::optional<std::string>(vmnetd_xml()));
-    auto second = converge(ctx, fast(LaunchdPlist{docker_vmnetd_job()}));
+    if (env.fake.loaded(launchd_domain::system(), "com.docker.vmnetd")) CHECK(bytes == std::optional<std::string>(vmnetd_xml()));
+    auto second = converge(env.ctx, fast(LaunchdPlist{docker_vmnetd_job()}));
     REQUIRE(second);
     CHECK(second->ok());
-    CHECK(fs.file_bytes(daemon_plist) == std::optional<std::string>(vmnetd_xml()));
-    CHECK(fake.loaded(launchd_domain::system(), "com.docker.vmnetd"));
-    CHECK(fs.status_of(daemon_plist)->uid == 0);
+    CHECK(env.fs.file_bytes(daemon_plist) == std::optional<std::string>(vmnetd_xml()));
+    CHECK(env.fake.loaded(launchd_domain::system(), "com.docker.vmnetd"));
+    CHECK(env.fs.status_of(daemon_plist)->uid == 0);
   }
 }
 
@@ -640,13 +580,7 @@ self_revert_run run_self_revert(Ctx& ctx, const LaunchdPlist& job) {
 
 }  // namespace
 
-TEST_CASE("a self-revert removes the plist and records that before its bootout, which is last and not waited for") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "a self-revert removes the plist and records that before its bootout, which is last and not waited for") {
   auto job = fast(LaunchdPlist{docker_vmnetd_job()});
   REQUIRE(converge(ctx, job));
   fake.set_bootout_lag(3);  // the job's own process is still exiting: waiting could not see it gone
@@ -683,13 +617,7 @@ TEST_CASE("a self-revert removes the plist and records that before its bootout, 
   CHECK(fs.status_of(helper));
 }
 
-TEST_CASE("a self-revert whose bootout ends the caller: nothing follows it, and a later uninstall clears the record") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "a self-revert whose bootout ends the caller: nothing follows it, and a later uninstall clears the record") {
   auto job = fast(LaunchdPlist{docker_vmnetd_job()});
   REQUIRE(converge(ctx, job));
   fake.set_caller_job(launchd_domain::system(), "com.docker.vmnetd");
@@ -737,13 +665,7 @@ TEST_CASE("a self-revert whose bootout ends the caller: nothing follows it, and 
   CHECK_FALSE(fs.status_of(daemon_plist));
 }
 
-TEST_CASE("crash window: the helper died after removing its plist, before the bootout; probe, uninstall and converge finish it") {
-  MemoryFs fs = mac_tree();
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
+TEST_CASE_FIXTURE(launchd_env, "crash window: the helper died after removing its plist, before the bootout; probe, uninstall and converge finish it") {
   auto job = fast(LaunchdPlist{docker_vmnetd_job()});
   REQUIRE(converge(ctx, job));
   // The helper's disk as it was when it reached its bootout: the process dies right there.
@@ -819,16 +741,10 @@ TEST_CASE("crash window: the helper died after removing its plist, before the bo
   }
 }
 
-TEST_CASE("a self-revert of a job it took over restores the original first; a crash then leaves it in place") {
-  MemoryFs fs = mac_tree();
+TEST_CASE_FIXTURE(launchd_env, "a self-revert of a job it took over restores the original first; a crash then leaves it in place") {
   std::string foreign = "<plist><dict><key>Label</key><string>com.docker.vmnetd</string><key>Program</key>"
                         "<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string></dict></plist>";
   fs.add_file(daemon_plist, foreign, 0600, 0, 0);
-  ScriptedPrivilege priv(mac_user(), answer::granted);
-  context ctx(fs, priv, app);
-  FakeServiceManager fake;
-  any_service_manager sm(fake);
-  ctx.attach(sm);
   auto job = fast(LaunchdPlist{docker_vmnetd_job()});
   job.take_over = true;
   REQUIRE(converge(ctx, job));
