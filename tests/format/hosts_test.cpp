@@ -617,3 +617,85 @@ TEST_CASE("ascii_ifinder's vector loop: every case, every block offset, only fie
   // Upper-case in the needle is folded too.
   CHECK(detail::ascii_ifinder("KUBERNETES.docker.INTERNAL").find_field(" kubernetes.Docker.internal", 0) == 1);
 }
+
+TEST_CASE("a shared hosts_scan gives probe and apply exactly their own answers; a scan that does not fit is ignored") {
+  // Our section with a stale line, a conflict before it, a commented-out mention, CRLF endings.
+  const std::string bytes =
+      "127.0.0.1\tlocalhost\r\n"
+      "10.9.9.9 ODIN other\r\n"
+      "#127.0.0.1 kube.test\r\n" +
+      markers.begin_line + "\r\n"
+      "10.1.1.1\tkube.test\r\n" +
+      markers.end_line + "\r\n";
+  auto w = want({{"127.0.0.1", "localhost"}, {"127.0.0.1", "odin"}, {"127.0.0.1", "kube.test"}});
+  const hosts_scan scan = scan_hosts(bytes, markers, w);
+  CHECK(scan.bytes.data() == bytes.data());
+  REQUIRE(scan.section.has_value());
+  REQUIRE(scan.section->has_value());
+  CHECK((*scan.section)->begin_line_number == 4);
+  // Line starts of lines 1, 2, 3 and 5 (the four lines naming a wanted name), in order.
+  CHECK(scan.line_starts == std::vector<std::size_t>{0, 21, 42, 64 + markers.begin_line.size() + 2});
+
+  auto plain = probe_hosts(bytes, markers, w);
+  auto shared = probe_hosts(bytes, markers, w, scan);
+  REQUIRE(plain.has_value());
+  REQUIRE(shared.has_value());
+  REQUIRE(shared->mappings.size() == 3);
+  for (std::size_t k = 0; k < 3; ++k) {
+    CAPTURE(k);
+    CHECK(shared->mappings[k].state == plain->mappings[k].state);
+    CHECK(shared->mappings[k].line_number == plain->mappings[k].line_number);
+    CHECK(shared->mappings[k].line_text == plain->mappings[k].line_text);
+  }
+  CHECK(shared->mappings[0].state == hosts_mapping_state::in_sync);
+  CHECK(shared->mappings[1].state == hosts_mapping_state::conflict);
+  CHECK(shared->mappings[1].line_number == 2);
+  CHECK(shared->mappings[2].state == hosts_mapping_state::stale_in_section);
+  CHECK(shared->mappings[2].line_number == 5);
+
+  hosts_edit_options o;
+  o.override_conflicts = true;
+  o.disable_prefix = prefix;
+  auto applied_plain = apply_hosts(bytes, markers, w, o);
+  auto applied_shared = apply_hosts(bytes, markers, w, o, scan);
+  REQUIRE(applied_plain.has_value());
+  REQUIRE(applied_shared.has_value());
+  CHECK(applied_shared->bytes == applied_plain->bytes);
+  CHECK(applied_shared->bytes == "127.0.0.1\tlocalhost\r\n" + prefix + "10.9.9.9 ODIN other\r\n"
+                                 "#127.0.0.1 kube.test\r\n" + markers.begin_line + "\r\n"
+                                 "127.0.0.1\todin\r\n127.0.0.1\tkube.test\r\n10.9.9.9\tother\r\n" +
+                                     markers.end_line + "\r\n");
+  CHECK(applied_shared->record.section == applied_plain->record.section);
+  CHECK(applied_shared->dropped_section_lines == std::vector<std::string>{"10.1.1.1\tkube.test"});
+  CHECK(applied_shared->section_line_number == 4);
+
+  // A scan of another file is not trusted: the answer is the one for `bytes`.
+  const std::string other = "127.0.0.1 odin\n";
+  const hosts_scan wrong = scan_hosts(other, markers, w);
+  auto guarded = probe_hosts(bytes, markers, w, wrong);
+  REQUIRE(guarded.has_value());
+  CHECK(guarded->mappings[1].state == hosts_mapping_state::conflict);
+  CHECK(guarded->section.has_value());
+  auto guarded_apply = apply_hosts(bytes, markers, w, o, wrong);
+  REQUIRE(guarded_apply.has_value());
+  CHECK(guarded_apply->bytes == applied_plain->bytes);
+  // Nor is one searched for fewer names (odin's conflict would be missed) or other markers.
+  const hosts_scan narrow = scan_hosts(bytes, markers, want({{"127.0.0.1", "localhost"}}));
+  CHECK(probe_hosts(bytes, markers, w, narrow)->mappings[1].line_number == 2);
+  const hosts_scan foreign = scan_hosts(bytes, default_markers("org.other"), w);
+  CHECK_FALSE(foreign.section->has_value());
+  CHECK(probe_hosts(bytes, markers, w, foreign)->mappings[2].state == hosts_mapping_state::stale_in_section);
+
+  // Broken markers are kept in the scan and reported by each overload, as without one.
+  const std::string broken = markers.begin_line + "\n127.0.0.1 odin\n";
+  const hosts_scan broken_scan = scan_hosts(broken, markers, w);
+  CHECK_FALSE(broken_scan.section.has_value());
+  CHECK(broken_scan.line_starts.empty());
+  auto bp = probe_hosts(broken, markers, w, broken_scan);
+  auto ba = apply_hosts(broken, markers, w, o, broken_scan);
+  REQUIRE_FALSE(bp.has_value());
+  REQUIRE_FALSE(ba.has_value());
+  CHECK(bp.error().is(errc::broken_markers));
+  CHECK(bp.error().message() == probe_hosts(broken, markers, w).error().message());
+  CHECK(ba.error().message() == apply_hosts(broken, markers, w, o).error().message());
+}

@@ -1,7 +1,8 @@
 // libFuzzer target for the hosts codec: parse/serialize and probe/apply/revert invariants, and
 // the fast paths (issue 4: probe reads only the lines naming a desired mapping, finds our section
-// without splitting the file, describes an edit without building the bytes) checked against the
-// plain line-by-line reading they replace, so a skipped line can never change an answer.
+// without splitting the file, describes an edit without building the bytes, shares one scan
+// between probe and apply) checked against the plain line-by-line reading they replace, so a
+// skipped line can never change an answer.
 // clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude tests/fuzz/hosts_fuzz.cpp
 #include <algorithm>
 #include <cstddef>
@@ -103,6 +104,35 @@ bool same_disabled(const std::vector<hosts_disabled_line>& a, const std::vector<
   for (std::size_t i = 0; i < a.size(); ++i)
     if (a[i].line_number != b[i].line_number || a[i].original != b[i].original || a[i].written != b[i].written)
       return false;
+  return true;
+}
+
+/// Two probe answers are the same: the same error, or the same statuses and file shape.
+bool same_probe(const result<hosts_probe_result>& a, const result<hosts_probe_result>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  if (!a) return a.error().message() == b.error().message();
+  if (a->mappings.size() != b->mappings.size() || a->section.has_value() != b->section.has_value() ||
+      a->line_ending != b->line_ending || a->has_final_newline != b->has_final_newline)
+    return false;
+  if (a->section && !same_span(*a->section, *b->section)) return false;
+  for (std::size_t k = 0; k < a->mappings.size(); ++k)
+    if (!same_status(a->mappings[k], b->mappings[k])) return false;
+  return true;
+}
+
+/// Two apply answers are the same: the same error, or the same bytes, lists and record.
+bool same_apply(const result<hosts_apply_result>& a, const result<hosts_apply_result>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  if (!a) return a.error().message() == b.error().message();
+  if (a->bytes != b->bytes || a->changed != b->changed || a->added != b->added || a->carried != b->carried ||
+      a->dropped_section_lines != b->dropped_section_lines || a->section_line_number != b->section_line_number ||
+      a->conflicts_left.size() != b->conflicts_left.size() || !same_disabled(a->disabled, b->disabled) ||
+      a->record.section != b->record.section ||
+      a->record.added_newline_before_section != b->record.added_newline_before_section ||
+      !same_disabled(a->record.disabled, b->record.disabled))
+    return false;
+  for (std::size_t k = 0; k < a->conflicts_left.size(); ++k)
+    if (!same_status(a->conflicts_left[k], b->conflicts_left[k])) return false;
   return true;
 }
 
@@ -211,6 +241,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto probed = probe_hosts(bytes, markers, want);
     auto applied = apply_hosts(bytes, markers, want, options);
     check(probed.has_value() == applied.has_value());
+    // One scan shared by probe and apply (HostsEntry's probe) gives exactly what each gives with
+    // its own, with and without the bytes; a scan that does not fit (another buffer with the same
+    // content, names not covering the wanted ones, other markers) is ignored, not trusted.
+    {
+      const hosts_scan scan = scan_hosts(bytes, markers, want);
+      check(scan.bytes.data() == bytes.data() && scan.section.has_value() == probed.has_value());
+      check(same_probe(probe_hosts(bytes, markers, want, scan), probed));
+      check(same_apply(apply_hosts(bytes, markers, want, options, scan), applied));
+      hosts_edit_options describe = options;
+      describe.compute_bytes = false;
+      check(same_apply(apply_hosts(bytes, markers, want, describe, scan), apply_hosts(bytes, markers, want, describe)));
+      const std::string copy(bytes);
+      const hosts_scan of_copy = scan_hosts(copy, markers, want);
+      check(same_probe(probe_hosts(bytes, markers, want, of_copy), probed));
+      check(same_apply(apply_hosts(bytes, markers, want, options, of_copy), applied));
+      const std::vector<hosts_mapping> fewer(want.begin(), want.end() - 1);
+      const hosts_scan narrow = scan_hosts(bytes, markers, fewer);
+      check(same_probe(probe_hosts(bytes, markers, want, narrow), probed));
+      check(same_apply(apply_hosts(bytes, markers, want, options, narrow), applied));
+      static const section_markers other = default_markers("other.app");
+      const hosts_scan foreign = scan_hosts(bytes, other, want);
+      check(same_probe(probe_hosts(bytes, markers, want, foreign), probed));
+      check(same_apply(apply_hosts(bytes, markers, want, options, foreign), applied));
+    }
     if (!applied) {
       check(applied.error().is(errc::broken_markers));
       continue;

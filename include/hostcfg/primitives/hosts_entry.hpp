@@ -134,12 +134,14 @@ struct HostsEntry {
       bytes = std::move(current->bytes);  // the one copy of the file a probe keeps
       file.observed = current->status;
     }
-    // Per-name states and the edit's description, each one search per name; the new file
-    // itself is not built here (apply builds it from what it reads under the lock).
-    auto probed = probe_hosts(bytes, ctx.markers, mappings);
+    // Per-name states and the edit's description from one shared scan (one section search and
+    // one search per name, not two); the new file itself is not built here (apply builds it
+    // from what it reads under the lock).
+    const hosts_scan scan = scan_hosts(bytes, ctx.markers, mappings);
+    auto probed = probe_hosts(bytes, ctx.markers, mappings, scan);
     hosts_edit_options describe = edit_options(ctx);
     describe.compute_bytes = false;
-    auto applied = apply_hosts(bytes, ctx.markers, mappings, describe);
+    auto applied = apply_hosts(bytes, ctx.markers, mappings, describe, scan);
     if (!probed || !applied) {
       // Broken markers: refuse, touch nothing, say which line.
       file.state = item_state::conflict;
