@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 namespace {
@@ -298,15 +299,7 @@ bool prerequisites() {
 
 const char* const kube_line = "127.0.0.1\tkubernetes.docker.internal\n";
 
-std::string shell(const std::string& command) {
-  std::string out;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return out;
-  char buffer[512];
-  while (std::fgets(buffer, sizeof buffer, pipe)) out += buffer;
-  ::pclose(pipe);
-  return out;
-}
+using hostcfg_test::shell_output;
 
 // A throwaway user with a password, askpass programs, a copy of the program in a root-owned
 // directory and a sudoers rule allowing exactly its one-shot runner for one tree: what a desktop
@@ -327,20 +320,20 @@ struct sudo_user {
     ::chmod(dir.c_str(), 0755);
     make_dir(dir + "/bin", 0755);
     program_copy = dir + "/bin/desktop-installer";
-    shell("cp '" + program + "' '" + program_copy + "' && chmod 0755 '" + program_copy + "'");
+    shell_output("cp '" + program + "' '" + program_copy + "' && chmod 0755 '" + program_copy + "'");
     write_file(dir + "/bin/askpass-ok", "#!/bin/sh\necho 'S3cret-pass'\n", 0755);
     write_file(dir + "/bin/askpass-cancel", "#!/bin/sh\nexit 1\n", 0755);
-    shell("useradd -M -d /Users/" + name + " -s /bin/sh " + name + " 2>&1");
-    shell("echo '" + name + ":S3cret-pass' | chpasswd 2>&1");
-    std::string id = shell("id -u " + name);
+    shell_output("useradd -M -d /Users/" + name + " -s /bin/sh " + name + " 2>&1");
+    shell_output("echo '" + name + ":S3cret-pass' | chpasswd 2>&1");
+    std::string id = shell_output("id -u " + name);
     uid = static_cast<uid_t>(std::atoi(id.c_str()));
-    gid = static_cast<gid_t>(std::atoi(shell("id -g " + name).c_str()));
+    gid = static_cast<gid_t>(std::atoi(shell_output("id -g " + name).c_str()));
     if (uid == 0) { why_not = "could not create a test user"; return; }
     ready = true;
   }
   ~sudo_user() {
     if (!sudoers.empty()) ::unlink(sudoers.c_str());
-    if (uid != 0) shell("userdel " + name + " 2>/dev/null");
+    if (uid != 0) shell_output("userdel " + name + " 2>/dev/null");
     if (!dir.empty()) tree::remove_all(dir);
   }
   sudo_user(const sudo_user&) = delete;
@@ -353,7 +346,7 @@ struct sudo_user {
                        " ALL=(root) " + program_copy + " --one-shot --uid " + std::to_string(uid) + " --root " + root +
                        "\n";
     write_file(sudoers + ".tmp", rule, 0440);
-    if (shell("visudo -cf '" + sudoers + ".tmp' >/dev/null 2>&1 && echo ok") != "ok\n") {
+    if (shell_output("visudo -cf '" + sudoers + ".tmp' >/dev/null 2>&1 && echo ok") != "ok\n") {
       ::unlink((sudoers + ".tmp").c_str());
       sudoers.clear();
       return false;
@@ -371,6 +364,26 @@ struct sudo_user {
   }
   run_as as() const { return run_as{uid, gid, true}; }
 };
+
+// An older helper of the same label as the one the program installs (no Sockets key): what a Mac
+// that ran an earlier Docker has. The install replaces it; the uninstall must give these bytes back.
+void write_older_vmnetd_plist(const tree& t) {
+  write_file(t.at("/Library/LaunchDaemons/com.docker.vmnetd.plist"),
+             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\">\n<dict>\n"
+             "\t<key>Label</key>\n\t<string>com.docker.vmnetd</string>\n\t<key>Program</key>\n"
+             "\t<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string>\n</dict>\n</plist>\n",
+             0644);
+}
+
+// The command a cancelled uninstall's stderr tells an administrator to run (the rest of its
+// "next: ..." line). The line is REQUIREd: without it there is no command to check or run.
+std::string admin_command_in(const std::string& err) {
+  const std::string marker = "next: to remove what stays, run as an administrator: ";
+  const auto at = err.find(marker);
+  REQUIRE(at != std::string::npos);
+  const std::string rest = err.substr(at + marker.size());
+  return rest.substr(0, rest.find('\n'));
+}
 
 }  // namespace
 
@@ -503,11 +516,7 @@ TEST_CASE("--uninstall gives back the tree as before install: every file's bytes
   if (!prerequisites()) return;
   tree t;
   // An older helper of the same label: replaced by the install, given back by the uninstall.
-  write_file(t.at("/Library/LaunchDaemons/com.docker.vmnetd.plist"),
-             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\">\n<dict>\n"
-             "\t<key>Label</key>\n\t<string>com.docker.vmnetd</string>\n\t<key>Program</key>\n"
-             "\t<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string>\n</dict>\n</plist>\n",
-             0644);
+  write_older_vmnetd_plist(t);
   auto original = scan(t.root);
   REQUIRE(run(t.args({"--privilege", "decline"})).code == 3);
   REQUIRE(run(t.args({"--privilege", "grant", "--reprompt"})).code == 0);
@@ -530,11 +539,7 @@ TEST_CASE("--uninstall as the user goes through sudo: one prompt; cancelled, it 
     HOSTCFG_SKIP("visudo rejected the test rule");
     return;
   }
-  write_file(t.at("/Library/LaunchDaemons/com.docker.vmnetd.plist"),
-             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\">\n<dict>\n"
-             "\t<key>Label</key>\n\t<string>com.docker.vmnetd</string>\n\t<key>Program</key>\n"
-             "\t<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string>\n</dict>\n</plist>\n",
-             0644);
+  write_older_vmnetd_plist(t);
   auto original = scan(t.root);
   auto install = [&] {
     auto installed = run(u.args(t, {"--privilege", "ask"}), u.as(), u.askpass("ok"));
@@ -561,11 +566,7 @@ TEST_CASE("--uninstall as the user goes through sudo: one prompt; cancelled, it 
                         "/Library/LaunchDaemons/com.docker.vmnetd.plist", "/Library/LaunchDaemons/com.docker.socket.plist",
                         "/Library/Application Support/com.docker.docker/registry-access-management.json"})
     CHECK_MESSAGE(has(cancelled.err, p), p);
-  const std::string marker = "next: to remove what stays, run as an administrator: ";
-  auto at = cancelled.err.find(marker);
-  REQUIRE(at != std::string::npos);
-  std::string admin_command = cancelled.err.substr(at + marker.size());
-  admin_command = admin_command.substr(0, admin_command.find('\n'));
+  const std::string admin_command = admin_command_in(cancelled.err);
   CHECK(admin_command == "sudo " + u.program_copy + " --root " + t.root + " --user " + u.name + " --uid " +
                              std::to_string(u.uid) + " --gid " + std::to_string(u.gid) + " --home " + t.home_rel +
                              " --shell /bin/zsh --uninstall --json");
@@ -582,11 +583,7 @@ TEST_CASE("--uninstall as the user goes through sudo: one prompt; cancelled, it 
   install();
   auto again = run(u.args(t, {"--uninstall"}), u.as(), u.askpass("cancel"));
   CHECK(again.code == 3);
-  at = again.err.find(marker);
-  REQUIRE(at != std::string::npos);
-  std::string command = again.err.substr(at + marker.size());
-  command = command.substr(0, command.find('\n'));
-  auto finished = run({"/bin/sh", "-c", command + " >/dev/null 2>&1; echo exit=$?"});
+  auto finished = run({"/bin/sh", "-c", admin_command_in(again.err) + " >/dev/null 2>&1; echo exit=$?"});
   CHECK(finished.out == "exit=0\n");
   CHECK(joined(content_diff(original, scan(t.root))) == "");
 }

@@ -27,6 +27,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -58,15 +59,7 @@ const bool runner_mode = [] {
   ::_exit(status);
 }();
 
-std::string run(const std::string& command) {
-  std::string out;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return out;
-  char buffer[512];
-  while (std::fgets(buffer, sizeof buffer, pipe)) out += buffer;
-  ::pclose(pipe);
-  return out;
-}
+using hostcfg_test::shell_output;
 
 bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
@@ -192,7 +185,7 @@ TEST_CASE("the runner refuses to run from a binary a user could replace") {
   CHECK(helper::check_trusted_binary(dir + "/runner").error().path == dir + "/runner");
   ::symlink((dir + "/runner").c_str(), (dir + "/link").c_str());
   CHECK(helper::check_trusted_binary(dir + "/link").error().message().find("symlink") != std::string::npos);
-  run("rm -rf '" + dir + "'");
+  shell_output("rm -rf '" + dir + "'");
 }
 
 TEST_CASE("the runner takes the user from the elevation tool, never from HOME") {
@@ -231,19 +224,19 @@ struct sudo_fixture {
     dir = templ;
     ::chmod(dir.c_str(), 0755);
     root = dir + "/root";
-    run("mkdir -p '" + dir + "/bin' '" + root + "/etc' '" + root + "/var/lib' '" + root + "/home/" + user + "' '" +
-        root + "/usr/local/bin' '" + root + "/Applications/App/bin'");
+    shell_output("mkdir -p '" + dir + "/bin' '" + root + "/etc' '" + root + "/var/lib' '" + root + "/home/" + user +
+                 "' '" + root + "/usr/local/bin' '" + root + "/Applications/App/bin'");
     write_file(root + "/etc/hosts", "127.0.0.1\tlocalhost\n", 0644);
     write_file(root + "/Applications/App/bin/docker", "#!/bin/sh\n", 0755);
     write_file(root + "/Applications/App/bin/kubectl", "#!/bin/sh\n", 0755);
     runner = dir + "/bin/runner";
-    run("cp /proc/" + std::to_string(::getpid()) + "/exe '" + runner + "' && chmod 0755 '" + runner + "'");
+    shell_output("cp /proc/" + std::to_string(::getpid()) + "/exe '" + runner + "' && chmod 0755 '" + runner + "'");
     write_file(dir + "/bin/askpass-ok", "#!/bin/sh\necho 'S3cret-pass'\n", 0755);
     write_file(dir + "/bin/askpass-cancel", "#!/bin/sh\nexit 1\n", 0755);
     write_file(dir + "/bin/askpass-slow", "#!/bin/sh\nsleep 20\necho 'S3cret-pass'\n", 0755);
-    run("useradd -M -d /home/" + user + " -s /bin/sh " + user + " 2>&1");
-    run("echo '" + user + ":S3cret-pass' | chpasswd 2>&1");
-    auto user_db = helper::lookup_user(static_cast<uid_type>(std::atoi(run("id -u " + user).c_str())));
+    shell_output("useradd -M -d /home/" + user + " -s /bin/sh " + user + " 2>&1");
+    shell_output("echo '" + user + ":S3cret-pass' | chpasswd 2>&1");
+    auto user_db = helper::lookup_user(static_cast<uid_type>(std::atoi(shell_output("id -u " + user).c_str())));
     if (!user_db || user_db->uid == 0) { why_not = "could not create a test user"; return; }
     uid = user_db->uid;
     gid = user_db->gid;
@@ -253,7 +246,7 @@ struct sudo_fixture {
     std::string rule = "Defaults:" + user + " timestamp_timeout=0, !lecture, passwd_tries=1\n" + user +
                        " ALL=(root) " + runner + " --one-shot --root " + root + "\n";
     write_file(sudoers + ".tmp", rule, 0440);
-    if (run("visudo -cf '" + sudoers + ".tmp' >/dev/null 2>&1 && echo ok") != "ok\n") {
+    if (shell_output("visudo -cf '" + sudoers + ".tmp' >/dev/null 2>&1 && echo ok") != "ok\n") {
       why_not = "visudo rejected the test rule";
       ::unlink((sudoers + ".tmp").c_str());
       return;
@@ -263,8 +256,8 @@ struct sudo_fixture {
   }
   ~sudo_fixture() {
     if (!sudoers.empty()) ::unlink(sudoers.c_str());
-    if (uid != 0) run("userdel " + user + " 2>/dev/null");
-    if (!dir.empty()) run("rm -rf '" + dir + "'");
+    if (uid != 0) shell_output("userdel " + user + " 2>/dev/null");
+    if (!dir.empty()) shell_output("rm -rf '" + dir + "'");
   }
 
   elevation_command command(const std::string& askpass, int timeout_ms = 30000) const {
@@ -279,29 +272,10 @@ struct sudo_fixture {
     return user_identity{uid, gid, {gid}, user, "/home/" + user, "/bin/sh", std::nullopt, std::nullopt};
   }
 
-  // Runs `body` in a child as the test user; returns what it printed.
-  template <class Body>
-  std::string as_user(Body body) const {
-    int fds[2];
-    if (::pipe(fds) != 0) return "pipe failed";
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      ::close(fds[0]);
-      if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) ::_exit(3);
-      std::string out = body();
-      ssize_t ignored = ::write(fds[1], out.data(), out.size());
-      (void)ignored;
-      ::_exit(0);
-    }
-    ::close(fds[1]);
-    std::string out;
-    char buffer[4096];
-    ssize_t n;
-    while ((n = ::read(fds[0], buffer, sizeof buffer)) > 0) out.append(buffer, static_cast<std::size_t>(n));
-    ::close(fds[0]);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    return out;
+  // Runs `body` in a child that dropped to the test user (its uid and its own group, no others);
+  // returns what `body` returned, or "<child died: ...>" when the child could not drop or died.
+  std::string as_user(const std::function<std::string()>& body) const {
+    return hostcfg_test::run_as_user_capturing(uid, gid, body);
   }
 };
 
@@ -325,30 +299,15 @@ std::string converge_as_user(const sudo_fixture& f, const std::string& askpass, 
   });
 }
 
-// The seed's links (with the ~/.docker/bin + PATH fallback) and hosts entry, converged as the
-// user through sudo; a one-line summary.
-std::string seed_as_user(const sudo_fixture& f, const std::string& askpass) {
-  return f.as_user([&] {
-    PosixFs posix;
-    RootedFs<PosixFs> fs(posix, f.root);
-    CommandPrivilege priv(f.identity(), f.command(askpass));
-    context ctx(fs, priv, "com.example.elevate");
-    std::string home = "/home/" + f.user;
-    auto links = cli_links("/Applications/App/bin", "/usr/local/bin", home + "/.docker/bin",
-                           ShellProfilePathEdit{home + "/.docker/bin"});
-    HostsEntry hosts{"127.0.0.1", {"kubernetes.docker.internal"}};
-    auto report = converge(ctx, links, hosts);
-    if (!report) return "error " + report.error().message();
-    std::string summary = "prompts=" + std::to_string(priv.prompts()) + " answer=" +
-                          (report->prompt_answer ? answer_name(*report->prompt_answer) : "none") +
-                          " ok=" + (report->ok() ? "1" : "0");
-    if (report->prompt) summary += " changes=" + std::to_string(report->prompt->changes.size());
-    return summary;
-  });
-}
+// What `seed_as_user` does with the seed's steps.
+enum class seed_action { converge, uninstall };
 
-// The seed's steps uninstalled as the user through sudo; a one-line summary, then the notes.
-std::string uninstall_seed_as_user(const sudo_fixture& f, const std::string& askpass) {
+// The seed's links (with the ~/.docker/bin + PATH fallback) and hosts entry, converged or
+// uninstalled as the user through sudo: one helper so that both directions use the very same
+// steps (an uninstall of different steps would prove nothing). A one-line summary, then the
+// report's notes, one "\nnote=" line each.
+std::string seed_as_user(const sudo_fixture& f, const std::string& askpass,
+                         seed_action action = seed_action::converge) {
   return f.as_user([&] {
     PosixFs posix;
     RootedFs<PosixFs> fs(posix, f.root);
@@ -358,7 +317,7 @@ std::string uninstall_seed_as_user(const sudo_fixture& f, const std::string& ask
     auto links = cli_links("/Applications/App/bin", "/usr/local/bin", home + "/.docker/bin",
                            ShellProfilePathEdit{home + "/.docker/bin"});
     HostsEntry hosts{"127.0.0.1", {"kubernetes.docker.internal"}};
-    auto report = uninstall(ctx, links, hosts);
+    auto report = action == seed_action::uninstall ? uninstall(ctx, links, hosts) : converge(ctx, links, hosts);
     if (!report) return "error " + report.error().message();
     std::string summary = "prompts=" + std::to_string(priv.prompts()) + " answer=" +
                           (report->prompt_answer ? answer_name(*report->prompt_answer) : "none") +
@@ -406,7 +365,7 @@ TEST_CASE("uninstall as the user through sudo -A: one prompt; the runner removes
   REQUIRE(exists(record_path));
 
   // Cancelled: nothing privileged changes, and the report says what stays and what to do.
-  std::string cancelled = uninstall_seed_as_user(f, "askpass-cancel");
+  std::string cancelled = seed_as_user(f, "askpass-cancel", seed_action::uninstall);
   INFO(cancelled);
   CHECK(cancelled.find("prompts=1 answer=cancelled ok=1 changes=3\n") == 0);
   CHECK(cancelled.find("\nnote=3 item(s) that need admin rights to remove are still in place (prompt cancelled): "
@@ -416,23 +375,23 @@ TEST_CASE("uninstall as the user through sudo -A: one prompt; the runner removes
   REQUIRE(::lstat((f.root + "/usr/local/bin/docker").c_str(), &st) == 0);
   CHECK(S_ISLNK(st.st_mode));
   CHECK(st.st_uid == 0);
-  CHECK(run("cat '" + f.root + "/etc/hosts'").find("kubernetes.docker.internal") != std::string::npos);
+  CHECK(shell_output("cat '" + f.root + "/etc/hosts'").find("kubernetes.docker.internal") != std::string::npos);
   CHECK(exists(record_path));
 
   // Granted: one sudo start; links gone, hosts back to its bytes, root-owned record removed by root.
-  std::string granted = uninstall_seed_as_user(f, "askpass-ok");
+  std::string granted = seed_as_user(f, "askpass-ok", seed_action::uninstall);
   INFO(granted);
   CHECK(granted == "prompts=1 answer=granted ok=1 changes=3");
   CHECK_FALSE(link_exists(f.root + "/usr/local/bin/docker"));
   CHECK_FALSE(link_exists(f.root + "/usr/local/bin/kubectl"));
-  CHECK(run("cat '" + f.root + "/etc/hosts'") == "127.0.0.1\tlocalhost\n");
+  CHECK(shell_output("cat '" + f.root + "/etc/hosts'") == "127.0.0.1\tlocalhost\n");
   REQUIRE(::stat((f.root + "/etc/hosts").c_str(), &st) == 0);
   CHECK(st.st_uid == 0);
   CHECK((st.st_mode & 07777) == 0644);
   CHECK_FALSE(exists(record_path));
   CHECK(exists(f.root + "/usr/local/bin"));
   // Nothing is left: the next uninstall starts no sudo.
-  CHECK(uninstall_seed_as_user(f, "askpass-ok") == "prompts=0 answer=none ok=1");
+  CHECK(seed_as_user(f, "askpass-ok", seed_action::uninstall) == "prompts=0 answer=none ok=1");
 }
 
 TEST_CASE("the seed through sudo, cancelled: the fallback links and PATH block are the user's") {
@@ -451,9 +410,9 @@ TEST_CASE("the seed through sudo, cancelled: the fallback links and PATH block a
   CHECK(st.st_uid == f.uid);
   REQUIRE(::stat((home + "/.profile").c_str(), &st) == 0);
   CHECK(st.st_uid == f.uid);
-  CHECK(run("cat '" + home + "/.profile'").find(".docker/bin") != std::string::npos);
+  CHECK(shell_output("cat '" + home + "/.profile'").find(".docker/bin") != std::string::npos);
   CHECK_FALSE(exists(f.root + "/usr/local/bin/docker"));
-  CHECK(run("cat '" + f.root + "/etc/hosts'") == "127.0.0.1\tlocalhost\n");
+  CHECK(shell_output("cat '" + f.root + "/etc/hosts'") == "127.0.0.1\tlocalhost\n");
   CHECK(seed_as_user(f, "askpass-ok").find("prompts=0") == 0);
 }
 
@@ -495,9 +454,9 @@ TEST_CASE("sudo askpass that gives up is 'cancelled'; one too slow is 'timed out
   std::string second = converge_as_user(f, "askpass-ok");
   INFO(second);
   CHECK(second.find("prompts=0 answer=none ok=1") == 0);
-  CHECK(run("cat '" + f.root + "/home/" + f.user + "/.local/state/hostcfg/com.example.elevate.record'")
+  CHECK(shell_output("cat '" + f.root + "/home/" + f.user + "/.local/state/hostcfg/com.example.elevate.record'")
             .find("field answer cancelled") != std::string::npos);
-  run("rm -f '" + f.root + "/home/" + f.user + "/.local/state/hostcfg/com.example.elevate.record'");
+  shell_output("rm -f '" + f.root + "/home/" + f.user + "/.local/state/hostcfg/com.example.elevate.record'");
   std::string slow = converge_as_user(f, "askpass-slow", 1500);
   INFO(slow);
   CHECK(slow.find("prompts=1 answer=timed_out") == 0);
@@ -540,9 +499,9 @@ TEST_CASE("port-helper --one-shot: the real program applies hosts, a protected f
   std::string dir = templ;
   ::chmod(dir.c_str(), 0755);
   std::string root = dir + "/root";
-  run("mkdir -p '" + dir + "/bin' '" + root + "/etc' '" + root + "/Library/LaunchDaemons' '" + root +
-      "/Library/PrivilegedHelperTools'");
-  run("cp '" + program + "' '" + dir + "/bin/port-helper'");
+  shell_output("mkdir -p '" + dir + "/bin' '" + root + "/etc' '" + root + "/Library/LaunchDaemons' '" + root +
+               "/Library/PrivilegedHelperTools'");
+  shell_output("cp '" + program + "' '" + dir + "/bin/port-helper'");
   write_file(root + "/etc/hosts", "127.0.0.1\tlocalhost\n", 0644);
   write_file(root + "/Library/PrivilegedHelperTools/com.example.helper", "#!/bin/sh\n", 0755);
   record payload{"com.example.oneshot", {}};
@@ -560,8 +519,8 @@ TEST_CASE("port-helper --one-shot: the real program applies hosts, a protected f
   job.run_at_load = true;
   add(LaunchdPlist(job));
   write_file(dir + "/payload", serialize_record(payload), 0644);
-  std::string reply = run("cd / && SUDO_UID=65534 HOME=/root '" + dir + "/bin/port-helper' --one-shot --root '" + root +
-                          "' < '" + dir + "/payload'");
+  std::string reply = shell_output("cd / && SUDO_UID=65534 HOME=/root '" + dir +
+                                   "/bin/port-helper' --one-shot --root '" + root + "' < '" + dir + "/payload'");
   auto parsed = parse_record(reply);
   REQUIRE(parsed);
   auto outcome = decode_outcome(*parsed);
@@ -589,8 +548,8 @@ TEST_CASE("port-helper --one-shot: the real program applies hosts, a protected f
   CHECK((st.st_mode & 07777) == 0644);
   // The runner binary in a directory others may write is refused before it reads anything.
   ::chmod((dir + "/bin").c_str(), 0777);
-  std::string refused = run("SUDO_UID=65534 '" + dir + "/bin/port-helper' --one-shot --root '" + root + "' < '" + dir +
-                            "/payload' 2>&1");
+  std::string refused = shell_output("SUDO_UID=65534 '" + dir + "/bin/port-helper' --one-shot --root '" + root +
+                                     "' < '" + dir + "/payload' 2>&1");
   CHECK(refused.find("could replace the elevated runner") != std::string::npos);
-  run("rm -rf '" + dir + "'");
+  shell_output("rm -rf '" + dir + "'");
 }

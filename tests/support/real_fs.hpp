@@ -1,8 +1,9 @@
 #pragma once
 // Shared helpers for tests that touch the real disk or real processes: a root-owned scratch
-// directory, reading a whole file, counting this process's open descriptors, and running code in
-// a forked child that dropped to another uid (for "as an ordinary user" cases: tests run as
-// root, so the ordinary user is made by fork + setgroups/setgid/setuid, usually to nobody).
+// directory, reading a whole file, counting this process's open descriptors, a shell command's
+// output, and running code in a forked child that dropped to another uid (for "as an ordinary
+// user" cases: tests run as root, so the ordinary user is made by fork + setgroups/setgid/setuid,
+// usually to nobody).
 //
 // They live here, once, because each test file had grown its own copy with small differences
 // (one REQUIREd its mkdtemp, one silently left an empty path; one read through ifstream, one
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -127,10 +129,11 @@ struct child_output {
   std::string out;      ///< what `body` put in its `out` argument ("<pipe failed>" when there was no pipe)
 };
 
-/// Runs `body` in a forked child that dropped to uid/gid `id` with no supplementary groups; the
-/// text `body` leaves in its argument comes back through a pipe, its return value is the exit
-/// status. Needs root.
-inline child_output run_as_user_with_output(unsigned id, const std::function<int(std::string& out)>& body) {
+/// Runs `body` in a forked child that dropped to user `uid` and group `gid` with no supplementary
+/// groups; the text `body` leaves in its argument comes back through a pipe, its return value is
+/// the exit status. Needs root. (Two ids for a made-up user whose primary group is its own.)
+inline child_output run_as_user_with_output(unsigned uid, unsigned gid,
+                                            const std::function<int(std::string& out)>& body) {
   child_output result;
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) {
@@ -140,7 +143,9 @@ inline child_output run_as_user_with_output(unsigned id, const std::function<int
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::close(p[0]);
-    if (::setgroups(0, nullptr) != 0 || ::setgid(id) != 0 || ::setuid(id) != 0 || ::getuid() != id)
+    // Checked after the calls too: a body that ran with root's ids would prove nothing.
+    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0 || ::getuid() != uid ||
+        ::getgid() != gid)
       ::_exit(child_could_not_drop);
     std::string out;
     const int code = body(out);
@@ -164,6 +169,11 @@ inline child_output run_as_user_with_output(unsigned id, const std::function<int
   return result;
 }
 
+/// `run_as_user_with_output(id, id, body)`: uid and gid both `id` (nobody's are the same number).
+inline child_output run_as_user_with_output(unsigned id, const std::function<int(std::string& out)>& body) {
+  return run_as_user_with_output(id, id, body);
+}
+
 /// Runs `body` in a forked child that dropped to uid/gid `id` with no supplementary groups, and
 /// returns its exit status: `body`'s return value (keep it within 0..253), or
 /// `child_could_not_drop` / `child_did_not_exit`. Needs root.
@@ -172,11 +182,11 @@ inline int run_as_user_status(unsigned id, const std::function<int()>& body) {
   return child.exited ? child.exit_code : child_did_not_exit;
 }
 
-/// Runs `body` in a forked child that dropped to uid/gid `id` with no supplementary groups, and
-/// returns what `body` returned (sent back through a pipe), or "<child died: ...>" followed by
-/// whatever arrived when the child could not drop or did not exit 0. Needs root.
-inline std::string run_as_user_capturing(unsigned id, const std::function<std::string()>& body) {
-  const child_output child = run_as_user_with_output(id, [&](std::string& out) {
+/// Runs `body` in a forked child that dropped to user `uid` and group `gid` with no supplementary
+/// groups, and returns what `body` returned (sent back through a pipe), or "<child died: ...>"
+/// followed by whatever arrived when the child could not drop or did not exit 0. Needs root.
+inline std::string run_as_user_capturing(unsigned uid, unsigned gid, const std::function<std::string()>& body) {
+  const child_output child = run_as_user_with_output(uid, gid, [&](std::string& out) {
     out = body();
     return 0;
   });
@@ -184,6 +194,25 @@ inline std::string run_as_user_capturing(unsigned id, const std::function<std::s
     return std::string("<child died: ") + (child.exited ? "exit code " : "wait status ") +
            std::to_string(child.exit_code) + ">" + child.out;
   return child.out;
+}
+
+/// `run_as_user_capturing(id, id, body)`: uid and gid both `id` (nobody's are the same number).
+inline std::string run_as_user_capturing(unsigned id, const std::function<std::string()>& body) {
+  return run_as_user_capturing(id, id, body);
+}
+
+/// What `/bin/sh -c command` printed on its standard output (read to the end; "" when popen
+/// fails). For the tests' setup and clean-up commands (useradd, visudo, rm -rf, cat); their exit
+/// status is not returned, so a test that needs it has the command echo it.
+inline std::string shell_output(const std::string& command) {
+  std::string out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return out;
+  char buffer[512];
+  std::size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+  ::pclose(pipe);
+  return out;
 }
 
 }  // namespace hostcfg_test
