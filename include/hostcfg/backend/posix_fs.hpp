@@ -263,8 +263,12 @@ class identity_scope {
   }
 
   bool active_ = false;
+#if defined(__linux__)
+  // Only Linux switches groups and fsgid by hand (macOS's pthread_setugid_np does both): an
+  // unused private field is an error for clang users building with -Werror.
   std::vector<gid_t> saved_groups_;
   gid_t saved_fsgid_ = 0;
+#endif
 };
 
 /// A directory fd a walk hands to one operation: its own (no walk cache), or shared with the

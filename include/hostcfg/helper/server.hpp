@@ -159,11 +159,11 @@ struct server_config {
   /// Runs on the server's thread after the ok reply, the socket and the policy cache are gone;
   /// returns what it did, for the log. Empty: uninstall_self is refused by the allowlist.
   std::function<result<std::string>()> uninstall;
-  /// macOS-only hook: verify the peer's code signature (SecCodeCopyGuestWithAttributes on the
-  /// audit token + SecCodeCheckValidity against the app's designated requirement). Called after
-  /// the uid check, before any byte is read; false closes the connection. Left to the owner
-  /// because the check needs Security.framework; on Linux it is optional and, when set, is
-  /// called the same way (tests use it).
+  /// Verifies the peer's code signature. Called after the uid check, before any byte is read;
+  /// false closes the connection. On macOS, `code_signature_check(requirement)` in
+  /// helper/macos_code_signature.hpp builds it (SecCodeCopyGuestWithAttributes on the audit
+  /// token + SecCodeCheckValidity; needs Security.framework, so it is opt-in); on Linux it is
+  /// optional and, when set, is called the same way (tests use it).
   std::function<bool(int fd, long pid, uid_type uid)> verify_peer;
 };
 
