@@ -345,7 +345,7 @@ TEST_CASE("override disables the conflicting line, re-adds its other names, and 
   CHECK(r.carried[0].name == "Other.Test");
   CHECK(r.bytes == "127.0.0.1 localhost\n# [disabled by com.example.app] 10.0.0.9\ttaken.test  Other.Test # lab box\r\n"
                    "::1 localhost\n" +
-                       std::string(begin_marker) + "\n127.0.0.1\ttaken.test\n10.0.0.9\tOther.Test\n" + end_marker + "\n");
+                       std::string(begin_marker) + "\n10.0.0.9\tOther.Test\n127.0.0.1\ttaken.test\n" + end_marker + "\n");
   // Everything else still resolves as before; the name now resolves to us.
   auto after = parse_hosts(r.bytes);
   CHECK(to_string(resolve_hosts(after, "other.test", address_family::ipv4)->address) == "10.0.0.9");
@@ -375,6 +375,67 @@ TEST_CASE("override keeps disabling until the first remaining line is right") {
   auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
   REQUIRE(back.has_value());
   CHECK(back->bytes == bytes);
+}
+
+/// The answer for `name` in `bytes` (IPv4), as written; "" when no line names it.
+std::string ipv4_answer(std::string_view bytes, std::string_view name) {
+  auto file = parse_hosts(bytes);
+  auto r = resolve_hosts(file, name, address_family::ipv4);
+  return r ? to_string(r->address) : std::string();
+}
+
+TEST_CASE("override: a wanted name whose correct line was disabled for another name is decided again") {
+  // Found by hosts_fuzz (tests/fuzz/corpus/hosts/override-disables-correct-line.hosts): line 1
+  // was odin's correct line, disabled for ab; line 2 then decided odin, and a second apply
+  // disabled it (not idempotent). Now one apply disables both and adds odin to our section.
+  const std::string bytes = "127.0.0.1\tab\todin\n2.0.0.9 odin";
+  auto w = want({{"127.0.0.1", "odin"}, {"10.0.0.2", "ab"}});
+  auto r = apply_ok(bytes, w, true);
+  REQUIRE(r.disabled.size() == 2);
+  CHECK(r.disabled[1].original == "2.0.0.9 odin");
+  CHECK(r.bytes == prefix + "127.0.0.1\tab\todin\n" + prefix + "2.0.0.9 odin\n" + begin_marker +
+                       "\n127.0.0.1\todin\n10.0.0.2\tab\n" + end_marker + "\n");
+  CHECK(ipv4_answer(r.bytes, "odin") == "127.0.0.1");
+  CHECK(ipv4_answer(r.bytes, "ab") == "10.0.0.2");
+  CHECK_FALSE(apply_ok(r.bytes, w, true).changed);
+  auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes == bytes);
+}
+
+TEST_CASE("override: every other name resolves as before, however the disables cascade") {
+  // foo was decided by line 1 (disabled for a.test); line 2 would now decide it with another
+  // address, so it goes too, and with it bar's deciding line, and so line 3. baz was decided by a
+  // live line above, so line 5 stays.
+  const std::string bytes =
+      "1.1.1.1 a.test foo\n2.2.2.2 foo bar\n3.3.3.3 bar\n5.5.5.5 baz\n1.1.1.1 a.test baz\n6.6.6.6 baz\n"
+      "1.1.1.1 foo\n";
+  auto w = want({{"127.0.0.1", "a.test"}});
+  auto r = apply_ok(bytes, w, true);
+  REQUIRE(r.disabled.size() == 4);
+  CHECK(r.disabled[0].line_number == 1);
+  CHECK(r.disabled[1].line_number == 2);
+  CHECK(r.disabled[2].line_number == 3);
+  CHECK(r.disabled[3].line_number == 5);
+  for (const char* name : {"foo", "bar", "baz"}) {
+    CAPTURE(name);
+    CHECK(ipv4_answer(r.bytes, name) == ipv4_answer(bytes, name));
+  }
+  CHECK(ipv4_answer(r.bytes, "a.test") == "127.0.0.1");
+  CHECK_FALSE(apply_ok(r.bytes, w, true).changed);
+  auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes == bytes);
+}
+
+TEST_CASE("a stale line of our section keeps its other names in its place") {
+  // Found by the resolution check of hosts_fuzz: the other names used to move to the end of the
+  // section, below a line that then decided them.
+  const std::string bytes = std::string(begin_marker) + "\n1.1.1.1 x a.test\n2.2.2.2 x\n" + end_marker + "\n";
+  auto r = apply_ok(bytes, want({{"127.0.0.1", "a.test"}}));
+  CHECK(r.dropped_section_lines == std::vector<std::string>{"1.1.1.1 x a.test"});
+  CHECK(r.bytes == std::string(begin_marker) + "\n1.1.1.1\tx\n2.2.2.2 x\n127.0.0.1\ta.test\n" + end_marker + "\n");
+  CHECK(ipv4_answer(r.bytes, "x") == "1.1.1.1");
 }
 
 TEST_CASE("override without a valid disable prefix is refused") {
@@ -663,7 +724,7 @@ TEST_CASE("a shared hosts_scan gives probe and apply exactly their own answers; 
   CHECK(applied_shared->bytes == applied_plain->bytes);
   CHECK(applied_shared->bytes == "127.0.0.1\tlocalhost\r\n" + prefix + "10.9.9.9 ODIN other\r\n"
                                  "#127.0.0.1 kube.test\r\n" + markers.begin_line + "\r\n"
-                                 "127.0.0.1\todin\r\n127.0.0.1\tkube.test\r\n10.9.9.9\tother\r\n" +
+                                 "10.9.9.9\tother\r\n127.0.0.1\todin\r\n127.0.0.1\tkube.test\r\n" +
                                      markers.end_line + "\r\n");
   CHECK(applied_shared->record.section == applied_plain->record.section);
   CHECK(applied_shared->dropped_section_lines == std::vector<std::string>{"10.1.1.1\tkube.test"});

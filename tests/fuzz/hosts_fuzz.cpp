@@ -8,18 +8,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "hostcfg/format/hosts.hpp"
+#include "support/fuzz_check.hpp"
 
 namespace {
-
-void check(bool ok) {
-  if (!ok) std::abort();
-}
 
 using namespace hostcfg;
 
@@ -136,16 +134,27 @@ bool same_apply(const result<hosts_apply_result>& a, const result<hosts_apply_re
   return true;
 }
 
+/// Every name's answer per family (family tag + lower-case name -> address as written, zone
+/// included): the first entry line naming it, as the resolver reads the file.
+std::map<std::string, std::string> answers(std::string_view bytes) {
+  std::map<std::string, std::string> out;
+  detail::for_each_hosts_line(bytes, [&](const hosts_line& line, hosts_names names) {
+    if (line.kind != hosts_line_kind::entry) return;
+    for (std::string_view n : names) out.emplace(detail::family_name_key(line.ip.family, n), std::string(line.address));
+  });
+  return out;
+}
+
 /// The fast paths against byte-by-byte reading: line counts, the case-insensitive finder, the
 /// section finder and the line selection probe and apply rely on.
 void check_fast_paths(std::string_view bytes, const section_markers& markers,
                       const std::vector<detail::desired_mapping>& desired) {
   // count_line_breaks over the whole input and over a range cut at an arbitrary byte (between a
   // '\r' and its '\n' too).
-  check(detail::count_line_breaks(bytes, 0, bytes.size()) == naive_breaks(bytes, 0, bytes.size()));
+  HOSTCFG_FUZZ_CHECK(detail::count_line_breaks(bytes, 0, bytes.size()) == naive_breaks(bytes, 0, bytes.size()));
   const std::size_t cut = bytes.size() / 3, cut2 = bytes.size() - bytes.size() / 5;
-  check(detail::count_line_breaks(bytes, cut, cut2) == naive_breaks(bytes, cut, cut2));
-  check(detail::count_byte(bytes.data() + cut, bytes.data() + cut2, '#') ==
+  HOSTCFG_FUZZ_CHECK(detail::count_line_breaks(bytes, cut, cut2) == naive_breaks(bytes, cut, cut2));
+  HOSTCFG_FUZZ_CHECK(detail::count_byte(bytes.data() + cut, bytes.data() + cut2, '#') ==
         static_cast<std::size_t>(std::count(bytes.begin() + static_cast<std::ptrdiff_t>(cut),
                                             bytes.begin() + static_cast<std::ptrdiff_t>(cut2), '#')));
 
@@ -159,25 +168,25 @@ void check_fast_paths(std::string_view bytes, const section_markers& markers,
     std::vector<std::size_t> found;
     for (std::size_t p = finder.find(bytes, 0); p != std::string_view::npos; p = finder.find(bytes, p + 1))
       found.push_back(p);
-    check(found == naive_find_all(bytes, needle));
+    HOSTCFG_FUZZ_CHECK(found == naive_find_all(bytes, needle));
     // find_field: the same occurrences, less those not right after a space or a tab.
     std::vector<std::size_t> fields, fields_slow;
     for (std::size_t p = finder.find_field(bytes, 0); p != std::string_view::npos; p = finder.find_field(bytes, p + 1))
       fields.push_back(p);
     for (std::size_t p : found)
       if (p > 0 && (bytes[p - 1] == ' ' || bytes[p - 1] == '\t')) fields_slow.push_back(p);
-    check(fields == fields_slow);
+    HOSTCFG_FUZZ_CHECK(fields == fields_slow);
   }
 
   // find_our_section == find_section: the same span, or the same error naming the same line.
   auto fast = detail::find_our_section(bytes, markers);
   auto slow = find_section(bytes, markers);
-  check(fast.has_value() == slow.has_value());
+  HOSTCFG_FUZZ_CHECK(fast.has_value() == slow.has_value());
   if (!fast) {
-    check(fast.error().message() == slow.error().message());
+    HOSTCFG_FUZZ_CHECK(fast.error().message() == slow.error().message());
   } else {
-    check(fast->has_value() == slow->has_value());
-    if (*fast) check(same_span(**fast, **slow));
+    HOSTCFG_FUZZ_CHECK(fast->has_value() == slow->has_value());
+    if (*fast) HOSTCFG_FUZZ_CHECK(same_span(**fast, **slow));
   }
 
   // Every line that names a desired name (as an entry, or commented out) is among the lines
@@ -198,9 +207,9 @@ void check_fast_paths(std::string_view bytes, const section_markers& markers,
       hosts_names inner_names{scratch.data(), scratch.size()};
       for (std::string_view w : wanted) names_one = names_one || detail::names_contain(inner_names, w);
     }
-    if (names_one) check(std::binary_search(chosen.begin(), chosen.end(), line.offset));
+    if (names_one) HOSTCFG_FUZZ_CHECK(std::binary_search(chosen.begin(), chosen.end(), line.offset));
   });
-  for (std::size_t c : chosen) check(std::binary_search(starts.begin(), starts.end(), c));
+  for (std::size_t c : chosen) HOSTCFG_FUZZ_CHECK(std::binary_search(starts.begin(), starts.end(), c));
 }
 
 }  // namespace
@@ -210,16 +219,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   // Lossless reading, contiguous offsets, names only on entries.
   hosts_file f = parse_hosts(bytes);
-  check(f.serialize() == bytes);
+  HOSTCFG_FUZZ_CHECK(f.serialize() == bytes);
   std::size_t total = 0;
   for (const auto& line : f.lines) {
-    check(line.offset == total);
+    HOSTCFG_FUZZ_CHECK(line.offset == total);
     total += line.text.size() + line.ending.size();
-    check(line.kind == hosts_line_kind::entry ? line.names_count > 0 : line.names_count == 0);
+    HOSTCFG_FUZZ_CHECK(line.kind == hosts_line_kind::entry ? line.names_count > 0 : line.names_count == 0);
     for (std::string_view name : f.names_of(line))
-      check(!name.empty() && name.find_first_of(" \t#\r\n") == std::string_view::npos);
+      HOSTCFG_FUZZ_CHECK(!name.empty() && name.find_first_of(" \t#\r\n") == std::string_view::npos);
   }
-  check(total == bytes.size());
+  HOSTCFG_FUZZ_CHECK(total == bytes.size());
 
   static const section_markers markers = default_markers("fuzz.app");
   static const std::string prefix = disabled_line_prefix("fuzz.app");
@@ -240,93 +249,104 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     options.disable_prefix = prefix;
     auto probed = probe_hosts(bytes, markers, want);
     auto applied = apply_hosts(bytes, markers, want, options);
-    check(probed.has_value() == applied.has_value());
+    HOSTCFG_FUZZ_CHECK(probed.has_value() == applied.has_value());
     // One scan shared by probe and apply (HostsEntry's probe) gives exactly what each gives with
     // its own, with and without the bytes; a scan that does not fit (another buffer with the same
     // content, names not covering the wanted ones, other markers) is ignored, not trusted.
     {
       const hosts_scan scan = scan_hosts(bytes, markers, want);
-      check(scan.bytes.data() == bytes.data() && scan.section.has_value() == probed.has_value());
-      check(same_probe(probe_hosts(bytes, markers, want, scan), probed));
-      check(same_apply(apply_hosts(bytes, markers, want, options, scan), applied));
+      HOSTCFG_FUZZ_CHECK(scan.bytes.data() == bytes.data() && scan.section.has_value() == probed.has_value());
+      HOSTCFG_FUZZ_CHECK(same_probe(probe_hosts(bytes, markers, want, scan), probed));
+      HOSTCFG_FUZZ_CHECK(same_apply(apply_hosts(bytes, markers, want, options, scan), applied));
       hosts_edit_options describe = options;
       describe.compute_bytes = false;
-      check(same_apply(apply_hosts(bytes, markers, want, describe, scan), apply_hosts(bytes, markers, want, describe)));
+      HOSTCFG_FUZZ_CHECK(same_apply(apply_hosts(bytes, markers, want, describe, scan), apply_hosts(bytes, markers, want, describe)));
       const std::string copy(bytes);
       const hosts_scan of_copy = scan_hosts(copy, markers, want);
-      check(same_probe(probe_hosts(bytes, markers, want, of_copy), probed));
-      check(same_apply(apply_hosts(bytes, markers, want, options, of_copy), applied));
+      HOSTCFG_FUZZ_CHECK(same_probe(probe_hosts(bytes, markers, want, of_copy), probed));
+      HOSTCFG_FUZZ_CHECK(same_apply(apply_hosts(bytes, markers, want, options, of_copy), applied));
       const std::vector<hosts_mapping> fewer(want.begin(), want.end() - 1);
       const hosts_scan narrow = scan_hosts(bytes, markers, fewer);
-      check(same_probe(probe_hosts(bytes, markers, want, narrow), probed));
-      check(same_apply(apply_hosts(bytes, markers, want, options, narrow), applied));
+      HOSTCFG_FUZZ_CHECK(same_probe(probe_hosts(bytes, markers, want, narrow), probed));
+      HOSTCFG_FUZZ_CHECK(same_apply(apply_hosts(bytes, markers, want, options, narrow), applied));
       static const section_markers other = default_markers("other.app");
       const hosts_scan foreign = scan_hosts(bytes, other, want);
-      check(same_probe(probe_hosts(bytes, markers, want, foreign), probed));
-      check(same_apply(apply_hosts(bytes, markers, want, options, foreign), applied));
+      HOSTCFG_FUZZ_CHECK(same_probe(probe_hosts(bytes, markers, want, foreign), probed));
+      HOSTCFG_FUZZ_CHECK(same_apply(apply_hosts(bytes, markers, want, options, foreign), applied));
     }
     if (!applied) {
-      check(applied.error().is(errc::broken_markers));
+      HOSTCFG_FUZZ_CHECK(applied.error().is(errc::broken_markers));
       continue;
     }
     // Probe reads only the lines naming a desired name and stops once all are decided: the same
     // answer, line for line, as reading every line.
     {
       auto reference = reference_probe(bytes, probed->section, desired);
-      check(reference.size() == probed->mappings.size());
-      for (std::size_t k = 0; k < reference.size(); ++k) check(same_status(reference[k], probed->mappings[k]));
+      HOSTCFG_FUZZ_CHECK(reference.size() == probed->mappings.size());
+      for (std::size_t k = 0; k < reference.size(); ++k) HOSTCFG_FUZZ_CHECK(same_status(reference[k], probed->mappings[k]));
     }
     // A description without the bytes (what HostsEntry's probe asks for) is the same edit.
     {
       hosts_edit_options describe = options;
       describe.compute_bytes = false;
       auto described = apply_hosts(bytes, markers, want, describe);
-      check(described.has_value());
-      check(described->bytes.empty() && described->section_line_number == 0);
-      check(described->changed == applied->changed);
-      check(described->added == applied->added);
-      check(described->carried == applied->carried);
-      check(described->dropped_section_lines == applied->dropped_section_lines);
-      check(described->conflicts_left.size() == applied->conflicts_left.size());
+      HOSTCFG_FUZZ_CHECK(described.has_value());
+      HOSTCFG_FUZZ_CHECK(described->bytes.empty() && described->section_line_number == 0);
+      HOSTCFG_FUZZ_CHECK(described->changed == applied->changed);
+      HOSTCFG_FUZZ_CHECK(described->added == applied->added);
+      HOSTCFG_FUZZ_CHECK(described->carried == applied->carried);
+      HOSTCFG_FUZZ_CHECK(described->dropped_section_lines == applied->dropped_section_lines);
+      HOSTCFG_FUZZ_CHECK(described->conflicts_left.size() == applied->conflicts_left.size());
       for (std::size_t k = 0; k < described->conflicts_left.size(); ++k)
-        check(same_status(described->conflicts_left[k], applied->conflicts_left[k]));
-      check(same_disabled(described->disabled, applied->disabled));
-      check(described->record.section == applied->record.section);
-      check(described->record.added_newline_before_section == applied->record.added_newline_before_section);
-      check(same_disabled(described->record.disabled, applied->record.disabled));
+        HOSTCFG_FUZZ_CHECK(same_status(described->conflicts_left[k], applied->conflicts_left[k]));
+      HOSTCFG_FUZZ_CHECK(same_disabled(described->disabled, applied->disabled));
+      HOSTCFG_FUZZ_CHECK(described->record.section == applied->record.section);
+      HOSTCFG_FUZZ_CHECK(described->record.added_newline_before_section == applied->record.added_newline_before_section);
+      HOSTCFG_FUZZ_CHECK(same_disabled(described->record.disabled, applied->record.disabled));
     }
     // The begin marker's line number, computed from the input, is where the new bytes have it.
     {
       auto written = find_section(applied->bytes, markers);
-      check(written.has_value());
-      if (*written) check(applied->section_line_number == (*written)->begin_line_number);
-      else check(applied->section_line_number == 0);
+      HOSTCFG_FUZZ_CHECK(written.has_value());
+      if (*written) HOSTCFG_FUZZ_CHECK(applied->section_line_number == (*written)->begin_line_number);
+      else HOSTCFG_FUZZ_CHECK(applied->section_line_number == 0);
     }
     // Lossless: a file probe calls in sync is never rewritten.
-    if (probed->all_in_sync()) check(!applied->changed);
-    check(applied->changed == (applied->bytes != bytes));
+    if (probed->all_in_sync()) HOSTCFG_FUZZ_CHECK(!applied->changed);
+    HOSTCFG_FUZZ_CHECK(applied->changed == (applied->bytes != bytes));
+    // Override changes the answer for the wanted names only: every other name resolves as it did
+    // (a disabled line's other names are carried into our section; a line below it that would
+    // now decide one of them with another address is disabled too).
+    {
+      auto before_answers = answers(bytes), after_answers = answers(applied->bytes);
+      for (const auto& d : desired) {
+        before_answers.erase(detail::family_name_key(d.ip.family, d.mapping.name));
+        after_answers.erase(detail::family_name_key(d.ip.family, d.mapping.name));
+      }
+      HOSTCFG_FUZZ_CHECK(before_answers == after_answers);
+    }
     // Idempotent.
     auto again = apply_hosts(applied->bytes, markers, want, options);
-    check(again.has_value());
-    check(!again->changed);
+    HOSTCFG_FUZZ_CHECK(again.has_value());
+    HOSTCFG_FUZZ_CHECK(!again->changed);
     // After apply every mapping resolves, except conflicts deliberately left alone.
     auto after = probe_hosts(applied->bytes, markers, want);
-    check(after.has_value());
+    HOSTCFG_FUZZ_CHECK(after.has_value());
     for (const auto& m : after->mappings) {
       bool left_alone = false;
       for (const auto& c : applied->conflicts_left) left_alone = left_alone || c.mapping == m.mapping;
-      check(m.state == hosts_mapping_state::in_sync || (left_alone && m.state == hosts_mapping_state::conflict));
+      HOSTCFG_FUZZ_CHECK(m.state == hosts_mapping_state::in_sync || (left_alone && m.state == hosts_mapping_state::conflict));
     }
     // Outside our section nothing changed but tagged lines; revert restores the input exactly.
     if (!had_section && !has_prefix_lines) {
-      if (applied->disabled.empty()) check(applied->bytes.compare(0, bytes.size(), bytes) == 0 || !applied->changed ||
+      if (applied->disabled.empty()) HOSTCFG_FUZZ_CHECK(applied->bytes.compare(0, bytes.size(), bytes) == 0 || !applied->changed ||
                                            applied->record.added_newline_before_section);
       auto back = revert_hosts(applied->bytes, markers, prefix, &applied->record);
-      check(back.has_value());
-      check(back->bytes == bytes);
+      HOSTCFG_FUZZ_CHECK(back.has_value());
+      HOSTCFG_FUZZ_CHECK(back->bytes == bytes);
       auto blind = revert_hosts(applied->bytes, markers, prefix, nullptr);
-      check(blind.has_value());
-      if (!applied->record.added_newline_before_section) check(blind->bytes == bytes);
+      HOSTCFG_FUZZ_CHECK(blind.has_value());
+      if (!applied->record.added_newline_before_section) HOSTCFG_FUZZ_CHECK(blind->bytes == bytes);
     }
   }
   return 0;

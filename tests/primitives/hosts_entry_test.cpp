@@ -177,7 +177,7 @@ TEST_CASE("hosts entry: a conflict is reported and left alone; override disables
   CHECK(fs.file_bytes("/etc/hosts") ==
         std::optional<std::string>("127.0.0.1 localhost\n# [disabled by com.example.app] 10.0.0.9 "
                                    "kubernetes.docker.internal lab\n" +
-                                   section_begin + "\n127.0.0.1\tkubernetes.docker.internal\n10.0.0.9\tlab\n" +
+                                   section_begin + "\n10.0.0.9\tlab\n127.0.0.1\tkubernetes.docker.internal\n" +
                                    section_end + "\n"));
   CHECK(forced_report->out_of_sync.empty());
   auto undone = uninstall(ctx, forced);

@@ -16,7 +16,10 @@
 /// one short `<address>\t<name>` line per name, in the file's own line ending. Outside the section
 /// every byte stays as it was, except, with `override_conflicts`, a conflicting line is disabled by
 /// prefixing it with a tag naming the app (`# [disabled by com.example] `), which revert strips
-/// again to give back the exact original line.
+/// again to give back the exact original line. Override changes the answer for the wanted names
+/// only: the disabled line's other names are re-added at the top of our section with their old
+/// address, and a line below it that would then decide one of them differently is disabled too
+/// (see detail::disable_by_override); the fuzz target checks every other name's answer.
 ///
 ///     auto m = default_markers("com.docker.desktop");
 ///     auto want = make_hosts_mappings("127.0.0.1", {"kubernetes.docker.internal"});
@@ -850,7 +853,9 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
 /// How apply treats conflicts.
 struct hosts_edit_options {
   /// Disable (comment out, tagged) a line outside our section that maps a desired name to another
-  /// address, and re-add that line's other names in our section with their old address.
+  /// address, and re-add that line's other names in our section with their old address, so only
+  /// the desired names change their answer (lines that would take over one of those names are
+  /// disabled as well).
   bool override_conflicts = false;
   /// The tag for disabled lines; `disabled_line_prefix(app_id)`. Required with override_conflicts.
   std::string disable_prefix;
@@ -895,6 +900,71 @@ namespace detail {
 /// A line's address is the desired one: same bytes and no zone id (fe80::1%lo0 is not fe80::1).
 inline bool same_address(const desired_mapping& d, const hosts_line& line) {
   return line.ip == d.ip && line.zone.empty();
+}
+
+/// A name's lookup key in one address family: family tag + lower-case name.
+inline std::string family_name_key(address_family f, std::string_view name) {
+  return std::string(1, f == address_family::ipv4 ? '4' : '6') + ascii_lower(name);
+}
+
+/// The override's choice of lines to disable in `before` (the bytes before our section), in one
+/// forward pass, calling `disable(line)` for each. Whether a line is disabled depends only on the
+/// lines above it, so one pass in file order decides all of them. A line is disabled when
+/// - it is the first live line naming a desired name (in that family) with another address, or
+/// - it names, with another address, a name whose deciding line above was disabled: once that
+///   line is a comment this one would decide the name, so it goes too (the name is re-added in
+///   our section with its old address, and so are this line's own names).
+/// Names already decided by a live line above are left alone: the lines below never decided them.
+/// The result: every desired name is decided by a correct line or by our section, and every other
+/// name resolves as it did. Only called when some desired name's first line conflicts.
+template <class Disable>
+void disable_by_override(std::string_view before, const std::vector<desired_mapping>& desired, Disable&& disable) {
+  struct old_answer {
+    ip_address ip;
+    std::string zone;
+  };
+  std::vector<bool> decided(desired.size(), false);
+  std::unordered_set<std::string> decided_live;                 // other names decided by a live line
+  std::unordered_map<std::string, old_answer> decided_disabled;  // other names decided by a disabled line
+  auto desired_index = [&](std::string_view n, address_family f) -> std::size_t {
+    for (std::size_t k = 0; k < desired.size(); ++k)
+      if (desired[k].ip.family == f && iequals_ascii(desired[k].mapping.name, n)) return k;
+    return desired.size();
+  };
+  for_each_hosts_line(before, [&](const hosts_line& line, hosts_names names) {
+    if (line.kind != hosts_line_kind::entry) return;
+    bool off = false;
+    for (std::string_view n : names) {
+      const std::size_t k = desired_index(n, line.ip.family);
+      if (k < desired.size()) {
+        off = off || (!decided[k] && !same_address(desired[k], line));
+        continue;
+      }
+      auto it = decided_disabled.find(family_name_key(line.ip.family, n));
+      off = off || (it != decided_disabled.end() && !(it->second.ip == line.ip && it->second.zone == line.zone));
+    }
+    for (std::string_view n : names) {
+      const std::size_t k = desired_index(n, line.ip.family);
+      if (k < desired.size()) {
+        decided[k] = decided[k] || !off;
+        continue;
+      }
+      std::string key = family_name_key(line.ip.family, n);
+      if (decided_live.count(key) != 0) continue;
+      auto it = decided_disabled.find(key);
+      if (it != decided_disabled.end()) {
+        // A live line here has the old address (else it would be off): it decides the name now.
+        if (!off) {
+          decided_disabled.erase(it);
+          decided_live.insert(std::move(key));
+        }
+        continue;
+      }
+      if (off) decided_disabled.emplace(std::move(key), old_answer{line.ip, std::string(line.zone)});
+      else decided_live.insert(std::move(key));
+    }
+    if (off) disable(line);
+  });
 }
 
 }  // namespace detail
@@ -943,7 +1013,9 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
   std::vector<std::vector<match>> before(k_count);
   std::vector<std::optional<match>> after(k_count);
   std::vector<bool> named_in_section(k_count, false);
-  std::vector<bool> before_done(k_count, false);  // stop collecting after a correct line
+  // Without override, collecting stops at a correct line: later ones cannot matter. With it, that
+  // line may be disabled for another name, and the next one naming this name then decides.
+  std::vector<bool> before_done(k_count, false);
   detail::for_each_line_at(bytes, scan.line_starts, [&](const hosts_line& line, hosts_names names) {
     bool in_sec = section && line.offset >= section_begin && line.offset < section_end;
     if (line.kind != hosts_line_kind::entry) return true;
@@ -956,7 +1028,7 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
         named_in_section[k] = true;
       } else if (line.offset < section_begin) {
         if (!before_done[k]) before[k].push_back(m);
-        if (same) before_done[k] = true;
+        if (same && !options.override_conflicts) before_done[k] = true;
       } else if (!after[k]) {
         after[k] = m;
       }
@@ -964,27 +1036,19 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
     return true;
   });
 
-  // Override: disable conflicting lines until each name's first remaining line is correct or none
-  // is left. A disabled line may have been another mapping's correct line, hence the fixpoint.
-  // A set, not a vector scan: a hostile file can repeat one name on 100k lines.
+  // Override: which lines before our section to disable (see disabled_by_override).
   std::vector<std::size_t> disabled_offsets;
   std::unordered_set<std::size_t> disabled_set;
   auto is_disabled = [&](std::size_t off) { return disabled_set.count(off) != 0; };
   hosts_apply_result out;
-  if (options.override_conflicts) {
-    for (bool grew = true; grew;) {
-      grew = false;
-      for (std::size_t k = 0; k < k_count; ++k) {
-        for (const auto& m : before[k]) {
-          if (is_disabled(m.offset)) continue;
-          if (m.same) break;
-          disabled_offsets.push_back(m.offset);
-          disabled_set.insert(m.offset);
-          out.disabled.push_back({m.number, std::string(m.text), options.disable_prefix + std::string(m.text)});
-          grew = true;
-        }
-      }
-    }
+  bool any_conflict = false;
+  for (std::size_t k = 0; k < k_count; ++k) any_conflict = any_conflict || (!before[k].empty() && !before[k][0].same);
+  if (options.override_conflicts && any_conflict) {
+    detail::disable_by_override(bytes.substr(0, section_begin), desired, [&](const hosts_line& line) {
+      disabled_offsets.push_back(line.offset);
+      disabled_set.insert(line.offset);
+      out.disabled.push_back({line.number, std::string(line.text), options.disable_prefix + std::string(line.text)});
+    });
   }
 
   // Which mappings need a line in our section.
@@ -1013,31 +1077,25 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
     needed[k] = named_in_section[k] || !(after[k] && after[k]->same);
   }
 
-  // Other names of disabled lines, re-added with their old address (first disabled line wins).
-  struct carried_line {
-    std::string address;
-    std::string name;
-    address_family family;
-  };
-  std::vector<carried_line> carried;
+  // Other names of disabled lines, re-added with their old address (first disabled line wins),
+  // at the top of our section: they decided those names above every line of the section, so
+  // they still do.
+  const std::string eol(preferred_line_ending(bytes));
+  std::string inner;
   auto is_desired_name = [&](std::string_view name, address_family f) {
     for (const auto& d : desired)
       if (d.ip.family == f && iequals_ascii(d.mapping.name, name)) return true;
     return false;
   };
-  // Keyed lookups (family + lower-case name; + address for "already in the section"): an
-  // override of a blocklist can carry tens of thousands of names.
-  auto name_key = [](address_family f, std::string_view name) {
-    return std::string(1, f == address_family::ipv4 ? '4' : '6') + ascii_lower(name);
-  };
-  std::unordered_map<std::string, std::size_t> carried_by_name;
-  auto add_carried = [&](std::string_view address, std::string_view name, address_family f) {
-    if (carried_by_name.emplace(name_key(f, name), carried.size()).second)
-      carried.push_back({std::string(address), std::string(name), f});
+  auto carry = [&](std::string_view address, std::string_view name) {
+    inner.append(address).append("\t").append(name).append(eol);
+    out.carried.push_back({std::string(address), std::string(name)});
   };
   if (!disabled_offsets.empty()) {
     std::vector<std::size_t> sorted = disabled_offsets;
     std::sort(sorted.begin(), sorted.end());
+    // Keyed (family + lower-case name): an override of a blocklist can carry 10,000s of names.
+    std::unordered_set<std::string> carried_names;
     std::vector<std::string_view> names;
     for (std::size_t off : sorted) {
       std::size_t pos = off;
@@ -1045,16 +1103,16 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
       names.clear();
       hosts_line line = detail::read_line(lv, off == 0 ? 1 : 2, names);
       for (std::string_view n : names)
-        if (!is_desired_name(n, line.ip.family)) add_carried(line.address, n, line.ip.family);
+        if (!is_desired_name(n, line.ip.family) &&
+            carried_names.insert(detail::family_name_key(line.ip.family, n)).second)
+          carry(line.address, n);
     }
   }
 
-  // The new section body: our section's lines kept where still right, stale ones dropped, then
+  // The rest of the section body: our section's lines kept where still right; a stale one is
+  // dropped, its other names kept in its place (one line each, so they resolve as before); then
   // the missing lines. Lines we did not write (comments, other entries) stay as they are.
-  const std::string eol(preferred_line_ending(bytes));
-  std::string inner;
   std::vector<bool> emitted(k_count, false);
-  std::vector<bool> carried_emitted(carried.size(), false);
   std::vector<std::string_view> names_buf;
   if (section) {
     std::size_t pos = section->inner_begin;
@@ -1083,35 +1141,20 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
         }
         all_ours = all_ours && hit;
       }
-      if (!mentions_desired) {
-        inner.append(whole);
-        for (std::string_view n : names_buf) {
-          auto it = carried_by_name.find(name_key(line.ip.family, n));
-          if (it != carried_by_name.end() && carried[it->second].address == line.address)
-            carried_emitted[it->second] = true;
-        }
-        continue;
-      }
-      if (all_ours) {
+      if (!mentions_desired || all_ours) {
         inner.append(whole);
         for (std::size_t k : hits) emitted[k] = true;
         continue;
       }
       out.dropped_section_lines.push_back(std::string(lv.text));
       for (std::string_view n : names_buf)
-        if (!is_desired_name(n, line.ip.family)) add_carried(line.address, n, line.ip.family);
-      carried_emitted.resize(carried.size(), false);
+        if (!is_desired_name(n, line.ip.family)) carry(line.address, n);
     }
   }
   for (std::size_t k = 0; k < k_count; ++k) {
     if (!needed[k] || emitted[k]) continue;
     inner += desired[k].mapping.address + "\t" + desired[k].mapping.name + eol;
     out.added.push_back(desired[k].mapping);
-  }
-  for (std::size_t c = 0; c < carried.size(); ++c) {
-    if (carried_emitted[c]) continue;
-    inner += carried[c].address + "\t" + carried[c].name + eol;
-    out.carried.push_back({carried[c].address, carried[c].name});
   }
 
   // The section as it will be written.
