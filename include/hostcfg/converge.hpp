@@ -194,6 +194,16 @@ step_report probe_and_plan(Ctx& ctx, const ledgers& books, const P& p) {
   return step;
 }
 
+/// The changes of `p` the user makes alone (no elevation needed).
+inline plan user_part(const plan& p) {
+  plan local{p.primitive, p.id, {}};
+  for (const auto& c : p.changes)
+    if (!c.needs_elevation) local.changes.push_back(c);
+  return local;
+}
+
+/// Applies a step's plan with the grant converge got; after a hand-off to the elevated runner,
+/// takes the runner's events and does the user's part here (see user_part).
 template <class Ctx, class P>
 void apply_step(Ctx& ctx, ledgers& books, const P& p, step_report& step, const grant& g) {
   step.elevation = g;
@@ -202,9 +212,7 @@ void apply_step(Ctx& ctx, ledgers& books, const P& p, step_report& step, const g
     step.applied.events = g.runner_events;
     // The runner did the elevated changes; what needs no elevation (e.g. a note in the user's own
     // record) is done here, as the user: the runner refuses steps the user could do alone.
-    plan local{step.planned.primitive, step.planned.id, {}};
-    for (const auto& c : step.planned.changes)
-      if (!c.needs_elevation) local.changes.push_back(c);
+    const plan local = user_part(step.planned);
     if (!local.empty()) {
       auto mine = p.apply(ctx, local, grant{}, books);
       for (auto& e : mine.events) step.applied.events.push_back(std::move(e));
@@ -340,6 +348,17 @@ result<ledgers> load_ledgers(Ctx& ctx) {
   return ledgers{std::move(*user), std::move(*system)};
 }
 
+/// After a hand-off to the elevated runner: the runner stored the privileged record as root and
+/// `books.system` holds it again, so it becomes the base `loaded` is compared with (this
+/// process, the user, writes nothing of its own there); and the runner renamed and removed
+/// directories this process may hold fds of, so the walk cache starts afresh.
+template <class Fs, class WalkScope>
+void rebase_after_handoff(Fs& fs, ledgers& loaded, const ledgers& books, std::optional<WalkScope>& walk_scope) {
+  loaded.system = books.system;
+  walk_scope.reset();
+  walk_scope.emplace(open_walk_cache(fs));
+}
+
 /// The note store_ledgers leaves when the privileged record cannot be written.
 inline constexpr const char* system_record_unwritten = "the privileged record could not be written: ";
 
@@ -464,12 +483,8 @@ result<converge_report> converge(context<Fs, Priv>& ctx, const Steps&... steps) 
   auto grants = std::apply([&](auto&... r) { return detail::decide_elevation(ctx, books, report, r...); }, runners);
   for (const auto& g : grants) {
     if (!g.handed_off) continue;
-    // The runner stored the privileged record as root and decide_elevation reloaded it: it is the
-    // new base, so this process (the user) has nothing of its own to write there.
-    loaded->system = books.system;
-    // The runner renamed and removed directories this process may hold fds of: walk afresh.
-    walk_scope.reset();
-    walk_scope.emplace(open_walk_cache(ctx.fs));
+    // decide_elevation reloaded the privileged record the runner stored.
+    detail::rebase_after_handoff(ctx.fs, *loaded, books, walk_scope);
     break;
   }
   std::size_t index = 0;
@@ -616,10 +631,7 @@ result<converge_report> uninstall(context<Fs, Priv>& ctx, const Steps&... steps)
     // holds now is the base, so this process (the user) writes nothing there.
     if (auto fresh = load_record(ctx.fs, ctx.system_record, ctx.app_id)) books.system = *fresh;
     else report.notes.push_back("the privileged record could not be read again: " + fresh.error().message());
-    loaded->system = books.system;
-    // The runner removed links and directories this process may hold fds of: walk afresh.
-    walk_scope.reset();
-    walk_scope.emplace(open_walk_cache(ctx.fs));
+    detail::rebase_after_handoff(ctx.fs, *loaded, books, walk_scope);
   }
   auto revert_one = [&](const auto& p, bool is_alt, const std::string& primary_id) {
     step_report step;

@@ -4,9 +4,18 @@
 // it: a full `converge` (records included) on PosixFs, as root for root.
 //
 //     bench_hosts_ensure FILE ADDRESS NAME [STATE_DIR]
+//     bench_hosts_ensure --floor FILE ADDRESS NAME
 //
 // Prints "changed" or "ok" and exits 0; 1 on failure. Without arguments (as the `bench` target
 // runs every program) it prints its usage and exits 0: tests/bench/run-benchmarks drives it.
+//
+// `--floor` is the least any correct tool must do for the same edit, in the same binary (so the
+// same process start): read the file, look for the line, and only when it is missing append it
+// through a temp file in the same directory, fsync, rename, fsync the directory. No parsing, no
+// record, no lock, no checks. run-benchmarks prints each peer's time over this floor: the
+// largest ratio any tool could reach against that peer on this machine.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -14,11 +23,58 @@
 
 #include "hostcfg/hostcfg.hpp"
 
+namespace {
+
+/// The floor described above. Returns the exit status.
+int ensure_floor(const std::string& path, const std::string& line) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  struct ::stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0) return 1;
+  std::string bytes(static_cast<std::size_t>(st.st_size), '\0');
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  bytes.resize(done);
+  if (bytes.find("\n" + line + "\n") != std::string::npos) {
+    std::puts("ok");
+    return 0;
+  }
+  if (!bytes.empty() && bytes.back() != '\n') bytes += '\n';
+  bytes += line + "\n";
+  const std::size_t slash = path.rfind('/');
+  const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
+  const std::string temp = dir + "/.floor-temp";
+  fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return 1;
+  for (done = 0; done < bytes.size();) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) return 1;
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(temp.c_str(), path.c_str()) != 0) return 1;
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || ::fsync(dfd) != 0) return 1;
+  ::close(dfd);
+  std::puts("changed");
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace hostcfg;
   if (argc < 4) {
-    std::printf("usage: %s FILE ADDRESS NAME [STATE_DIR]  (run by tests/bench/run-benchmarks)\n", argv[0]);
+    std::printf("usage: %s FILE ADDRESS NAME [STATE_DIR] | --floor FILE ADDRESS NAME  (run by tests/bench/run-benchmarks)\n",
+                argv[0]);
     return 0;
+  }
+  if (std::string(argv[1]) == "--floor") {
+    if (argc < 5) return 1;
+    return ensure_floor(argv[2], std::string(argv[3]) + "\t" + argv[4]);
   }
   auto file = normalize_path(argv[1]);
   if (!file) {

@@ -630,6 +630,35 @@ TEST_CASE("count_byte and count_line_breaks agree with a byte loop at every leng
   CHECK(detail::count_byte(all.data(), all.data() + all.size(), '\n') == all.size());
 }
 
+TEST_CASE("line_numberer numbers line starts asked in any order") {
+  std::string text;
+  for (int i = 0; i < 3000; ++i) text += "ab\ncd\r\ne\rf\n\n"[i % 12];
+  std::vector<std::size_t> starts{0}, numbers{1};
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    detail::next_line(text, pos);
+    if (pos < text.size()) {
+      starts.push_back(pos);
+      numbers.push_back(numbers.back() + 1);
+    }
+  }
+  REQUIRE(starts.size() > 1000);
+  // Increasing, decreasing, and jumping between both ends: every answer right, each repeated.
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < starts.size(); i += 37) order.push_back(i);
+  for (std::size_t i = starts.size(); i-- > 0;) if (i % 41 == 0) order.push_back(i);
+  for (std::size_t i = 0; i < starts.size() / 2; i += 53) {
+    order.push_back(starts.size() - 1 - i);
+    order.push_back(i);
+  }
+  detail::line_numberer numberer(text);
+  for (std::size_t i : order) {
+    CAPTURE(i);
+    CHECK(numberer.at(starts[i]) == numbers[i]);
+    CHECK(numberer.at(starts[i]) == numbers[i]);
+  }
+}
+
 TEST_CASE("ascii_ifinder finds every case-insensitive occurrence a naive search finds") {
   std::string hay = "0.0.0.0 Kubernetes.Docker.Internal\n127.0.0.1 kubernetes.docker.internalx\n"
                     "a kubernetes.docker.internal\nKUBERNETES.DOCKER.INTERNAL";
@@ -646,19 +675,23 @@ TEST_CASE("ascii_ifinder finds every case-insensitive occurrence a naive search 
 }
 
 TEST_CASE("ascii_ifinder's vector loop: every case, every block offset, only field starts for find_field") {
-  // Long enough that the 64-position blocks run, with the name at every offset around a block
-  // edge; upper case elsewhere in the file (comments, other names) must not hide a match, and a
-  // name that differs only in case is the same name.
+  // Long enough that the blocks run (64 positions in the baseline build, more in the AVX2
+  // clone), with the name at every offset around a block edge, in both builds; upper case
+  // elsewhere in the file (comments, other names) must not hide a match, and a name that
+  // differs only in case is the same name.
   const std::string name = "kubernetes.docker.internal";
   const std::string filler = "# Title: UPPER Case Comment\n0.0.0.0 Ads.Tracker.NET kubernetes.docker.interna\n";
-  for (std::size_t pad = 0; pad < 70; ++pad) {
+  CAPTURE(detail::cpu_runs_avx2_search());
+  for (auto isa : {detail::search_isa::best, detail::search_isa::portable})
+  for (std::size_t pad = 0; pad < 300; ++pad) {
     for (std::string spelled : {"kubernetes.docker.internal", "KUBERNETES.Docker.Internal"}) {
       std::string hay = filler + std::string(pad, 'k') + " \t" + spelled + "\n" + filler + "x" + spelled;
       const std::size_t at = filler.size() + pad + 2;
       const std::size_t glued = hay.size() - name.size();  // after 'x': not a field start
       CAPTURE(pad);
       CAPTURE(spelled);
-      detail::ascii_ifinder finder(name);
+      CAPTURE(isa == detail::search_isa::best);
+      detail::ascii_ifinder finder(name, isa);
       CHECK(finder.find(hay, 0) == at);
       CHECK(finder.find(hay, at + 1) == glued);
       CHECK(finder.find(hay, glued + 1) == std::string_view::npos);
@@ -696,6 +729,7 @@ TEST_CASE("a shared hosts_scan gives probe and apply exactly their own answers; 
   CHECK((*scan.section)->begin_line_number == 4);
   // Line starts of lines 1, 2, 3 and 5 (the four lines naming a wanted name), in order.
   CHECK(scan.line_starts == std::vector<std::size_t>{0, 21, 42, 64 + markers.begin_line.size() + 2});
+  CHECK(scan.line_numbers == std::vector<std::size_t>{1, 2, 3, 5});
 
   auto plain = probe_hosts(bytes, markers, w);
   auto shared = probe_hosts(bytes, markers, w, scan);

@@ -176,6 +176,15 @@ void check_fast_paths(std::string_view bytes, const section_markers& markers,
     for (std::size_t p : found)
       if (p > 0 && (bytes[p - 1] == ' ' || bytes[p - 1] == '\t')) fields_slow.push_back(p);
     HOSTCFG_FUZZ_CHECK(fields == fields_slow);
+    // The baseline build of the loop (the AVX2 clone is what `finder` runs on such a CPU).
+    detail::ascii_ifinder portable(needle, detail::search_isa::portable);
+    std::vector<std::size_t> found_portable, fields_portable;
+    for (std::size_t p = portable.find(bytes, 0); p != std::string_view::npos; p = portable.find(bytes, p + 1))
+      found_portable.push_back(p);
+    for (std::size_t p = portable.find_field(bytes, 0); p != std::string_view::npos;
+         p = portable.find_field(bytes, p + 1))
+      fields_portable.push_back(p);
+    HOSTCFG_FUZZ_CHECK(found_portable == found && fields_portable == fields);
   }
 
   // find_our_section == find_section: the same span, or the same error naming the same line.

@@ -1258,14 +1258,6 @@ inline bool only_registrations(const plan& p) {
   return any;
 }
 
-/// The changes of `p` the user makes alone.
-inline plan local_part(const plan& p) {
-  plan local{p.primitive, p.id, {}};
-  for (const auto& c : p.changes)
-    if (!c.needs_elevation) local.changes.push_back(c);
-  return local;
-}
-
 /// converge's step for `fallback(SymlinkSet, all_of(SymlinkSet, PathEdit))` (the CLI-links
 /// recipe, recipes/cli_links.hpp). It runs like every fallback - the primary first, the
 /// alternative when elevation is not granted - except when the primary works again: the generic
@@ -1296,17 +1288,9 @@ struct runner<fallback_step<SymlinkSet, Group<SymlinkSet, PathEdit>>> {
     registration_refused = refused && only_registrations(step.planned);
     use_alternative = refused && !registration_refused;
     if (!use_alternative) {
+      // After a hand-off, apply_step also does, as the user, what the user does alone (conflict
+      // notes in the user's record).
       apply_step(ctx, books, f.primary, step, g);
-      // A hand-off brings back the runner's events only: what the user does alone (conflict notes
-      // in the user's record) is still to do, here, as the user.
-      if (g.handed_off && g.elevated && !step.failure) {
-        plan local = local_part(step.planned);
-        if (!local.empty()) {
-          apply_report mine = f.primary.apply(ctx, local, grant{}, books);
-          for (const auto& e : mine.events) ctx.emit(step.id, e);
-          for (auto& e : mine.events) step.applied.events.push_back(std::move(e));
-        }
-      }
       return;
     }
     step.elevation = g;
