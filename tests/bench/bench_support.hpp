@@ -79,6 +79,24 @@ inline std::string read_file(const std::string& path) {
   return out;
 }
 
+/// The read floor: the whole file once, as a careful reader would (one buffer sized from fstat,
+/// one read). An empty string when it cannot be opened.
+inline std::string read_floor(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  struct ::stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0) return {};
+  std::string out(static_cast<std::size_t>(st.st_size), '\0');
+  std::size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::read(fd, out.data() + done, out.size() - done);
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  out.resize(done);
+  return out;
+}
+
 /// rm -rf of a scratch tree this program made (never follows symlinks).
 inline void remove_tree(const std::string& dir) {
   if (dir.rfind("/var/tmp/hostcfg-bench-", 0) != 0 && dir.find("/hostcfg-bench-") == std::string::npos) return;

@@ -78,25 +78,9 @@ std::string input_file(const std::string& scratch) {
   return out;
 }
 
-/// The read floor: the whole file once, as a careful reader would (size from fstat).
-std::string read_floor(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  struct ::stat st {};
-  ::fstat(fd, &st);
-  std::string out(static_cast<std::size_t>(st.st_size), '\0');
-  std::size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::read(fd, out.data() + done, out.size() - done);
-    if (n <= 0) break;
-    done += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  return out;
-}
-
 /// The copy+fsync floor: read the file, write a copy, fsync the copy.
 void copy_fsync_floor(const std::string& from, const std::string& to) {
-  std::string bytes = read_floor(from);
+  std::string bytes = hb::read_floor(from);
   int fd = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   std::size_t done = 0;
   while (done < bytes.size()) {
@@ -201,7 +185,7 @@ int main(int argc, char** argv) {
         ->ReportAggregatesOnly(true)->MinTime(0.2);
   };
   add("floor_read", [&](benchmark::State& state) {
-    for (auto _ : state) benchmark::DoNotOptimize(read_floor(hosts_path));
+    for (auto _ : state) benchmark::DoNotOptimize(hb::read_floor(hosts_path));
   });
   add("floor_copy_fsync", [&](benchmark::State& state) {
     for (auto _ : state) copy_fsync_floor(hosts_path, copy_path);

@@ -21,24 +21,14 @@
 #include <cstdio>
 #include <string>
 
+#include "bench/bench_support.hpp"
 #include "hostcfg/hostcfg.hpp"
 
 namespace {
 
 /// The floor described above. Returns the exit status.
 int ensure_floor(const std::string& path, const std::string& line) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  struct ::stat st {};
-  if (fd < 0 || ::fstat(fd, &st) != 0) return 1;
-  std::string bytes(static_cast<std::size_t>(st.st_size), '\0');
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) break;
-    done += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  bytes.resize(done);
+  std::string bytes = hostcfg_bench::read_floor(path);
   if (bytes.find("\n" + line + "\n") != std::string::npos) {
     std::puts("ok");
     return 0;
@@ -48,9 +38,9 @@ int ensure_floor(const std::string& path, const std::string& line) {
   const std::size_t slash = path.rfind('/');
   const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
   const std::string temp = dir + "/.floor-temp";
-  fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return 1;
-  for (done = 0; done < bytes.size();) {
+  for (std::size_t done = 0; done < bytes.size();) {
     ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n <= 0) return 1;
     done += static_cast<std::size_t>(n);

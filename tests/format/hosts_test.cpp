@@ -384,6 +384,16 @@ std::string ipv4_answer(std::string_view bytes, std::string_view name) {
   return r ? to_string(r->address) : std::string();
 }
 
+/// An override apply `r` of `bytes` is final (a second apply changes nothing) and revert gives
+/// back `bytes` exactly.
+void check_override_settles(const std::string& bytes, const std::vector<hosts_mapping>& w,
+                            const hosts_apply_result& r) {
+  CHECK_FALSE(apply_ok(r.bytes, w, true).changed);
+  auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes == bytes);
+}
+
 TEST_CASE("override: a wanted name whose correct line was disabled for another name is decided again") {
   // Found by hosts_fuzz (tests/fuzz/corpus/hosts/override-disables-correct-line.hosts): line 1
   // was odin's correct line, disabled for ab; line 2 then decided odin, and a second apply
@@ -397,10 +407,7 @@ TEST_CASE("override: a wanted name whose correct line was disabled for another n
                        "\n127.0.0.1\todin\n10.0.0.2\tab\n" + end_marker + "\n");
   CHECK(ipv4_answer(r.bytes, "odin") == "127.0.0.1");
   CHECK(ipv4_answer(r.bytes, "ab") == "10.0.0.2");
-  CHECK_FALSE(apply_ok(r.bytes, w, true).changed);
-  auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
-  REQUIRE(back.has_value());
-  CHECK(back->bytes == bytes);
+  check_override_settles(bytes, w, r);
 }
 
 TEST_CASE("override: every other name resolves as before, however the disables cascade") {
@@ -422,10 +429,7 @@ TEST_CASE("override: every other name resolves as before, however the disables c
     CHECK(ipv4_answer(r.bytes, name) == ipv4_answer(bytes, name));
   }
   CHECK(ipv4_answer(r.bytes, "a.test") == "127.0.0.1");
-  CHECK_FALSE(apply_ok(r.bytes, w, true).changed);
-  auto back = revert_hosts(r.bytes, markers, prefix, &r.record);
-  REQUIRE(back.has_value());
-  CHECK(back->bytes == bytes);
+  check_override_settles(bytes, w, r);
 }
 
 TEST_CASE("a stale line of our section keeps its other names in its place") {
