@@ -432,6 +432,45 @@ TEST_CASE("override: every other name resolves as before, however the disables c
   check_override_settles(bytes, w, r);
 }
 
+TEST_CASE("a section line probe calls in sync is kept as it is, other names and repeats included") {
+  // Found by an independent review running the fuzz invariant "in sync -> apply changes
+  // nothing": these lines were dropped and re-added, a rewrite of a file probe called in sync.
+  auto w = want({{"127.0.0.1", "odin"}});
+  for (const char* body : {"127.0.0.1 odin x\n", "127.0.0.1 odin odin\n", "127.0.0.1 odin\n10.0.0.1 odin\n",
+                           "127.0.0.1 odin\n127.0.0.1 odin\n"}) {
+    CAPTURE(body);
+    const std::string bytes = std::string(begin_marker) + "\n" + body + end_marker + "\n";
+    auto probed = probe_hosts(bytes, markers, w);
+    REQUIRE(probed.has_value());
+    CHECK(probed->all_in_sync());
+    for (bool override : {false, true}) {
+      auto r = apply_ok(bytes, w, override);
+      CHECK_FALSE(r.changed);
+      CHECK(r.bytes == bytes);
+    }
+  }
+  // A wanted name decided above the section: its lines in the section change nothing, and stay.
+  const std::string above = "127.0.0.1 odin\n" + std::string(begin_marker) + "\n10.0.0.1 odin y\n" + end_marker + "\n";
+  CHECK_FALSE(apply_ok(above, w).changed);
+  // The line that decides it with another address is stale: dropped, y kept in its place.
+  const std::string stale = std::string(begin_marker) + "\n10.0.0.1 odin y\n127.0.0.1 odin\n" + end_marker + "\n";
+  auto r = apply_ok(stale, w);
+  CHECK(r.bytes == std::string(begin_marker) + "\n10.0.0.1\ty\n127.0.0.1 odin\n" + end_marker + "\n");
+  CHECK_FALSE(apply_ok(r.bytes, w).changed);
+}
+
+TEST_CASE("override: a later line spelling the same address otherwise is left alone") {
+  // "::02" is "::2": x keeps its answer, so the line is not disabled.
+  const std::string bytes = "::2 a x\n::02 x\n";
+  auto w = want({{"::1", "a"}});
+  auto r = apply_ok(bytes, w, true);
+  REQUIRE(r.disabled.size() == 1);
+  CHECK(r.disabled[0].line_number == 1);
+  auto file = parse_hosts(r.bytes);
+  CHECK(to_string(resolve_hosts(file, "x", address_family::ipv6)->address) == "::2");
+  check_override_settles(bytes, w, r);
+}
+
 TEST_CASE("a stale line of our section keeps its other names in its place") {
   // Found by the resolution check of hosts_fuzz: the other names used to move to the end of the
   // section, below a line that then decided them.

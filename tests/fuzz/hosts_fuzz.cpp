@@ -134,13 +134,15 @@ bool same_apply(const result<hosts_apply_result>& a, const result<hosts_apply_re
   return true;
 }
 
-/// Every name's answer per family (family tag + lower-case name -> address as written, zone
-/// included): the first entry line naming it, as the resolver reads the file.
+/// Every name's answer per family (family tag + lower-case name -> the address, canonical, and
+/// its zone id): the first entry line naming it, as the resolver reads the file. Canonical, since
+/// "::02" and "::2" are one answer (getaddrinfo gives the binary address).
 std::map<std::string, std::string> answers(std::string_view bytes) {
   std::map<std::string, std::string> out;
   detail::for_each_hosts_line(bytes, [&](const hosts_line& line, hosts_names names) {
     if (line.kind != hosts_line_kind::entry) return;
-    for (std::string_view n : names) out.emplace(detail::family_name_key(line.ip.family, n), std::string(line.address));
+    const std::string answer = to_string(line.ip) + "%" + std::string(line.zone);
+    for (std::string_view n : names) out.emplace(detail::family_name_key(line.ip.family, n), answer);
   });
   return out;
 }

@@ -1164,6 +1164,7 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
 
   // Which mappings need a line in our section.
   std::vector<bool> needed(k_count, false);
+  std::vector<bool> decided_before(k_count, false);  // by a live line above our section
   for (std::size_t k = 0; k < k_count; ++k) {
     const match* first = nullptr;
     for (const auto& m : before[k])
@@ -1172,6 +1173,7 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
         break;
       }
     if (first) {
+      decided_before[k] = true;
       if (!first->same) {
         hosts_mapping_status st;
         st.mapping = desired[k].mapping;
@@ -1220,10 +1222,13 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
     }
   }
 
-  // The rest of the section body: our section's lines kept where still right; a stale one is
-  // dropped, its other names kept in its place (one line each, so they resolve as before); then
-  // the missing lines. Lines we did not write (comments, other entries) stay as they are.
-  std::vector<bool> emitted(k_count, false);
+  // The rest of the section body: our section's lines kept unless one decides a wanted name
+  // with another address (stale: dropped, its other names kept in its place, one line each, so
+  // they resolve as before); then the missing lines. What probe reads is what apply judges: an
+  // occurrence of a wanted name that an earlier line already decides changes nothing and is kept,
+  // whatever its address, so a file probe calls in sync is never rewritten. Lines we did not
+  // write (comments, other entries, other names on our lines) stay as they are.
+  std::vector<bool> emitted(k_count, false);  // decided correctly by a kept line of the section
   std::vector<std::string_view> names_buf;
   if (section) {
     std::size_t pos = section->inner_begin;
@@ -1236,25 +1241,20 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
         inner.append(whole);
         continue;
       }
-      bool mentions_desired = false;
-      bool all_ours = true;
-      std::vector<std::size_t> hits;
+      bool stale = false;
+      std::vector<std::size_t> decides;  // wanted names this line decides, correctly
       for (std::string_view n : names_buf) {
-        bool hit = false;
         for (std::size_t k = 0; k < k_count; ++k) {
           if (desired[k].ip.family != line.ip.family || !iequals_ascii(desired[k].mapping.name, n)) continue;
-          mentions_desired = true;
-          // A correct line is kept even when a user line before us already answers: harmless,
-          // and dropping it would make apply rewrite a file that probe calls in sync.
-          hit = !emitted[k] && line.ip == desired[k].ip && line.zone.empty() &&
-                std::find(hits.begin(), hits.end(), k) == hits.end();
-          if (hit) hits.push_back(k);
+          if (decided_before[k] || emitted[k] || std::find(decides.begin(), decides.end(), k) != decides.end())
+            continue;  // decided above (or earlier on this line): this occurrence changes nothing
+          if (line.ip == desired[k].ip && line.zone.empty()) decides.push_back(k);
+          else stale = true;
         }
-        all_ours = all_ours && hit;
       }
-      if (!mentions_desired || all_ours) {
+      if (!stale) {
         inner.append(whole);
-        for (std::size_t k : hits) emitted[k] = true;
+        for (std::size_t k : decides) emitted[k] = true;
         continue;
       }
       out.dropped_section_lines.push_back(std::string(lv.text));
