@@ -471,6 +471,24 @@ TEST_CASE("override: a later line spelling the same address otherwise is left al
   check_override_settles(bytes, w, r);
 }
 
+TEST_CASE("override carries no name our section already answers the same way") {
+  // foo is carried from the disabled line 1, but the section (from an earlier run) already
+  // answers 1.1.1.1 for it first: no second line. bar is answered otherwise there: carried on top.
+  const std::string bytes = "1.1.1.1 a.test foo bar\n" + std::string(begin_marker) + "\n1.1.1.1\tfoo\n2.2.2.2\tbar\n" +
+                            end_marker + "\n";
+  auto w = want({{"127.0.0.1", "a.test"}});
+  auto r = apply_ok(bytes, w, true);
+  REQUIRE(r.carried.size() == 1);
+  CHECK(r.carried[0].name == "bar");
+  CHECK(r.bytes == prefix + "1.1.1.1 a.test foo bar\n" + begin_marker +
+                       "\n1.1.1.1\tbar\n1.1.1.1\tfoo\n2.2.2.2\tbar\n127.0.0.1\ta.test\n" + end_marker + "\n");
+  for (const char* name : {"foo", "bar"}) {
+    CAPTURE(name);
+    CHECK(ipv4_answer(r.bytes, name) == ipv4_answer(bytes, name));
+  }
+  CHECK_FALSE(apply_ok(r.bytes, w, true).changed);
+}
+
 TEST_CASE("a stale line of our section keeps its other names in its place") {
   // Found by the resolution check of hosts_fuzz: the other names used to move to the end of the
   // section, below a line that then decided them.

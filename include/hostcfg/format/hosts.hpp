@@ -1208,17 +1208,39 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
     std::vector<std::size_t> sorted = disabled_offsets;
     std::sort(sorted.begin(), sorted.end());
     // Keyed (family + lower-case name): an override of a blocklist can carry 10,000s of names.
-    std::unordered_set<std::string> carried_names;
+    // A name whose first line in our section already gives the same answer needs no line of its
+    // own (a run after an earlier override would otherwise write it twice).
+    struct answer {
+      ip_address ip;
+      std::string_view zone;
+    };
+    std::unordered_map<std::string, answer> first_in_section;
     std::vector<std::string_view> names;
+    if (section) {
+      std::size_t pos = section->inner_begin;
+      while (pos < section->inner_end) {
+        line_view lv = detail::next_line(bytes, pos);
+        names.clear();
+        hosts_line line = detail::read_line(lv, 2, names);
+        if (line.kind != hosts_line_kind::entry) continue;
+        for (std::string_view n : names)
+          first_in_section.emplace(detail::family_name_key(line.ip.family, n), answer{line.ip, line.zone});
+      }
+    }
+    std::unordered_set<std::string> carried_names;
     for (std::size_t off : sorted) {
       std::size_t pos = off;
       line_view lv = detail::next_line(bytes, pos);
       names.clear();
       hosts_line line = detail::read_line(lv, off == 0 ? 1 : 2, names);
-      for (std::string_view n : names)
-        if (!is_desired_name(n, line.ip.family) &&
-            carried_names.insert(detail::family_name_key(line.ip.family, n)).second)
-          carry(line.address, n);
+      for (std::string_view n : names) {
+        if (is_desired_name(n, line.ip.family)) continue;
+        std::string key = detail::family_name_key(line.ip.family, n);
+        auto there = first_in_section.find(key);
+        const bool answered = there != first_in_section.end() && there->second.ip == line.ip &&
+                              there->second.zone == line.zone;
+        if (carried_names.insert(std::move(key)).second && !answered) carry(line.address, n);
+      }
     }
   }
 
