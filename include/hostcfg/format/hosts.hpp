@@ -810,6 +810,20 @@ void for_each_line_at(std::string_view bytes, const std::vector<std::size_t>& st
   }
 }
 
+/// Calls `fn(const line_view&, const hosts_line&, hosts_names)` for each line in [from, to) (both
+/// line starts, e.g. our section's inner span), reusing one names buffer. Line numbers are not
+/// counted (every line gets 2: not the first line, so no BOM is looked for).
+template <class Fn>
+void for_each_line_between(std::string_view bytes, std::size_t from, std::size_t to, Fn&& fn) {
+  std::vector<std::string_view> names;
+  for (std::size_t pos = from; pos < to;) {
+    line_view lv = next_line(bytes, pos);
+    names.clear();
+    hosts_line line = read_line(lv, 2, names);
+    fn(lv, line, hosts_names{names.data(), names.size()});
+  }
+}
+
 /// `for_each_line_at` over the lines that may name a desired mapping (see `lines_naming`): one
 /// linear search per name.
 template <class Fn>
@@ -1215,18 +1229,15 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
       std::string_view zone;
     };
     std::unordered_map<std::string, answer> first_in_section;
+    if (section)
+      detail::for_each_line_between(bytes, section->inner_begin, section->inner_end,
+                                    [&](const line_view&, const hosts_line& line, hosts_names names) {
+                                      if (line.kind != hosts_line_kind::entry) return;
+                                      for (std::string_view n : names)
+                                        first_in_section.emplace(detail::family_name_key(line.ip.family, n),
+                                                                 answer{line.ip, line.zone});
+                                    });
     std::vector<std::string_view> names;
-    if (section) {
-      std::size_t pos = section->inner_begin;
-      while (pos < section->inner_end) {
-        line_view lv = detail::next_line(bytes, pos);
-        names.clear();
-        hosts_line line = detail::read_line(lv, 2, names);
-        if (line.kind != hosts_line_kind::entry) continue;
-        for (std::string_view n : names)
-          first_in_section.emplace(detail::family_name_key(line.ip.family, n), answer{line.ip, line.zone});
-      }
-    }
     std::unordered_set<std::string> carried_names;
     for (std::size_t off : sorted) {
       std::size_t pos = off;
@@ -1251,21 +1262,18 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
   // whatever its address, so a file probe calls in sync is never rewritten. Lines we did not
   // write (comments, other entries, other names on our lines) stay as they are.
   std::vector<bool> emitted(k_count, false);  // decided correctly by a kept line of the section
-  std::vector<std::string_view> names_buf;
   if (section) {
-    std::size_t pos = section->inner_begin;
-    while (pos < section->inner_end) {
-      line_view lv = detail::next_line(bytes, pos);
-      names_buf.clear();
-      hosts_line line = detail::read_line(lv, 2, names_buf);
+    detail::for_each_line_between(bytes, section->inner_begin, section->inner_end, [&](const line_view& lv,
+                                                                                        const hosts_line& line,
+                                                                                        hosts_names names) {
       std::string_view whole = bytes.substr(lv.offset, lv.text.size() + lv.ending.size());
       if (line.kind != hosts_line_kind::entry) {
         inner.append(whole);
-        continue;
+        return;
       }
       bool stale = false;
       std::vector<std::size_t> decides;  // wanted names this line decides, correctly
-      for (std::string_view n : names_buf) {
+      for (std::string_view n : names) {
         for (std::size_t k = 0; k < k_count; ++k) {
           if (desired[k].ip.family != line.ip.family || !iequals_ascii(desired[k].mapping.name, n)) continue;
           if (decided_before[k] || emitted[k] || std::find(decides.begin(), decides.end(), k) != decides.end())
@@ -1277,12 +1285,12 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
       if (!stale) {
         inner.append(whole);
         for (std::size_t k : decides) emitted[k] = true;
-        continue;
+        return;
       }
       out.dropped_section_lines.push_back(std::string(lv.text));
-      for (std::string_view n : names_buf)
+      for (std::string_view n : names)
         if (!is_desired_name(n, line.ip.family)) carry(line.address, n);
-    }
+    });
   }
   for (std::size_t k = 0; k < k_count; ++k) {
     if (!needed[k] || emitted[k]) continue;
