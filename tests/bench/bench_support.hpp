@@ -49,16 +49,21 @@ inline void make_dirs(const std::string& path, mode_t mode = 0755) {
   }
 }
 
+/// Writes all of `bytes` to `fd`; false when a write fails or writes nothing.
+inline bool write_all(int fd, const std::string& bytes) {
+  for (std::size_t done = 0; done < bytes.size();) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
 /// Writes `bytes` to `path` (created or truncated) with `mode`.
 inline void write_file(const std::string& path, const std::string& bytes, mode_t mode = 0644) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) die("open " + path);
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) die("write " + path);
-    done += static_cast<std::size_t>(n);
-  }
+  if (!write_all(fd, bytes)) die("write " + path);
   if (::fchmod(fd, mode) != 0) die("fchmod " + path);
   ::close(fd);
 }

@@ -82,12 +82,7 @@ std::string input_file(const std::string& scratch) {
 void copy_fsync_floor(const std::string& from, const std::string& to) {
   std::string bytes = hb::read_floor(from);
   int fd = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) break;
-    done += static_cast<std::size_t>(n);
-  }
+  hb::write_all(fd, bytes);
   ::fsync(fd);
   ::close(fd);
 }

@@ -39,12 +39,7 @@ int ensure_floor(const std::string& path, const std::string& line) {
   const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
   const std::string temp = dir + "/.floor-temp";
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return 1;
-  for (std::size_t done = 0; done < bytes.size();) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) return 1;
-    done += static_cast<std::size_t>(n);
-  }
+  if (fd < 0 || !hostcfg_bench::write_all(fd, bytes)) return 1;
   if (::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(temp.c_str(), path.c_str()) != 0) return 1;
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0 || ::fsync(dfd) != 0) return 1;
