@@ -720,44 +720,62 @@ TEST_CASE("line_numberer numbers line starts asked in any order") {
   }
 }
 
-TEST_CASE("ascii_ifinder finds every case-insensitive occurrence a naive search finds") {
-  std::string hay = "0.0.0.0 Kubernetes.Docker.Internal\n127.0.0.1 kubernetes.docker.internalx\n"
-                    "a kubernetes.docker.internal\nKUBERNETES.DOCKER.INTERNAL";
-  for (std::string needle : {"kubernetes.docker.internal", "a", "ku", "localhost", "l"}) {
-    detail::ascii_ifinder finder(needle);
-    std::vector<std::size_t> fast, slow;
-    for (std::size_t p = finder.find(hay, 0); p != std::string_view::npos; p = finder.find(hay, p + 1)) fast.push_back(p);
-    for (std::size_t p = 0; p + needle.size() <= hay.size(); ++p)
-      if (iequals_ascii(std::string_view(hay).substr(p, needle.size()), needle)) slow.push_back(p);
-    CAPTURE(needle);
-    CHECK(fast == slow);
-  }
-  CHECK(detail::ascii_ifinder("kubernetes.docker.internal").find(hay, 0) == 8);
+namespace {
+
+/// field_search's hits as (position, name index), a line hit with index SIZE_MAX.
+std::vector<std::pair<std::size_t, std::size_t>> field_hits(std::string_view hay,
+                                                            const std::vector<std::string_view>& names,
+                                                            std::string_view firsts,
+                                                            detail::search_isa isa = detail::search_isa::best) {
+  std::vector<std::pair<std::size_t, std::size_t>> hits;
+  detail::field_search(names, firsts, isa)
+      .run(hay, [&](std::size_t k, std::size_t p) { hits.emplace_back(p, k); },
+           [&](std::size_t p) { hits.emplace_back(p, SIZE_MAX); });
+  return hits;
 }
 
-TEST_CASE("ascii_ifinder's vector loop: every case, every block offset, only field starts for find_field") {
-  // Long enough that the blocks run (64 positions in the baseline build, more in the AVX2
-  // clone), with the name at every offset around a block edge, in both builds; upper case
-  // elsewhere in the file (comments, other names) must not hide a match, and a name that
-  // differs only in case is the same name.
+}  // namespace
+
+TEST_CASE("field_search finds names only right after a space or tab, any case, and chosen bytes only at line starts") {
+  const std::string hay = "# c\n0.0.0.0 Kubernetes.Docker.Internal\n127.0.0.1\tkubernetes.docker.internalx\n"
+                          "a kubernetes.docker.internal\nxKUBERNETES.DOCKER.INTERNAL\n\r#x #y";
+  const std::vector<std::string_view> names{"kubernetes.docker.internal", "", "a"};  // the empty name is ignored
+  const auto hits = field_hits(hay, names, "#");
+  using hit = std::pair<std::size_t, std::size_t>;
+  const std::vector<hit> expected{{0, SIZE_MAX},                        // "# c" at the file start
+                                  {12, 0},                              // Kubernetes.Docker.Internal
+                                  {49, 0},                              // after the tab (the caller checks the end)
+                                  {79, 0},                              // "a kubernetes..."
+                                  {hay.size() - 5, SIZE_MAX}};          // "#x" after "\n\r"; "#y" is not a line start
+  CHECK(hits == expected);
+  CHECK(hay.compare(12, 10, "Kubernetes") == 0);
+  CHECK(hay.compare(49, 10, "kubernetes") == 0);
+  CHECK(hay.compare(79, 10, "kubernetes") == 0);
+  // The name "a" (index 1 of the non-empty names) has no field start here: "a kube..." starts a line.
+  CHECK(field_hits("x a\na a", {"a"}, "") == std::vector<hit>{{2, 0}, {6, 0}});
+}
+
+TEST_CASE("field_search's vector loops: every case, every block offset, both instruction sets, one pass for all") {
+  // Long enough that the blocks run (64 positions), with the name at every offset around a block
+  // edge, in both builds; upper case elsewhere in the file (comments, other names) must not hide
+  // a match, and a name that differs only in case is the same name. A marker-like line right
+  // after it is found in the same pass.
   const std::string name = "kubernetes.docker.internal";
   const std::string filler = "# Title: UPPER Case Comment\n0.0.0.0 Ads.Tracker.NET kubernetes.docker.interna\n";
   CAPTURE(detail::cpu_runs_avx2_search());
   for (auto isa : {detail::search_isa::best, detail::search_isa::portable})
   for (std::size_t pad = 0; pad < 300; ++pad) {
     for (std::string spelled : {"kubernetes.docker.internal", "KUBERNETES.Docker.Internal"}) {
-      std::string hay = filler + std::string(pad, 'k') + " \t" + spelled + "\n" + filler + "x" + spelled;
+      std::string hay = filler + std::string(pad, 'k') + " \t" + spelled + "\n@ marker\n" + filler + "x" + spelled;
       const std::size_t at = filler.size() + pad + 2;
-      const std::size_t glued = hay.size() - name.size();  // after 'x': not a field start
+      const std::size_t marker = at + name.size() + 1;
       CAPTURE(pad);
       CAPTURE(spelled);
       CAPTURE(isa == detail::search_isa::best);
-      detail::ascii_ifinder finder(name, isa);
-      CHECK(finder.find(hay, 0) == at);
-      CHECK(finder.find(hay, at + 1) == glued);
-      CHECK(finder.find(hay, glued + 1) == std::string_view::npos);
-      CHECK(finder.find_field(hay, 0) == at);
-      CHECK(finder.find_field(hay, at + 1) == std::string_view::npos);
+      const auto hits = field_hits(hay, {name, "localhost"}, "@", isa);
+      REQUIRE(hits.size() == 2);
+      CHECK(hits[0] == std::make_pair(at, std::size_t{0}));
+      CHECK(hits[1] == std::make_pair(marker, std::size_t{SIZE_MAX}));
       std::vector<std::string_view> names{name};
       std::vector<std::size_t> starts = detail::lines_naming(hay, names);
       REQUIRE(starts.size() == 1);
@@ -767,10 +785,11 @@ TEST_CASE("ascii_ifinder's vector loop: every case, every block offset, only fie
   // A byte whose low bits equal a letter's but is not that letter: (c | 0x20) folds letters
   // only, so '\x0e' (0x0e | 0x20 == '.') never stands in for a '.' that starts or ends a name.
   std::string tricky = std::string(80, ' ') + "\x0e" + "local" + std::string(80, ' ') + ".local";
-  CHECK(detail::ascii_ifinder(".local").find(tricky, 0) == tricky.size() - 6);
-  CHECK(detail::ascii_ifinder(".local").find_field(tricky, 0) == tricky.size() - 6);
+  for (auto isa : {detail::search_isa::best, detail::search_isa::portable})
+    CHECK(field_hits(tricky, {".local"}, "", isa) ==
+          std::vector<std::pair<std::size_t, std::size_t>>{{tricky.size() - 6, 0}});
   // Upper-case in the needle is folded too.
-  CHECK(detail::ascii_ifinder("KUBERNETES.docker.INTERNAL").find_field(" kubernetes.Docker.internal", 0) == 1);
+  CHECK(field_hits(" kubernetes.Docker.internal", {"KUBERNETES.docker.INTERNAL"}, "").size() == 1);
 }
 
 TEST_CASE("a shared hosts_scan gives probe and apply exactly their own answers; a scan that does not fit is ignored") {

@@ -32,15 +32,6 @@ std::size_t naive_breaks(std::string_view bytes, std::size_t from, std::size_t t
   return n;
 }
 
-/// Every position of `needle` in `hay`, ASCII case-insensitively, one compare per position.
-std::vector<std::size_t> naive_find_all(std::string_view hay, std::string_view needle) {
-  std::vector<std::size_t> out;
-  if (needle.empty() || hay.size() < needle.size()) return out;
-  for (std::size_t i = 0; i + needle.size() <= hay.size(); ++i)
-    if (iequals_ascii(hay.substr(i, needle.size()), needle)) out.push_back(i);
-  return out;
-}
-
 /// probe_hosts as it was before the fast path: every line read, no early stop.
 std::vector<hosts_mapping_status> reference_probe(std::string_view bytes, const std::optional<section_span>& section,
                                                   const std::vector<detail::desired_mapping>& desired) {
@@ -160,33 +151,34 @@ void check_fast_paths(std::string_view bytes, const section_markers& markers,
         static_cast<std::size_t>(std::count(bytes.begin() + static_cast<std::ptrdiff_t>(cut),
                                             bytes.begin() + static_cast<std::ptrdiff_t>(cut2), '#')));
 
-  // The finder finds every occurrence, for the desired names and for a needle cut from the input
-  // (any bytes, lengths 1 to 24, so non-letter first/last bytes and the tail loop are exercised too).
+  // field_search finds, in one pass, every occurrence of a name right after a space or a tab and
+  // every line start holding one of the chosen bytes, in order, as a byte-by-byte reading does;
+  // the AVX2 and the portable loops agree. Names: the desired ones and one cut from the input
+  // (any bytes, lengths 1 to 24, so non-letter first/last bytes and the tail are exercised too).
   std::vector<std::string_view> needles;
   for (const auto& d : desired) needles.emplace_back(d.mapping.name);
   if (!bytes.empty()) needles.push_back(bytes.substr(bytes.size() / 2, 1 + bytes.size() % 24));
-  for (std::string_view needle : needles) {
-    detail::ascii_ifinder finder(needle);
-    std::vector<std::size_t> found;
-    for (std::size_t p = finder.find(bytes, 0); p != std::string_view::npos; p = finder.find(bytes, p + 1))
-      found.push_back(p);
-    HOSTCFG_FUZZ_CHECK(found == naive_find_all(bytes, needle));
-    // find_field: the same occurrences, less those not right after a space or a tab.
-    std::vector<std::size_t> fields, fields_slow;
-    for (std::size_t p = finder.find_field(bytes, 0); p != std::string_view::npos; p = finder.find_field(bytes, p + 1))
-      fields.push_back(p);
-    for (std::size_t p : found)
-      if (p > 0 && (bytes[p - 1] == ' ' || bytes[p - 1] == '\t')) fields_slow.push_back(p);
-    HOSTCFG_FUZZ_CHECK(fields == fields_slow);
-    // The baseline build of the loop (the AVX2 clone is what `finder` runs on such a CPU).
-    detail::ascii_ifinder portable(needle, detail::search_isa::portable);
-    std::vector<std::size_t> found_portable, fields_portable;
-    for (std::size_t p = portable.find(bytes, 0); p != std::string_view::npos; p = portable.find(bytes, p + 1))
-      found_portable.push_back(p);
-    for (std::size_t p = portable.find_field(bytes, 0); p != std::string_view::npos;
-         p = portable.find_field(bytes, p + 1))
-      fields_portable.push_back(p);
-    HOSTCFG_FUZZ_CHECK(found_portable == found && fields_portable == fields);
+  std::string firsts = "#";
+  if (!bytes.empty()) firsts.push_back(bytes[bytes.size() / 3]);
+  std::vector<std::string_view> searched;  // field_search numbers the non-empty names only
+  for (std::string_view n : needles)
+    if (!n.empty()) searched.push_back(n);
+  using hit = std::pair<std::size_t, std::size_t>;  // (position, name index or SIZE_MAX for a line)
+  std::vector<hit> naive;
+  for (std::size_t p = 0; p < bytes.size(); ++p) {
+    if (p > 0 && (bytes[p - 1] == ' ' || bytes[p - 1] == '\t'))
+      for (std::size_t k = 0; k < searched.size(); ++k)
+        if (searched[k].size() <= bytes.size() - p && iequals_ascii(bytes.substr(p, searched[k].size()), searched[k]))
+          naive.emplace_back(p, k);
+    if ((p == 0 || bytes[p - 1] == '\n' || bytes[p - 1] == '\r') && firsts.find(bytes[p]) != std::string::npos)
+      naive.emplace_back(p, SIZE_MAX);
+  }
+  for (auto isa : {detail::search_isa::best, detail::search_isa::portable}) {
+    std::vector<hit> fast;
+    detail::field_search(needles, firsts, isa)
+        .run(bytes, [&](std::size_t k, std::size_t p) { fast.emplace_back(p, k); },
+             [&](std::size_t p) { fast.emplace_back(p, SIZE_MAX); });
+    HOSTCFG_FUZZ_CHECK(fast == naive);
   }
 
   // find_our_section == find_section: the same span, or the same error naming the same line.

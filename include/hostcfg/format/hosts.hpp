@@ -526,13 +526,13 @@ inline std::size_t line_start_at(std::string_view bytes, std::size_t p) {
 inline char fold_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-/// ascii_ifinder has an AVX2 search loop, chosen at run time (see below).
+/// field_search has an AVX2 search loop, chosen at run time (see below).
 #define HOSTCFG_HOSTS_AVX2_SEARCH 1
 #else
 #define HOSTCFG_HOSTS_AVX2_SEARCH 0
 #endif
 
-/// The instruction set ascii_ifinder searches with: `best` is the widest this CPU runs (AVX2 on
+/// The instruction set field_search searches with: `best` is the widest this CPU runs (AVX2 on
 /// x86 where present); `portable` is the baseline build (SSE2 on x86-64), kept for tests that
 /// compare the two.
 enum class search_isa { best, portable };
@@ -547,66 +547,129 @@ inline bool cpu_runs_avx2_search() {
 #endif
 }
 
-/// Finds a name in a buffer, ASCII case-insensitively. A window can only match if its first
-/// and its last byte fold to the name's first and last byte; that test is branch-free and the
-/// same for every position ((c | 0x20) == letter for a letter, c == byte otherwise), so a plain
-/// loop over blocks of 64 positions is auto-vectorized (SSE2 at -O2/-O3) and the exact,
-/// byte-by-byte check runs only in the rare blocks holding such a pair. Upper case anywhere in
-/// the file therefore costs nothing extra. The Wu-Manber skip table over folded triples this
-/// replaces made probe of the 150k-line benchmark file 3.3 ms against 1.1 ms with this loop (read floor
-/// 0.2 ms): a blocklist is full of the name's own triples ("net", "ker", "ter"), so each
-/// table lookup moved the window a few bytes only (issue 4, Performance). Blocks of 32 or 128
-/// positions measured slower than 64. On x86 CPUs with AVX2 (asked once at run time) the same
-/// test runs in an explicit AVX2 loop instead: 32 windows per compare, a bit mask of the
-/// candidates, one branch per 64 windows; probe of the 150k-line benchmark file went from
-/// 0.82 ms to 0.43 ms with it and the shared line numbering (read floor 0.19 ms). A clone of
-/// the portable loop compiled for AVX2 (the compiler's mask reduction per block dominated it),
-/// and an AVX-512 loop, both measured slower.
-class ascii_ifinder {
+/// Searches a hosts file, in one pass, for the places scan_hosts must look at: where one of a
+/// few names starts a name field (right after a space or a tab; ASCII case-insensitive), and
+/// which lines start with one of a few bytes (every marker line of ours starts with such a byte).
+///
+/// A window can only be a name if its first and last byte fold to the name's first and last
+/// byte and the byte before it is a space or a tab; that test is branch-free and the same at
+/// every position ((c | 0x20) == letter for a letter, c == byte otherwise), so it runs on 64
+/// positions at a time and the exact, byte-by-byte check runs only at the rare positions that
+/// pass it. Upper case anywhere in the file therefore costs nothing extra. A line-start
+/// candidate is a position whose byte is one of the given bytes and whose previous byte ends a
+/// line. Every name and every line byte is tested in the same loop, so the file is read once.
+/// The AVX2 loop first lets through only blocks holding a name's first byte after a byte that
+/// may be a space or a tab, or the line byte (a few percent of a blocklist's blocks), and only
+/// there tests last bytes and line starts.
+///
+/// History, measured on the 150k-line benchmark file (issue 4, Performance; read floor about
+/// 0.2 ms): a Wu-Manber skip table over folded triples took 3.3 ms (a blocklist is full of a
+/// name's own triples, so each lookup moved the window a few bytes only); the portable
+/// first/last-byte loop 1.1 ms; the same test in an explicit AVX2 loop, one pass per name, 0.43
+/// ms for the whole probe. Against that, this search (best of 30 runs of scan_hosts): one name
+/// 0.18 ms vs 0.19-0.22 (one search plus a memchr pass for the markers), two names 0.23 ms vs
+/// 0.40. A loop over a run-time number of names, the portable loop compiled for AVX2 (the
+/// compiler's mask reduction per block dominated it) and an AVX-512 loop all measured slower;
+/// blocks of 32 or 128 positions slower than 64.
+class field_search {
  public:
-  explicit ascii_ifinder(std::string_view needle, search_isa isa = search_isa::best)
-      : needle_(needle.size(), '\0'), avx2_(isa == search_isa::best && cpu_runs_avx2_search()) {
-    for (std::size_t i = 0; i < needle.size(); ++i) needle_[i] = fold_ascii(needle[i]);
-    if (needle_.empty()) return;
-    first_ = static_cast<unsigned char>(needle_.front());
-    last_ = static_cast<unsigned char>(needle_.back());
-    first_or_ = is_lower(first_) ? 0x20 : 0;
-    last_or_ = is_lower(last_) ? 0x20 : 0;
+  /// `names`: non-empty names (empty ones are ignored); `line_firsts`: the bytes a wanted line
+  /// may start with.
+  field_search(const std::vector<std::string_view>& names, std::string_view line_firsts,
+               search_isa isa = search_isa::best)
+      : line_firsts_(line_firsts), avx2_(isa == search_isa::best && cpu_runs_avx2_search()) {
+    for (std::string_view n : names) {
+      if (n.empty()) continue;
+      folded_name f;
+      f.text.resize(n.size());
+      for (std::size_t i = 0; i < n.size(); ++i) f.text[i] = fold_ascii(n[i]);
+      f.first = static_cast<unsigned char>(f.text.front());
+      f.last = static_cast<unsigned char>(f.text.back());
+      f.first_or = is_lower(f.first) ? 0x20 : 0;
+      f.last_or = is_lower(f.last) ? 0x20 : 0;
+      reach_ = std::max(reach_, n.size());
+      names_.push_back(std::move(f));
+    }
   }
 
-  /// The first position >= from where the needle occurs, or npos.
-  std::size_t find(std::string_view hay, std::size_t from) const { return find_impl<false>(hay, from); }
-
-  /// Like `find`, but only occurrences right after a space or a tab (where a hosts name field
-  /// can start): the extra test rides in the same vector loop and leaves almost no candidate
-  /// block in a blocklist, where most occurrences of a name's first/last byte pair are not.
-  std::size_t find_field(std::string_view hay, std::size_t from) const {
-    return find_impl<true>(hay, from < 1 ? 1 : from);
+  /// Calls `on_name(k, p)` for each position p where the k-th non-empty name occurs right after
+  /// a space or a tab, and `on_line(p)` for each line start p (0, or just after '\n' or '\r')
+  /// whose byte is one of `line_firsts`, in increasing p (at one p, names before the line).
+  template <class OnName, class OnLine>
+  void run(std::string_view hay, OnName&& on_name, OnLine&& on_line) const {
+    auto at = [&](std::size_t p) { check_at(hay, p, on_name, on_line); };
+    if (!hay.empty()) at(0);
+    std::size_t next = 1;
+#if HOSTCFG_HOSTS_AVX2_SEARCH
+    if (avx2_) next = blocks_avx2(hay, at);
+#endif
+    if (next == 1) next = blocks_portable(hay, at);
+    for (std::size_t p = next; p < hay.size(); ++p) at(p);
   }
 
  private:
+  struct folded_name {
+    std::string text;             // folded to lower case
+    unsigned char first = 0;      // text's first byte
+    unsigned char last = 0;       // text's last byte
+    unsigned char first_or = 0;   // 0x20 when first is a letter: (c | 0x20) folds c
+    unsigned char last_or = 0;    // likewise for last
+  };
+
   static bool is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
+  static bool ends_line(unsigned char c) { return c == '\n' || c == '\r'; }
+  static bool is_blank(unsigned char c) { return c == ' ' || c == '\t'; }
 
-  /// The window's first byte `a` and last byte `z` fold to the needle's (exact for ASCII: a
-  /// lower-case letter L is matched by L and L - 0x20 only; any other byte by itself only).
-  bool candidate(unsigned char a, unsigned char z) const {
-    return ((a | first_or_) == first_) & ((z | last_or_) == last_);
+  /// The exact check at one position, calling the callbacks for what is there.
+  template <class OnName, class OnLine>
+  void check_at(std::string_view hay, std::size_t p, OnName& on_name, OnLine& on_line) const {
+    const auto* h = reinterpret_cast<const unsigned char*>(hay.data());
+    if (p > 0 && is_blank(h[p - 1]))
+      for (std::size_t k = 0; k < names_.size(); ++k)
+        if (names_[k].text.size() <= hay.size() - p && matches_at(names_[k], h + p)) on_name(k, p);
+    if ((p == 0 || ends_line(h[p - 1])) && line_firsts_.find(hay[p]) != std::string_view::npos) on_line(p);
   }
 
-  /// `candidate`, and with `Field` the byte before the window (`b`) is a space or a tab.
-  template <bool Field>
-  bool candidate(unsigned char b, unsigned char a, unsigned char z) const {
-    if constexpr (Field) return candidate(a, z) & ((b == ' ') | (b == '\t'));
-    (void)b;
-    return candidate(a, z);
+  static bool matches_at(const folded_name& n, const unsigned char* at) {
+    for (std::size_t j = 0; j < n.text.size(); ++j)
+      if (static_cast<unsigned char>(fold_ascii(static_cast<char>(at[j]))) != static_cast<unsigned char>(n.text[j]))
+        return false;
+    return true;
   }
 
-  template <bool Field>
-  std::size_t find_impl(std::string_view hay, std::size_t from) const {
-#if HOSTCFG_HOSTS_AVX2_SEARCH
-    if (avx2_) return find_loop_avx2<Field>(hay, from);
-#endif
-    return find_loop<Field, 64>(hay, from);
+  /// The positions [1, end) the block loops cover, 64 at a time, such that every byte a window
+  /// there reads (the byte before it up to its longest name's last byte) is inside `hay`.
+  std::size_t blocks_end(std::size_t size) const {
+    const std::size_t reach = std::max<std::size_t>(reach_, 1);
+    if (size < reach + 64) return 1;
+    return 1 + (size - reach + 1 - 1) / 64 * 64;
+  }
+
+  /// The portable loop (auto-vectorized for the baseline instruction set: SSE2 on x86-64).
+  /// Returns the first position it did not cover.
+  template <class At>
+  std::size_t blocks_portable(std::string_view hay, At& at) const {
+    const auto* h = reinterpret_cast<const unsigned char*>(hay.data());
+    const std::size_t end = blocks_end(hay.size());
+    for (std::size_t i = 1; i < end; i += 64) {
+      const unsigned char* b = h + i - 1;
+      const unsigned char* a = h + i;
+      unsigned char any = 0;
+      for (const folded_name& n : names_) {
+        const unsigned char* z = h + i + n.text.size() - 1;
+        for (std::size_t j = 0; j < 64; ++j)
+          any |= static_cast<unsigned char>(((a[j] | n.first_or) == n.first) & ((z[j] | n.last_or) == n.last) &
+                                            ((b[j] == ' ') | (b[j] == '\t')));
+      }
+      for (char c : line_firsts_) {
+        const auto u = static_cast<unsigned char>(c);
+        for (std::size_t j = 0; j < 64; ++j)
+          any |= static_cast<unsigned char>((a[j] == u) & ((b[j] == '\n') | (b[j] == '\r')));
+      }
+      if (any == 0) continue;
+      for (std::size_t j = 0; j < 64; ++j) at(i + j);
+    }
+    return end;
   }
 
 #if HOSTCFG_HOSTS_AVX2_SEARCH
@@ -621,143 +684,172 @@ class ascii_ifinder {
     return v;
   }
 
-  /// The search loop for AVX2: the candidate test of find_loop on 32 lanes at once, then the
-  /// exact check at each set bit of the mask. The tail (fewer than 64 windows left) goes through
-  /// find_loop.
-  template <bool Field>
-  __attribute__((target("avx2"))) std::size_t find_loop_avx2(std::string_view hay, std::size_t from) const {
-    const std::size_t m = needle_.size();
-    if (m == 0 || hay.size() < m || from > hay.size() - m) return std::string_view::npos;
-    const auto* h = reinterpret_cast<const unsigned char*>(hay.data());
-    const std::size_t positions = hay.size() - m + 1;
-    const lanes32 zero{};
-    const lanes32 first = zero + static_cast<signed char>(first_), last = zero + static_cast<signed char>(last_);
-    const lanes32 first_or = zero + static_cast<signed char>(first_or_);
-    const lanes32 last_or = zero + static_cast<signed char>(last_or_);
-    const lanes32 space = zero + static_cast<signed char>(' '), tab = zero + static_cast<signed char>('\t');
-    std::size_t i = from;
-    // 64 windows per step (two masks joined): one branch per 64 bytes.
-    for (; i + 64 <= positions; i += 64) {
-      lanes32 low = ((load32(h + i) | first_or) == first) & ((load32(h + i + m - 1) | last_or) == last);
-      lanes32 high = ((load32(h + i + 32) | first_or) == first) & ((load32(h + i + 31 + m) | last_or) == last);
-      if constexpr (Field) {
-        const lanes32 before_low = load32(h + i - 1), before_high = load32(h + i + 31);
-        low &= (before_low == space) | (before_low == tab);
-        high &= (before_high == space) | (before_high == tab);
-      }
-      std::uint64_t bits = static_cast<std::uint32_t>(__builtin_ia32_pmovmskb256((mask_lanes32)low)) |
-                           (static_cast<std::uint64_t>(static_cast<std::uint32_t>(
-                                __builtin_ia32_pmovmskb256((mask_lanes32)high)))
-                            << 32);
-      for (; bits != 0; bits &= bits - 1) {
-        const std::size_t at = i + static_cast<std::size_t>(__builtin_ctzll(bits));
-        if (matches_at(h, at)) return at;
-      }
+  /// One bit per lane of two masks: `low` in bits 0-31, `high` in bits 32-63.
+  __attribute__((target("avx2"))) static std::uint64_t movemask64(lanes32 low, lanes32 high) {
+    return static_cast<std::uint32_t>(__builtin_ia32_pmovmskb256((mask_lanes32)low)) |
+           (static_cast<std::uint64_t>(static_cast<std::uint32_t>(__builtin_ia32_pmovmskb256((mask_lanes32)high)))
+            << 32);
+  }
+
+  __attribute__((target("avx2"))) static lanes32 splat(unsigned char c) {
+    return lanes32{} + static_cast<signed char>(c);
+  }
+
+  /// The AVX2 loop for this search, when it has at most four names and one line byte (HostsEntry
+  /// with a few names and our markers, which all start with '#'): their constants then stay in
+  /// registers (a loop over a run-time number of names measured slower than one search per
+  /// name). Other searches take the portable loop; returns 1 when this one did not run.
+  template <class At>
+  std::size_t blocks_avx2(std::string_view hay, At& at) const {
+    if (line_firsts_.size() > 1) return 1;
+    return line_firsts_.empty() ? blocks_avx2_for<false>(hay, at) : blocks_avx2_for<true>(hay, at);
+  }
+
+  template <bool Line, class At>
+  std::size_t blocks_avx2_for(std::string_view hay, At& at) const {
+    switch (names_.size()) {
+      case 0: return blocks_avx2_fixed<0, Line>(hay, at);
+      case 1: return blocks_avx2_fixed<1, Line>(hay, at);
+      case 2: return blocks_avx2_fixed<2, Line>(hay, at);
+      case 3: return blocks_avx2_fixed<3, Line>(hay, at);
+      case 4: return blocks_avx2_fixed<4, Line>(hay, at);
+      default: return 1;
     }
-    return find_loop<Field, 64>(hay, i);
+  }
+
+  /// The test of blocks_portable on 32 lanes at once (two halves per 64 positions, one branch),
+  /// then the exact check at each set bit of the mask, for N names and (with Line) one line byte.
+  template <std::size_t N, bool Line, class At>
+  __attribute__((target("avx2"))) std::size_t blocks_avx2_fixed(std::string_view hay, At& at) const {
+    const auto* h = reinterpret_cast<const unsigned char*>(hay.data());
+    const std::size_t end = blocks_end(hay.size());
+    const lanes32 space = splat(' '), tab = splat('\t'), lf = splat('\n'), cr = splat('\r');
+    lanes32 first[N > 0 ? N : 1], first_or[N > 0 ? N : 1], last[N > 0 ? N : 1], last_or[N > 0 ? N : 1];
+    std::size_t last_at[N > 0 ? N : 1];
+    for (std::size_t k = 0; k < N; ++k) {
+      first[k] = splat(names_[k].first);
+      first_or[k] = splat(names_[k].first_or);
+      last[k] = splat(names_[k].last);
+      last_or[k] = splat(names_[k].last_or);
+      last_at[k] = names_[k].text.size() - 1;
+    }
+    const lanes32 line_byte = splat(Line ? static_cast<unsigned char>(line_firsts_[0]) : 0);
+    const lanes32 past_space = splat(' ' + 1);
+    for (std::size_t i = 1; i < end; i += 64) {
+      const lanes32 b0 = load32(h + i - 1), b1 = load32(h + i + 31);
+      const lanes32 a0 = load32(h + i), a1 = load32(h + i + 32);
+      // First a cheap test that lets few blocks through: a name's first byte after a byte that
+      // may be a space or a tab (signed: every byte <= ' ' and every byte >= 0x80; the exact
+      // check sorts them out), or the line byte anywhere. Only then the last bytes and line starts.
+      lanes32 maybe0{}, maybe1{};
+      if constexpr (N > 0) {
+        const lanes32 blank0 = past_space > b0, blank1 = past_space > b1;
+        lanes32 f0{}, f1{};
+        for (std::size_t k = 0; k < N; ++k) {
+          f0 |= (a0 | first_or[k]) == first[k];
+          f1 |= (a1 | first_or[k]) == first[k];
+        }
+        maybe0 = f0 & blank0;
+        maybe1 = f1 & blank1;
+      }
+      if constexpr (Line) {
+        maybe0 |= a0 == line_byte;
+        maybe1 |= a1 == line_byte;
+      }
+      if (movemask64(maybe0, maybe1) == 0) continue;
+      lanes32 hit0{}, hit1{};
+      if constexpr (N > 0) {
+        const lanes32 field0 = (b0 == space) | (b0 == tab), field1 = (b1 == space) | (b1 == tab);
+        for (std::size_t k = 0; k < N; ++k) {
+          const unsigned char* z = h + i + last_at[k];
+          hit0 |= ((a0 | first_or[k]) == first[k]) & ((load32(z) | last_or[k]) == last[k]) & field0;
+          hit1 |= ((a1 | first_or[k]) == first[k]) & ((load32(z + 32) | last_or[k]) == last[k]) & field1;
+        }
+      }
+      if constexpr (Line) {
+        hit0 |= (a0 == line_byte) & ((b0 == lf) | (b0 == cr));
+        hit1 |= (a1 == line_byte) & ((b1 == lf) | (b1 == cr));
+      }
+      for (std::uint64_t bits = movemask64(hit0, hit1); bits != 0; bits &= bits - 1)
+        at(i + static_cast<std::size_t>(__builtin_ctzll(bits)));
+    }
+    return end;
   }
 #endif
 
-  /// The portable loop (auto-vectorized for the baseline instruction set: SSE2 on x86-64).
-  /// `from` >= 1 when `Field` (the byte before each window is read).
-  template <bool Field, std::size_t block>
-  std::size_t find_loop(std::string_view hay, std::size_t from) const {
-    const std::size_t m = needle_.size();
-    if (m == 0 || hay.size() < m || from > hay.size() - m) return std::string_view::npos;
-    const auto* h = reinterpret_cast<const unsigned char*>(hay.data());
-    const std::size_t positions = hay.size() - m + 1;  // windows start at [0, positions)
-    std::size_t i = from;
-    for (; i + block <= positions; i += block) {
-      const unsigned char* b = h + i - (Field ? 1 : 0);
-      const unsigned char* a = h + i;
-      const unsigned char* z = h + i + m - 1;
-      unsigned char any = 0;
-      for (std::size_t j = 0; j < block; ++j) any |= static_cast<unsigned char>(candidate<Field>(b[j], a[j], z[j]));
-      if (any == 0) continue;
-      for (std::size_t j = 0; j < block; ++j)
-        if (candidate<Field>(b[j], a[j], z[j]) && matches_at(h, i + j)) return i + j;
-    }
-    for (; i < positions; ++i)
-      if (candidate<Field>(h[i - (Field ? 1 : 0)], h[i], h[i + m - 1]) && matches_at(h, i)) return i;
-    return std::string_view::npos;
-  }
-
-  bool matches_at(const unsigned char* h, std::size_t i) const {
-    for (std::size_t j = 0; j < needle_.size(); ++j)
-      if (static_cast<unsigned char>(fold_ascii(static_cast<char>(h[i + j]))) !=
-          static_cast<unsigned char>(needle_[j]))
-        return false;
-    return true;
-  }
-
-  std::string needle_;        // folded to lower case
-  unsigned char first_ = 0;   // needle_'s first byte
-  unsigned char last_ = 0;    // needle_'s last byte
-  unsigned char first_or_ = 0;  // 0x20 when first_ is a letter: (c | 0x20) folds c
-  unsigned char last_or_ = 0;   // likewise for last_
-  bool avx2_ = false;           // search with the AVX2 clone
+  std::vector<folded_name> names_;
+  std::string line_firsts_;
+  std::size_t reach_ = 0;  // the longest name's length
+  bool avx2_ = false;      // search with the AVX2 loop
 };
+
+/// What one `find_candidates` pass found: the only lines probe and apply need to read.
+struct hosts_candidates {
+  /// Sorted starts of the lines in which a wanted name occurs the way a name field does (see
+  /// `lines_naming`), each once.
+  std::vector<std::size_t> naming;
+  /// Sorted starts of the lines that start with one of the marker texts.
+  std::vector<std::size_t> marker_lines;
+};
+
+/// The texts a marker line of ours starts with (begin line, end line, older begin prefixes), or
+/// nothing when one is empty or holds a line break: such markers are only found by
+/// `find_section`'s line-by-line reading.
+inline std::optional<std::vector<std::string_view>> marker_texts(const section_markers& m) {
+  std::vector<std::string_view> texts{m.begin_line, m.end_line};
+  for (const auto& prefix : m.begin_prefixes) texts.emplace_back(prefix);
+  for (std::string_view t : texts)
+    if (t.empty() || t.find_first_of("\r\n") != std::string_view::npos) return std::nullopt;
+  return texts;
+}
+
+/// One `field_search` pass over `bytes` for the lines naming one of `names` and the lines
+/// starting with one of `texts` (non-empty; see `marker_texts`).
+inline hosts_candidates find_candidates(std::string_view bytes, const std::vector<std::string_view>& names,
+                                        const std::vector<std::string_view>& texts) {
+  std::vector<std::string_view> distinct;  // the same lines either way: search each name once
+  for (std::string_view n : names) {
+    bool seen = n.empty();
+    for (std::string_view d : distinct) seen = seen || iequals_ascii(d, n);
+    if (!seen) distinct.push_back(n);
+  }
+  std::string firsts;
+  for (std::string_view t : texts)
+    if (firsts.find(t.front()) == std::string::npos) firsts.push_back(t.front());
+  hosts_candidates found;
+  auto on_name = [&](std::size_t k, std::size_t p) {
+    const std::size_t after = p + distinct[k].size();
+    if (after < bytes.size() && !is_field_space(bytes[after]) && bytes[after] != '#' && bytes[after] != '\n' &&
+        bytes[after] != '\r')
+      return;
+    const std::size_t start = line_start_at(bytes, p);  // positions come in order: so do line starts
+    if (found.naming.empty() || found.naming.back() != start) found.naming.push_back(start);
+  };
+  auto on_line = [&](std::size_t p) {
+    for (std::string_view t : texts)
+      if (bytes.compare(p, t.size(), t) == 0) {
+        found.marker_lines.push_back(p);
+        return;
+      }
+  };
+  field_search(distinct, firsts).run(bytes, on_name, on_line);
+  return found;
+}
 
 /// Offsets of the lines in which one of `names` occurs the way a name field does (after a space
 /// or tab; before a space, tab, '#', a line break or the end), sorted, each once. Every line
 /// whose fields (or, for a comment line, whose commented-out fields) name one of them is in
 /// it, since a name is never a line's first field: probe and apply read only these lines.
 inline std::vector<std::size_t> lines_naming(std::string_view bytes, const std::vector<std::string_view>& names) {
-  std::vector<std::size_t> starts;
-  for (std::size_t k = 0; k < names.size(); ++k) {
-    bool seen = false;
-    for (std::size_t j = 0; j < k; ++j) seen = seen || iequals_ascii(names[j], names[k]);
-    if (seen || names[k].empty()) continue;
-    ascii_ifinder finder(names[k]);
-    const std::size_t m = names[k].size();
-    for (std::size_t p = finder.find_field(bytes, 1); p != std::string_view::npos;
-         p = finder.find_field(bytes, p + 1)) {
-      if (p + m < bytes.size()) {
-        char after = bytes[p + m];
-        if (!is_field_space(after) && after != '#' && after != '\n' && after != '\r') continue;
-      }
-      starts.push_back(line_start_at(bytes, p));
-    }
-  }
-  std::sort(starts.begin(), starts.end());
-  starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
-  return starts;
+  return find_candidates(bytes, names, {}).naming;
 }
 
-/// `find_section` without splitting the file into lines: marker lines are found by searching
-/// for the marker texts (one memchr pass per distinct first byte, a compare at each line that
-/// starts with it) and then judged exactly as `find_section` judges them, in file order.
+/// `find_section`'s judgement of the marker lines, given the sorted starts of every line that
+/// starts with one of the marker texts (`hosts_candidates::marker_lines`), in file order.
 /// `numbers`, when given, is shared with the caller's other line numbering (see hosts_scan).
-inline result<std::optional<section_span>> find_our_section(std::string_view bytes, const section_markers& m,
-                                                            line_numberer* numbers = nullptr) {
-  std::vector<std::string_view> needles{m.begin_line, m.end_line};
-  for (const auto& prefix : m.begin_prefixes) needles.emplace_back(prefix);
-  for (std::string_view n : needles)
-    if (n.empty() || n.find_first_of("\r\n") != std::string_view::npos) return find_section(bytes, m);
-  std::vector<std::size_t> starts;
-  std::string firsts;
-  for (std::string_view n : needles)
-    if (firsts.find(n.front()) == std::string::npos) firsts.push_back(n.front());
-  const char* base = bytes.data();
-  for (char first : firsts) {
-    for (std::size_t i = 0; i < bytes.size();) {
-      const void* hit = std::memchr(base + i, first, bytes.size() - i);
-      if (!hit) break;
-      std::size_t at = static_cast<std::size_t>(static_cast<const char*>(hit) - base);
-      i = at + 1;
-      if (at != 0 && base[at - 1] != '\n' && base[at - 1] != '\r') continue;
-      for (std::string_view n : needles)
-        if (n.front() == first && bytes.compare(at, n.size(), n) == 0) {
-          starts.push_back(at);
-          break;
-        }
-    }
-  }
-  if (starts.empty()) return std::optional<section_span>{};
-  std::sort(starts.begin(), starts.end());
-  starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
-
-  // The state machine of find_section, over the candidate lines only.
+inline result<std::optional<section_span>> section_from_marker_lines(std::string_view bytes, const section_markers& m,
+                                                                     const std::vector<std::size_t>& starts,
+                                                                     line_numberer* numbers = nullptr) {
   std::optional<section_span> found, open;
   std::optional<line_numberer> own;
   if (!numbers) numbers = &own.emplace(bytes);
@@ -785,6 +877,16 @@ inline result<std::optional<section_span>> find_our_section(std::string_view byt
   }
   if (open) return broken_at(open->begin_line_number, "begin marker without an end marker");
   return found;
+}
+
+/// `find_section` without splitting the file into lines: the marker lines are found by one
+/// `field_search` pass (a compare at each line that starts with a marker's first byte) and then
+/// judged exactly as `find_section` judges them.
+inline result<std::optional<section_span>> find_our_section(std::string_view bytes, const section_markers& m,
+                                                            line_numberer* numbers = nullptr) {
+  auto texts = marker_texts(m);
+  if (!texts) return find_section(bytes, m);
+  return section_from_marker_lines(bytes, m, find_candidates(bytes, {}, *texts).marker_lines, numbers);
 }
 
 inline bool inside(const std::optional<section_span>& s, std::size_t offset) {
@@ -824,16 +926,6 @@ void for_each_line_between(std::string_view bytes, std::size_t from, std::size_t
   }
 }
 
-/// `for_each_line_at` over the lines that may name a desired mapping (see `lines_naming`): one
-/// linear search per name.
-template <class Fn>
-void for_each_line_naming(std::string_view bytes, const std::vector<desired_mapping>& desired, Fn&& fn) {
-  std::vector<std::string_view> wanted;
-  wanted.reserve(desired.size());
-  for (const auto& d : desired) wanted.emplace_back(d.mapping.name);
-  for_each_line_at(bytes, lines_naming(bytes, wanted), std::forward<Fn>(fn));
-}
-
 }  // namespace detail
 
 /// The two searches probe_hosts and apply_hosts both start with, done once: our section (or the
@@ -868,10 +960,17 @@ inline hosts_scan scan_hosts(std::string_view bytes, const section_markers& mark
   scan.names.reserve(want.size());
   for (const auto& m : want) scan.names.push_back(m.name);
   detail::line_numberer numbers(bytes);
-  scan.section = detail::find_our_section(bytes, markers, &numbers);
-  if (!scan.section) return scan;
   std::vector<std::string_view> wanted(scan.names.begin(), scan.names.end());
-  scan.line_starts = detail::lines_naming(bytes, wanted);
+  if (auto texts = detail::marker_texts(markers)) {
+    detail::hosts_candidates found = detail::find_candidates(bytes, wanted, *texts);  // one pass for both
+    scan.section = detail::section_from_marker_lines(bytes, markers, found.marker_lines, &numbers);
+    if (!scan.section) return scan;
+    scan.line_starts = std::move(found.naming);
+  } else {
+    scan.section = detail::find_our_section(bytes, markers, &numbers);
+    if (!scan.section) return scan;
+    scan.line_starts = detail::lines_naming(bytes, wanted);
+  }
   scan.line_numbers.reserve(scan.line_starts.size());
   for (std::size_t start : scan.line_starts) scan.line_numbers.push_back(numbers.at(start));
   return scan;
