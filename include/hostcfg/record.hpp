@@ -60,6 +60,26 @@ struct record_item {
     auto it = fields.find(key);
     return it == fields.end() ? fallback : it->second;
   }
+  /// The field as a decimal number no larger than `max`; nothing when it is missing, empty, not
+  /// all digits or too large. Record fields (and desired state) are untrusted input: this never
+  /// throws, unlike std::stoul on a hand-edited value.
+  std::optional<unsigned long> number(const std::string& key, unsigned long max) const {
+    auto it = fields.find(key);
+    if (it == fields.end()) return std::nullopt;
+    return parse_decimal(it->second, max);
+  }
+  /// `text` as a decimal number no larger than `max` (see `number`).
+  static std::optional<unsigned long> parse_decimal(std::string_view text, unsigned long max) {
+    if (text.empty() || text.size() > 20) return std::nullopt;  // longer cannot fit; the loop checks the rest
+    unsigned long value = 0;
+    for (char c : text) {
+      if (c < '0' || c > '9') return std::nullopt;
+      const auto digit = static_cast<unsigned long>(c - '0');
+      if (value > (max - digit) / 10) return std::nullopt;  // value * 10 + digit > max
+      value = value * 10 + digit;
+    }
+    return value;
+  }
   friend bool operator==(const record_item& a, const record_item& b) {
     return a.id == b.id && a.primitive == b.primitive && a.fields == b.fields;
   }

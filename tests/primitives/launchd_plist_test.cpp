@@ -330,6 +330,31 @@ TEST_CASE_FIXTURE(launchd_env, "a foreign job is a conflict; take_over replaces 
   CHECK(fs.file_bytes(daemon_plist) == std::optional<std::string>(foreign));
 }
 
+TEST_CASE_FIXTURE(launchd_env, "a privileged record whose original_mode is not a mode: revert fails cleanly, plist left") {
+  std::string foreign = "<plist><dict><key>Label</key><string>com.docker.vmnetd</string><key>Program</key>"
+                        "<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string></dict></plist>";
+  fs.add_file(daemon_plist, foreign, 0644, 0, 0);
+  auto taking = fast(LaunchdPlist{docker_vmnetd_job()});
+  taking.take_over = true;
+  REQUIRE(converge(ctx, taking));
+  const std::string record_file = "/var/lib/hostcfg/com.docker.desktop.record";
+  std::string text = *fs.file_bytes(record_file);
+  const std::string field = "field original_mode 420\n";
+  REQUIRE(text.find(field) != std::string::npos);
+  text.replace(text.find(field), field.size(), "field original_mode 0x1a4\n");
+  fs.add_file(record_file, text, 0600, 0, 0);
+  auto undone = uninstall(ctx, taking);
+  REQUIRE(undone);
+  CHECK_FALSE(undone->ok());
+  bool named = false;
+  for (const auto& step : undone->steps)
+    for (const auto& e : step.applied.events)
+      named = named || (e.failure && e.failure->is(errc::corrupt_record) &&
+                        e.failure->message().find("original_mode is not a file mode") != std::string::npos);
+  CHECK(named);
+  CHECK(fs.file_bytes(daemon_plist) == std::optional<std::string>(vmnetd_xml()));
+}
+
 TEST_CASE("without launchd (no backend, or the file-only one) loading is skipped, not failed") {
   for (bool attach_file_only : {false, true}) {
     MemoryFs fs = mac_tree();

@@ -201,6 +201,50 @@ TEST_CASE("a foreign file is a conflict left alone; take_over replaces it and re
   CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
 }
 
+TEST_CASE("a record whose original_mode is not a mode: uninstall reports it and leaves the file, never throws") {
+  for (std::string bad : {"x", "", "-1", "99999999999999999999", "4096"}) {
+    CAPTURE(bad);
+    MemoryFs fs = mac_tree();
+    fs.add_file("/Users/alice/app.conf", "mine\n", 0600, 501, 20);
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    ManagedFile conf{"/Users/alice/app.conf", "ours\n", 0644};
+    conf.take_over = true;
+    REQUIRE(converge(ctx, conf));
+    const std::string record_file = "/Users/alice/.local/state/hostcfg/com.example.app.record";
+    std::string text = *fs.file_bytes(record_file);
+    const std::string field = "field original_mode 384\n";
+    REQUIRE(text.find(field) != std::string::npos);
+    text.replace(text.find(field), field.size(), "field original_mode " + bad + "\n");
+    fs.add_file(record_file, text, 0600, 501, 20);
+    auto undone = uninstall(ctx, conf);
+    REQUIRE(undone);
+    CHECK_FALSE(undone->ok());
+    REQUIRE(undone->steps[0].applied.events.size() == 1);
+    const auto& e = undone->steps[0].applied.events[0];
+    REQUIRE(e.failure);
+    CHECK(e.failure->is(errc::corrupt_record));
+    CHECK(e.failure->message().find("original_mode is not a file mode") != std::string::npos);
+    CHECK(fs.file_bytes("/Users/alice/app.conf") == std::optional<std::string>("ours\n"));
+  }
+}
+
+TEST_CASE("record_item::number reads decimal fields no larger than the limit, never throwing") {
+  record_item item{"id", "p", {{"mode", "420"}, {"big", "18446744073709551615"}, {"huge", "18446744073709551616"},
+                               {"sign", "+1"}, {"empty", ""}, {"space", " 1"}}};
+  CHECK(item.number("mode", 07777) == std::optional<unsigned long>(420));
+  CHECK_FALSE(item.number("mode", 419));
+  CHECK(item.number("big", ~0UL) == std::optional<unsigned long>(~0UL));
+  CHECK_FALSE(item.number("huge", ~0UL));
+  CHECK_FALSE(item.number("sign", 10));
+  CHECK_FALSE(item.number("empty", 10));
+  CHECK_FALSE(item.number("space", 10));
+  CHECK_FALSE(item.number("missing", 10));
+  CHECK(record_item::parse_decimal("0", 0) == std::optional<unsigned long>(0));
+  CHECK(record_item::parse_decimal("4294967294", 4294967294UL) == std::optional<unsigned long>(4294967294UL));
+  CHECK_FALSE(record_item::parse_decimal("4294967295", 4294967294UL));
+}
+
 TEST_CASE("uninstall after install gives back the original tree, records included") {
   MemoryFs fs = mac_tree();
   ScriptedPrivilege priv(mac_user(), answer::granted);

@@ -46,6 +46,9 @@ HOSTCFG_BEGIN_NAMESPACE
 
 namespace helper {
 
+/// The largest uid the runner accepts: (uid_t)-1 means "no change" to chown and is never a user.
+inline constexpr unsigned long max_uid = 4294967294UL;
+
 /// Options of the one-shot mode (from its command line; the elevation tool fixes them).
 struct one_shot_options {
   std::optional<std::string> root;    ///< --root DIR: work under DIR (RootedFs), e.g. a test tree
@@ -80,9 +83,9 @@ inline result<one_shot_options> parse_one_shot_options(int argc, char** argv) {
       (arg == "--root" ? options.root : options.record) = *v;
     } else if (arg == "--uid") {
       auto v = value();
-      if (!v || v->empty() || v->size() > 10 || v->find_first_not_of("0123456789") != std::string::npos)
-        return fail(errc::invalid_input, "one-shot", "--uid", "needs a number");
-      options.uid = static_cast<uid_type>(std::stoul(*v));
+      auto uid = v ? record_item::parse_decimal(*v, max_uid) : std::nullopt;
+      if (!uid) return fail(errc::invalid_input, "one-shot", "--uid", "needs a uid (a number below 4294967295)");
+      options.uid = static_cast<uid_type>(*uid);
     } else {
       return fail(errc::invalid_input, "one-shot", std::string(arg), "unknown option");
     }
@@ -97,9 +100,9 @@ inline result<uid_type> requesting_uid(const one_shot_options& options) {
     const char* value = std::getenv(name);
     if (!value) continue;
     std::string text(value);
-    if (text.empty() || text.size() > 10 || text.find_first_not_of("0123456789") != std::string::npos)
-      return fail(errc::invalid_input, "one-shot", name, "not a number");
-    return static_cast<uid_type>(std::stoul(text));
+    auto uid = record_item::parse_decimal(text, max_uid);
+    if (!uid) return fail(errc::invalid_input, "one-shot", name, "not a uid (a number below 4294967295)");
+    return static_cast<uid_type>(*uid);
   }
   if (options.uid) return *options.uid;
   return fail(errc::invalid_input, "one-shot", {}, "no requesting user (SUDO_UID, PKEXEC_UID or --uid)");

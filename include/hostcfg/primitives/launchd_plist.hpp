@@ -565,7 +565,11 @@ struct LaunchdPlist {
     if (mine.get("created") == "1") return current ? unlink_durably(ctx.fs, who, path) : result<void>{};
     replace_options options;
     options.expected = current ? std::optional<file_status>(*current) : std::nullopt;
-    options.mode = static_cast<mode_type>(std::stoul(mine.get("original_mode", "420")));
+    auto original_mode = mine.fields.count("original_mode") ? mine.number("original_mode", 07777) : 0644ul;
+    if (!original_mode)
+      return fail(errc::corrupt_record, "revert", path, "the record's original_mode is not a file mode",
+                  "the plist was left as it is; restore it by hand");
+    options.mode = static_cast<mode_type>(*original_mode);
     options.force_mode = true;
     auto written = ctx.fs.replace_file(who, path, mine.get("original"), options);
     if (!written) return tl::unexpected(written.error());

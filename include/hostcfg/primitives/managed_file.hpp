@@ -94,14 +94,7 @@ struct ManagedFile {
   /// Rebuilds a ManagedFile from `desired_state()` output, validating every parameter (the
   /// elevated runner treats it as untrusted input).
   static result<ManagedFile> from_desired_state(const record_item& item) {
-    auto number = [&](const std::string& key, unsigned long max) -> std::optional<unsigned long> {
-      std::string text = item.get(key);
-      if (text.empty() || text.size() > 10 || text.find_first_not_of("0123456789") != std::string::npos)
-        return std::nullopt;
-      unsigned long value = std::stoul(text);
-      if (value > max) return std::nullopt;
-      return value;
-    };
+    auto number = [&](const std::string& key, unsigned long max) { return item.number(key, max); };
     std::string file = item.get("path");
     if (!is_normal_path(file) || file == "/")
       return fail(errc::invalid_input, "read desired state", file, "path must be absolute and normal");
@@ -295,10 +288,16 @@ struct ManagedFile {
     } else {
       replace_options options;
       options.expected = current ? std::optional<file_status>(current->status) : std::nullopt;
-      options.mode = static_cast<mode_type>(std::stoul(mine.get("original_mode", "420")));
-      options.force_mode = true;
-      auto written = ctx.fs.replace_file(who, path, mine.get("original"), options);
-      if (!written) undone = tl::unexpected(written.error());
+      auto original_mode = mine.fields.count("original_mode") ? mine.number("original_mode", 07777) : 0644ul;
+      if (!original_mode) {
+        undone = fail(errc::corrupt_record, "revert", path, "the record's original_mode is not a file mode",
+                      "the file was left as it is; restore it by hand");
+      } else {
+        options.mode = static_cast<mode_type>(*original_mode);
+        options.force_mode = true;
+        auto written = ctx.fs.replace_file(who, path, mine.get("original"), options);
+        if (!written) undone = tl::unexpected(written.error());
+      }
     }
     if (!undone) {
       report.events.push_back(event{id(), event_kind::failed, path, undone.error().message(), undone.error(),

@@ -190,8 +190,7 @@ inline std::vector<uid_type> parse_uid_list(const std::string& text) {
     std::size_t next = text.find(',', pos);
     if (next == std::string::npos) next = text.size();
     std::string part = text.substr(pos, next - pos);
-    if (!part.empty() && part.size() < 11 && part.find_first_not_of("0123456789") == std::string::npos)
-      out.push_back(static_cast<uid_type>(std::stoul(part)));
+    if (auto uid = record_item::parse_decimal(part, 0xffffffffUL)) out.push_back(static_cast<uid_type>(*uid));
     pos = next + 1;
   }
   return out;
@@ -325,14 +324,7 @@ struct SymlinkSet {
   /// Rebuilds a SymlinkSet from `desired_state()`, validating every field (untrusted input).
   static result<SymlinkSet> from_desired_state(const record_item& item) {
     auto bad = [&](const std::string& why) { return fail(errc::invalid_input, "read desired state", item.id, why); };
-    auto number = [&](const std::string& key, unsigned long max) -> std::optional<unsigned long> {
-      std::string text = item.get(key);
-      if (text.empty() || text.size() > 10 || text.find_first_not_of("0123456789") != std::string::npos)
-        return std::nullopt;
-      unsigned long value = std::stoul(text);
-      if (value > max) return std::nullopt;
-      return value;
-    };
+    auto number = [&](const std::string& key, unsigned long max) { return item.number(key, max); };
     SymlinkSet set;
     set.link_dir = item.get("link_dir");
     set.source_dir = item.get("source_dir");
