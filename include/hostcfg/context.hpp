@@ -135,6 +135,27 @@ class context {
     return contents;
   }
 
+  /// `fs.replace_file`, remembering a replace whose rename happened but whose directory sync
+  /// failed (`replace_outcome::durable == false`): converge and uninstall report each such path
+  /// as a note, since the change may be lost on a power failure. Primitives replace through this.
+  result<replace_outcome> replace_file(const actor& who, std::string_view path, std::string_view bytes,
+                                       const replace_options& options) {
+    auto written = fs.replace_file(who, path, bytes, options);
+    if (written && !written->durable) note_not_durable(path);
+    return written;
+  }
+
+  /// Remembers that a change at `path` is in place but its directory could not be synced.
+  void note_not_durable(std::string_view path) {
+    for (const auto& p : not_durable)
+      if (p == path) return;
+    not_durable.emplace_back(path);
+  }
+
+  /// Paths changed in this run whose directory sync failed (see `replace_file`); converge and
+  /// uninstall move them into their report's notes.
+  std::vector<std::string> not_durable;
+
   /// Reports one event to the sink.
   void emit(const std::string& primitive_id, const event& e) const {
     if (on_event) on_event(primitive_id, e);

@@ -375,6 +375,15 @@ void store_ledgers(Ctx& ctx, const ledgers& loaded, const ledgers& books, conver
   else report.notes.push_back(system_record_unwritten + system.error().message());
 }
 
+/// Moves the run's changes whose directory sync failed (context::not_durable) into the report.
+template <class Ctx>
+void report_not_durable(Ctx& ctx, converge_report& report) {
+  for (const auto& path : ctx.not_durable)
+    report.notes.push_back(path + ": changed, but its directory could not be synced: the change may be lost on a "
+                                  "power failure; run again to make sure");
+  ctx.not_durable.clear();
+}
+
 /// Decides elevation for every runner: standing decisions first, then one prompt for the rest.
 template <class Ctx, class... Runners>
 std::vector<grant> decide_elevation(Ctx& ctx, ledgers& books, converge_report& report, Runners&... runners) {
@@ -472,6 +481,7 @@ result<converge_report> converge(context<Fs, Priv>& ctx, const Steps&... steps) 
   converge_report report;
   report.app_id = ctx.app_id;
   report.dry_run = ctx.policy.dry_run;
+  ctx.not_durable.clear();  // this run's own, reported at its end
   // Verified directory fds are reused for the whole run (PosixFs: no walk from / per operation).
   std::optional<decltype(open_walk_cache(ctx.fs))> walk_scope;
   walk_scope.emplace(open_walk_cache(ctx.fs));
@@ -505,6 +515,7 @@ result<converge_report> converge(context<Fs, Priv>& ctx, const Steps&... steps) 
         report.notes.push_back(item.path + ": " + item_state_name(item.state) + ", left alone" +
                                (item.detail.empty() ? std::string() : ": " + item.detail));
   }
+  detail::report_not_durable(ctx, report);
   return report;
 }
 
@@ -570,6 +581,7 @@ result<converge_report> uninstall(context<Fs, Priv>& ctx, const Steps&... steps)
   report.app_id = ctx.app_id;
   report.uninstall = true;
   report.dry_run = ctx.policy.dry_run;
+  ctx.not_durable.clear();
   std::optional<decltype(open_walk_cache(ctx.fs))> walk_scope;
   walk_scope.emplace(open_walk_cache(ctx.fs));
   auto loaded = detail::load_ledgers(ctx);
@@ -706,6 +718,7 @@ result<converge_report> uninstall(context<Fs, Priv>& ctx, const Steps&... steps)
   for (auto it = books.user.items.begin(); it != books.user.items.end();)
     it = it->second.primitive == "decision" ? books.user.items.erase(it) : std::next(it);
   detail::store_ledgers(ctx, *loaded, books, report);
+  detail::report_not_durable(ctx, report);
   return report;
 }
 

@@ -24,7 +24,7 @@
 /// | `read_file(a, path, max_bytes)` | `result<file_contents>` | regular files only (else EINVAL/EISDIR), `errc::too_large` past the bound, refuses nlink > 1 (EMLINK); `status.flags` filled |
 /// | `replace_file(a, path, bytes, replace_options)` | `result<replace_outcome>` | atomic: temp in the same dir, fsync, CAS, rename, fsync dir |
 /// | `symlink(a, target, path)` | `result<void>` | EEXIST if anything is at `path` |
-/// | `replace_symlink(a, target, path, expected)` | `result<void>` | temp link + rename; `expected` (if set) must still match what is at `path` |
+/// | `replace_symlink(a, target, path, expected)` | `result<void>` | temp link + rename, fsync dir; `expected` (if set) must still match what is at `path`; a failed dir fsync after the rename: `errc::not_durable` (the link is in place) |
 /// | `rename(a, from, to)` | `result<void>` | EXDEV across devices |
 /// | `unlink(a, path)` | `result<void>` | never a directory (EISDIR) |
 /// | `mkdir(a, path, mode)` | `result<void>` | one level, mode exact (not umask-dependent) |

@@ -2,6 +2,7 @@
 // promises (owner/mode/xattrs kept, special targets refused, crash-and-error sweep, no-op makes no
 // mutating syscall), the trusted walk and the root-safety rule, acting as another user.
 #include "hostcfg/backend/posix_fs.hpp"
+#include "hostcfg/backend/memory_fs.hpp"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -761,6 +762,39 @@ TEST_CASE("fsync failure abandons the temp; a directory fsync failure is reporte
   CHECK(not_durable->changed);
   CHECK(!not_durable->durable);
   CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == "new\n");
+}
+
+TEST_CASE("a link replaced whose directory fsync fails is in place and reported as not durable, as MemoryFs does") {
+  scratch d;
+  hostcfg_test::syscall_faults faults;
+  PosixFs fs(faults.table());
+  REQUIRE(fs.replace_symlink(root_actor, "/old", d / "l", std::nullopt));
+  std::size_t fsync_at = 0;
+  for (std::size_t i = 0; i < faults.log().size(); ++i)
+    if (faults.log()[i] == "fsync") fsync_at = i;
+  REQUIRE(faults.log()[fsync_at] == "fsync");
+  faults.arm(hostcfg_test::fault_mode::fail_once, fsync_at);
+  auto linked = fs.replace_symlink(root_actor, "/new", d / "l", std::nullopt);
+  REQUIRE_FALSE(linked);
+  CHECK(linked.error().is(errc::not_durable));
+  CHECK(linked.error().message().find("directory sync failed") != std::string::npos);
+  auto target = fs.readlink(root_actor, d / "l");
+  REQUIRE(target);
+  CHECK(*target == "/new");
+
+  MemoryFs mem;
+  mem.add_dir("/d", 0755, 0, 0);
+  REQUIRE(mem.replace_symlink(root_actor, "/old", "/d/l", std::nullopt));
+  mem.clear_log();
+  REQUIRE(mem.replace_symlink(root_actor, "/new", "/d/l", std::nullopt));
+  std::size_t mem_fsync = 0;
+  for (std::size_t i = 0; i < mem.op_log().size(); ++i)
+    if (mem.op_log()[i].op.find("fsync_dir") != std::string::npos) mem_fsync = i + 1;
+  REQUIRE(mem_fsync > 0);
+  mem.fail_at(mem_fsync, EIO);
+  auto mem_linked = mem.replace_symlink(root_actor, "/again", "/d/l", std::nullopt);
+  REQUIRE_FALSE(mem_linked);
+  CHECK(mem_linked.error().is(errc::not_durable));
 }
 
 namespace {

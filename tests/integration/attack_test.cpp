@@ -320,7 +320,8 @@ std::string octal(unsigned mode) {
     return;                                                                      \
   }
 
-/// Outcome tally of one sweep.
+/// Outcome tally of one sweep: `points` calls the hook fired before, `landed` of them with the
+/// attacker's change really in place (its own system calls succeeded and were checked).
 struct sweep_tally {
   std::size_t points = 0, landed = 0, refused = 0, completed = 0;
   std::map<std::string, std::size_t> reasons;
@@ -356,16 +357,20 @@ sweep_tally hard_link_sweep(world& w, hooked_syscalls& hooks, Ctx& ctx, const Ma
     REQUIRE(probed);
     auto p = target.make_plan(*probed);
     REQUIRE(p.changes.size() == 1);
+    bool landed = false;
     hooks.arm(k, [&] {
       as_fs_identity(0, 0, [&] {
         ::unlink(file.c_str());
-        (void)::link((w.decoy + "/shadow").c_str(), file.c_str());
+        struct ::stat linked {}, shadow {};
+        landed = ::link((w.decoy + "/shadow").c_str(), file.c_str()) == 0 && ::lstat(file.c_str(), &linked) == 0 &&
+                 ::lstat((w.decoy + "/shadow").c_str(), &shadow) == 0 && linked.st_ino == shadow.st_ino &&
+                 linked.st_nlink == 2;
       });
     });
     auto done = target.apply(ctx, p, allowed, books);
     if (!hooks.fired()) break;
     ++tally.points;
-    ++tally.landed;
+    if (landed) ++tally.landed;
     if (done.ok()) ++tally.completed;
     else ++tally.refused;
     ++tally.reasons[short_reason(done)];
@@ -392,10 +397,13 @@ TEST_CASE("attack: a user-writable parent swapped for a symlink to an /etc-like 
     put_file(file, "user's old bytes\n", 0644, kNobody, kNogroup);
   };
   // The attacker (nobody, who owns home) moves the directory away and plants a link to the decoy.
+  bool landed = false;  // the last swap put a link to the decoy where the directory was
   auto swap = [&] {
     as_fs_identity(kNobody, kNogroup, [&] {
-      if (::rename(conf.c_str(), moved.c_str()) == 0 && ::symlink(w.decoy.c_str(), conf.c_str()) == 0)
-        (void)::lchown(conf.c_str(), kNobody, kNogroup);
+      struct ::stat st {};
+      landed = ::rename(conf.c_str(), moved.c_str()) == 0 && ::symlink(w.decoy.c_str(), conf.c_str()) == 0 &&
+               ::lstat(conf.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+      if (landed) (void)::lchown(conf.c_str(), kNobody, kNogroup);
     });
   };
 
@@ -418,11 +426,12 @@ TEST_CASE("attack: a user-writable parent swapped for a symlink to an /etc-like 
     auto p = target.make_plan(*probed);
     REQUIRE(p.changes.size() == 1);
     CHECK_FALSE(p.changes[0].needs_elevation);  // nobody may write conf: no root write at all
+    landed = false;
     hooks.arm(k, swap);
     auto done = target.apply(ctx, p, allowed, books);
     if (!hooks.fired()) break;  // k is past the last call: the window is swept
     ++tally.points;
-    ++tally.landed;
+    if (landed) ++tally.landed;
     if (done.ok()) ++tally.completed;
     else ++tally.refused;
     ++tally.reasons[short_reason(done)];
@@ -437,6 +446,7 @@ TEST_CASE("attack: a user-writable parent swapped for a symlink to an /etc-like 
   sweep_tally root_tally;
   for (std::size_t k = 0; k < 4000; ++k) {
     reset();
+    landed = false;
     hooks.arm(k, swap);
     auto written = fs.replace_file(actor::root(), file, "root's bytes\n", replace_options{});
     if (!hooks.fired()) {
@@ -445,7 +455,7 @@ TEST_CASE("attack: a user-writable parent swapped for a symlink to an /etc-like 
       break;
     }
     ++root_tally.points;
-    ++root_tally.landed;
+    if (landed) ++root_tally.landed;
     CHECK_FALSE(written);
     if (!written) ++root_tally.refused, ++root_tally.reasons[written.error().code.message().substr(0, 40)];
     else ++root_tally.completed;
@@ -453,6 +463,7 @@ TEST_CASE("attack: a user-writable parent swapped for a symlink to an /etc-like 
   }
   MESSAGE("parent swap, root writing directly: " << root_tally.text());
   CHECK(root_tally.completed == 0);
+  CHECK(root_tally.landed > 0);
 }
 
 // ---------------------------------------------------------------- 2. symlink at the temp name
@@ -515,16 +526,17 @@ TEST_CASE("attack: a symlink planted at the temp name just before it is created 
     for (unsigned n = 0; n < 4; ++n) remove_tree(user.home + "/" + hooked_syscalls::temp_name(".zshrc", n));
     hooks.deterministic_random(true);
     // The attacker plants the name of the first draw once the draw is made: just before call k.
+    bool landed = false;
     hooks.arm(k, [&] {
       as_fs_identity(kNobody, kNogroup, [&] {
         std::string planted = user.home + "/" + hooked_syscalls::temp_name(".zshrc", 0);
-        (void)::symlink((w.decoy + "/app.conf").c_str(), planted.c_str());
+        landed = ::symlink((w.decoy + "/app.conf").c_str(), planted.c_str()) == 0;
       });
     });
     auto written = fs.replace_file(user.as_actor(), file, "export A=2\n", replace_options{});
     if (!hooks.fired()) break;
     ++tally.points;
-    ++tally.landed;
+    if (landed) ++tally.landed;
     if (hooks.random_calls() > 1) ++collided;  // the plant beat O_EXCL: a second name was drawn
     if (written) ++tally.completed, ++tally.reasons["ok"];
     else ++tally.refused, ++tally.reasons[written.error().code.message().substr(0, 40)];
@@ -676,16 +688,18 @@ TEST_CASE("attack: a FIFO or a device where a file is expected is refused withou
       auto probed = target.probe(ctx, books);
       REQUIRE(probed);
       auto p = target.make_plan(*probed);
+      bool landed = false;
       hooks.arm(k, [&] {
         as_fs_identity(0, 0, [&] {
           ::unlink(file.c_str());
-          (void)::mkfifo(file.c_str(), 0644);
+          struct ::stat st {};
+          landed = ::mkfifo(file.c_str(), 0644) == 0 && ::lstat(file.c_str(), &st) == 0 && S_ISFIFO(st.st_mode);
         });
       });
       auto done = target.apply(ctx, p, allowed, books);
       if (!hooks.fired()) break;
       ++tally.points;
-      ++tally.landed;
+      if (landed) ++tally.landed;
       if (done.ok()) ++tally.completed;
       else ++tally.refused;
       ++tally.reasons[short_reason(done)];

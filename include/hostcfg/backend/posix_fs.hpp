@@ -557,7 +557,8 @@ class PosixFs {
   }
 
   /// Points the link at `path` to `target` atomically (temp link + rename). When `expected` is
-  /// set, what is at `path` must still be that version (`type == none`: still absent).
+  /// set, what is at `path` must still be that version (`type == none`: still absent). The link
+  /// is in place but its directory could not be synced: `errc::not_durable`.
   result<void> replace_symlink(const actor& who, std::string_view target, std::string_view path,
                                std::optional<file_status> expected) {
     return run(who, "replace symlink", path, [&]() -> result<void> {
@@ -599,7 +600,9 @@ class PosixFs {
         sys_->unlinkat(sys_->context, w->dir.get(), temp.c_str(), 0);
         return ok;
       }
-      sys_->fsync(sys_->context, w->dir.get());  // best effort: a link is recreated by the next run
+      if (sys_->fsync(sys_->context, w->dir.get()) != 0)  // the link is in place: said apart, as for files
+        return fail(errc::not_durable, op, std::string(path), "the link was replaced but the directory sync failed",
+                    "the change may be lost on power failure; run again to make sure");
       return {};
     });
   }

@@ -325,7 +325,7 @@ struct HostsEntry {
     if (mine && mine->get("created") == "1" && reverted->bytes.empty()) {
       written = unlink_durably(ctx.fs, who, path);
     } else {
-      auto w = ctx.fs.replace_file(who, path, reverted->bytes, options);
+      auto w = ctx.replace_file(who, path, reverted->bytes, options);
       if (!w) written = tl::unexpected(w.error());
     }
     if (!written) {
@@ -518,7 +518,7 @@ struct HostsEntry {
       options.mode = 0644;  // a new hosts file only; an existing one keeps its mode and owner
       options.allow_in_place_fallback = allow_in_place;
       options.only_if_different = false;  // the bytes differ: no second read to find that out
-      auto written = ctx.fs.replace_file(who, path, applied->bytes, options);
+      auto written = ctx.replace_file(who, path, applied->bytes, options);
       if (!written) {
         auto e = written.error();
         if ((e.is_errno(EBUSY) || e.is_errno(EXDEV)) && !allow_in_place)

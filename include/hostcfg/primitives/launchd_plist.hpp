@@ -571,7 +571,7 @@ struct LaunchdPlist {
                   "the plist was left as it is; restore it by hand");
     options.mode = static_cast<mode_type>(*original_mode);
     options.force_mode = true;
-    auto written = ctx.fs.replace_file(who, path, mine.get("original"), options);
+    auto written = ctx.replace_file(who, path, mine.get("original"), options);
     if (!written) return tl::unexpected(written.error());
     return {};
   }
@@ -779,7 +779,7 @@ struct LaunchdPlist {
     options.force_mode = true;
     options.uid = owner_uid(user);
     options.gid = owner_gid(user);
-    auto written = ctx.fs.replace_file(who, c.path, xml, options);
+    auto written = ctx.replace_file(who, c.path, xml, options);
     if (!written) return tl::unexpected(written.error());
     // An existing file keeps its owner and (when the bytes were already right) its mode: repair both.
     auto st = ctx.fs.lstat(who, c.path);

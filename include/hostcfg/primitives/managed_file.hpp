@@ -295,7 +295,7 @@ struct ManagedFile {
       } else {
         options.mode = static_cast<mode_type>(*original_mode);
         options.force_mode = true;
-        auto written = ctx.fs.replace_file(who, path, mine.get("original"), options);
+        auto written = ctx.replace_file(who, path, mine.get("original"), options);
         if (!written) undone = tl::unexpected(written.error());
       }
     }
@@ -355,7 +355,7 @@ struct ManagedFile {
     options.gid = gid ? gid : std::optional<gid_type>(ctx.user_actor().gid);
     if (!uid && !gid && who.is_root() && !c.needs_elevation) options.uid.reset(), options.gid.reset();
     if (!uid && !gid && c.needs_elevation) options.uid.reset(), options.gid.reset();
-    auto written = ctx.fs.replace_file(who, path, content, options);
+    auto written = ctx.replace_file(who, path, content, options);
     if (!written) {
       if (!made->empty()) remove_made_dirs(ctx, who, [&] {
           std::string text;

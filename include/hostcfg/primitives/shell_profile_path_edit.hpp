@@ -197,7 +197,7 @@ struct ShellProfilePathEdit {
       } else {
         replace_options options;
         options.expected = current->status;
-        auto r = ctx.fs.replace_file(who, file, undone->bytes, options);
+        auto r = ctx.replace_file(who, file, undone->bytes, options);
         if (!r) written = tl::unexpected(r.error());
       }
       if (!written) {
@@ -441,7 +441,7 @@ struct ShellProfilePathEdit {
       options.mode = file_mode;
       options.uid = user.uid;
       options.gid = user.gid;
-      auto written = ctx.fs.replace_file(who, c.path, edit->bytes, options);
+      auto written = ctx.replace_file(who, c.path, edit->bytes, options);
       if (!written) {
         if (!dirs.empty()) remove_made_dirs(ctx, who, dirs);
         error e = written.error();

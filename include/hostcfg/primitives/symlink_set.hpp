@@ -1106,6 +1106,7 @@ struct SymlinkSet {
         (void)ctx.fs.rename(who, backup, c.path);  // put the file back: never lose it
         return tl::unexpected(linked.error());
       }
+      if (!linked) ctx.note_not_durable(c.path);  // in place; the report says it may not last
       item.fields["backup"] = "file";
       item.fields["backup_path"] = backup;
       what = "replaced a regular file (kept at " + backup + ") -> " + c.after;
@@ -1124,6 +1125,7 @@ struct SymlinkSet {
         undo_dirs();
         return tl::unexpected(linked.error());
       }
+      if (!linked) ctx.note_not_durable(c.path);
     }
     if (!made->empty()) {
       const record_item* known = books.scope(elevated).find(dirs_id());
@@ -1220,7 +1222,10 @@ struct SymlinkSet {
         message = "restored the file hostcfg had moved aside";
       } else if (backup == "link") {
         undone = ctx.fs.replace_symlink(who, mine.get("backup_target"), path, *st);
-        if (!undone && undone.error().is(errc::not_durable)) undone = {};
+        if (!undone && undone.error().is(errc::not_durable)) {
+          ctx.note_not_durable(path);
+          undone = {};
+        }
         message = "restored the old link -> " + mine.get("backup_target");
       } else {
         undone = unlink_durably(ctx.fs, who, path);
