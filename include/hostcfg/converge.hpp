@@ -202,6 +202,19 @@ inline plan user_part(const plan& p) {
   return local;
 }
 
+/// Completes a step's events the way the report promises them: in a dry run (a real apply
+/// against an overlay: nothing reached the disk) each `changed` becomes `would_change`; a step
+/// with nothing to do (empty plan, no event) gets a `kept` event per item probe found as wanted.
+inline void name_dry_run_and_kept(bool dry_run, step_report& step) {
+  if (dry_run)
+    for (auto& e : step.applied.events)
+      if (e.kind == event_kind::changed) e.kind = event_kind::would_change;
+  if (step.failure || !step.planned.empty() || !step.applied.events.empty()) return;
+  for (const auto& item : step.before.items)
+    if (item.state == item_state::matches)
+      step.applied.events.push_back(event{item.id, event_kind::kept, item.path, "already as wanted", std::nullopt, false});
+}
+
 /// Applies a step's plan with the grant converge got; after a hand-off to the elevated runner,
 /// takes the runner's events and does the user's part here (see user_part).
 template <class Ctx, class P>
@@ -221,6 +234,7 @@ void apply_step(Ctx& ctx, ledgers& books, const P& p, step_report& step, const g
   } else if (!step.planned.empty()) {
     step.applied = p.apply(ctx, step.planned, g, books);
   }
+  name_dry_run_and_kept(ctx.policy.dry_run, step);
   for (const auto& e : step.applied.events) ctx.emit(step.id, e);
 }
 
@@ -231,7 +245,8 @@ void probe_after(Ctx& ctx, const ledgers& books, const P& p, step_report& step) 
   if (step.failure) return;
   bool touched = false;
   for (const auto& e : step.applied.events)
-    touched = touched || e.kind == event_kind::changed || e.kind == event_kind::failed;
+    touched = touched || e.kind == event_kind::changed || e.kind == event_kind::would_change ||
+              e.kind == event_kind::failed;
   if (!touched) {
     step.after = step.before;
     return;

@@ -195,6 +195,7 @@ struct apply_report {
       if (e.kind == event_kind::failed) return false;
     return true;
   }
+  /// Whether some event changed something (a dry run's `would_change` does not count).
   bool changed() const {
     for (const auto& e : events)
       if (e.kind == event_kind::changed) return true;

@@ -8,8 +8,10 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -675,6 +677,65 @@ TEST_CASE("a burst of 200 concurrent clients is all served") {
   CHECK(raced <= 5);
   CHECK(srv.wait_idle(200));
   CHECK(srv.server->stats().served == 200);
+}
+
+TEST_CASE("out of file descriptors, the helper pauses accepting instead of spinning, then serves again") {
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  root_dir dir;
+  auto config = base_config(dir, 0);
+  config.request_timeout_ms = 10000;  // the silent clients stay until the end
+  int report[2];
+  REQUIRE(::pipe2(report, O_CLOEXEC) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // The helper in a process of its own whose descriptor limit leaves room for two clients.
+    std::atomic<int> failed{0};
+    config.log = [&](const log_event& e) { failed += e.kind == log_kind::accept_failed ? 1 : 0; };
+    auto server = Server::listen(config);
+    if (!server) ::_exit(2);
+    int highest = 0;
+    for (int fd = 0; fd < 1024; ++fd)
+      if (::fcntl(fd, F_GETFD) != -1) highest = fd;
+    // New descriptors take the lowest free numbers: fill the gaps, so exactly two remain free.
+    for (int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC); fd >= 0 && fd < highest;
+         fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) {
+    }
+    for (int fd = 0; fd < 1024; ++fd)
+      if (::fcntl(fd, F_GETFD) != -1) highest = fd;
+    const rlimit low{static_cast<rlim_t>(highest + 3), static_cast<rlim_t>(highest + 3)};
+    if (::setrlimit(RLIMIT_NOFILE, &low) != 0) ::_exit(3);
+    std::thread serving([&] { (void)server->run(); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    server->stop();
+    serving.join();
+    const int count = failed.load();
+    const auto st = server->stats();
+    const std::string line = std::to_string(count) + " " + std::to_string(st.accepted) + "\n";
+    [[maybe_unused]] auto n = ::write(report[1], line.data(), line.size());
+    ::_exit(0);
+  }
+  ::close(report[1]);
+  for (int i = 0; i < 200 && ::access((dir / "h.sock").c_str(), F_OK) != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::vector<unique_fd> silent;
+  for (int i = 0; i < 6; ++i) silent.push_back(raw_connect(dir / "h.sock"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  silent.erase(silent.begin(), silent.begin() + 3);  // descriptors free again: the rest are taken
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  char text[64] = {};
+  const ssize_t got = ::read(report[0], text, sizeof text - 1);
+  ::close(report[0]);
+  REQUIRE(got > 0);
+  unsigned long failures = 0, accepted = 0;
+  REQUIRE(std::sscanf(text, "%lu %lu", &failures, &accepted) == 2);
+  MESSAGE("accept failed " << failures << " times in 1.5 s with 6 clients waiting; accepted " << accepted);
+  CHECK(failures >= 1);
+  CHECK(failures <= 20);   // one per 100 ms pause at most; a spin logs thousands
+  CHECK(accepted >= 3);    // after descriptors were freed the waiting clients were taken
 }
 
 TEST_CASE("10,000 misbehaving clients leave the helper's open-fd count unchanged and raise no SIGPIPE") {

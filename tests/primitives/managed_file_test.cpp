@@ -385,6 +385,41 @@ TEST_CASE("a dry run against an overlay changes nothing below it, records includ
   CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
 }
 
+TEST_CASE("events: a dry run says would_change, an item already as wanted says kept, the sink sees each") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  ManagedFile conf{"/Users/alice/app.conf", "x\n", 0644};
+  {
+    OverlayFs<MemoryFs> overlay(fs);
+    context ctx(overlay, priv, app);
+    ctx.policy.dry_run = true;
+    std::vector<std::string> seen;
+    ctx.on_event = [&](const std::string& step, const event& e) { seen.push_back(step + " " + event_kind_name(e.kind)); };
+    auto dry = converge(ctx, conf);
+    REQUIRE(dry);
+    REQUIRE(dry->steps[0].applied.events.size() == 1);
+    CHECK(dry->steps[0].applied.events[0].kind == event_kind::would_change);
+    CHECK_FALSE(dry->steps[0].applied.changed());
+    CHECK(seen == std::vector<std::string>{conf.id() + " would_change"});
+    CHECK_FALSE(fs.status_of("/Users/alice/app.conf"));
+  }
+  context ctx(fs, priv, app);
+  auto real = converge(ctx, conf);
+  REQUIRE(real);
+  REQUIRE(real->steps[0].applied.events.size() == 1);
+  CHECK(real->steps[0].applied.events[0].kind == event_kind::changed);
+  std::vector<std::string> seen;
+  ctx.on_event = [&](const std::string& step, const event& e) { seen.push_back(step + " " + event_kind_name(e.kind)); };
+  auto again = converge(ctx, conf);
+  REQUIRE(again);
+  REQUIRE(again->steps[0].applied.events.size() == 1);
+  const event& kept = again->steps[0].applied.events[0];
+  CHECK(kept.kind == event_kind::kept);
+  CHECK(kept.path == "/Users/alice/app.conf");
+  CHECK(kept.message == "already as wanted");
+  CHECK(seen == std::vector<std::string>{conf.id() + " kept"});
+}
+
 TEST_CASE("records: round trip, corruption and newer versions are refused, never overwritten") {
   record r{app, {}};
   r.put(record_item{"file:/a b", "managed_file", {{"written", std::string("x\r\n\0%y\xff", 7)}}});

@@ -81,7 +81,7 @@ TEST_CASE("a user-owned file with the right bytes and mode is not protected: own
   CHECK(fs.file_bytes("/etc/app/policy.json") == std::optional<std::string>("p\n"));
 }
 
-TEST_CASE("a mode that lets others write is refused before any I/O") {
+TEST_CASE("a mode that lets others write, or does not let the user read, is refused before any I/O") {
   MemoryFs fs = tree();
   ScriptedPrivilege priv(mac_user(), answer::granted);
   context ctx(fs, priv, app);
@@ -91,8 +91,22 @@ TEST_CASE("a mode that lets others write is refused before any I/O") {
   REQUIRE(!probed);
   CHECK(probed.error().is(errc::invalid_input));
   CHECK(probed.error().message() ==
-        "probe /etc/app/policy.json: mode 0666 would let others write a protected file [use 0644 (or 0640)]");
+        "probe /etc/app/policy.json: mode 0666 would let others write a protected file [use 0644]");
+  ProtectedFile unreadable{"/etc/app/policy.json", "p\n", 0640};
+  auto locked_out = unreadable.probe(ctx, ledgers{});
+  REQUIRE(!locked_out);
+  CHECK(locked_out.error().is(errc::invalid_input));
+  CHECK(locked_out.error().message() ==
+        "probe /etc/app/policy.json: mode 0640 would not let the user read a file owned by root:0 [use 0644]");
   CHECK(fs.mutating_ops() == 0);
+  // A root-owned file with the right bytes but a mode the user cannot read is repaired.
+  fs.add_dir("/etc/app", 0755, 0, 0);
+  fs.add_file("/etc/app/policy.json", "p\n", 0600, 0, 0);
+  ProtectedFile wanted{"/etc/app/policy.json", "p\n"};
+  auto seen = wanted.probe(ctx, ledgers{});
+  REQUIRE(seen);
+  CHECK(seen->items[0].state != item_state::matches);
+  CHECK(seen->items[0].current.find("0600") != std::string::npos);
 }
 
 TEST_CASE("a declined prompt writes nothing; uninstall after install removes the file") {

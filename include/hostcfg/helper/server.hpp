@@ -549,6 +549,10 @@ struct server_state {
       closed{0}, open{0};
   bool done_once = false;
   bool uninstall_requested = false;  ///< an allowed uninstall_self was answered: tear down, then return
+  /// After accept fails for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the listening
+  /// socket stays readable: it is left out of poll until then, so the helper neither spins nor
+  /// floods its log, and the waiting client is taken once a descriptor is free again.
+  std::chrono::steady_clock::time_point accept_resume{};
 
   ~server_state() {
     // Remove our socket file, but only if it is still ours (not one a successor created).
@@ -679,19 +683,22 @@ class Server {
     auto& s = *state_;
     std::vector<pollfd> fds;
     for (;;) {
+      auto now = std::chrono::steady_clock::now();
       fds.clear();
       fds.push_back({s.wake_read.get(), POLLIN, 0});
-      const bool accepting = s.conns.size() < s.config.max_connections;
+      const bool paused = now < s.accept_resume;
+      const bool accepting = s.conns.size() < s.config.max_connections && !paused;
       fds.push_back({accepting ? s.listen.get() : -1, POLLIN, 0});
       for (const auto& c : s.conns) fds.push_back({c.fd.get(), POLLIN, 0});
 
-      auto now = std::chrono::steady_clock::now();
       int timeout = -1;
-      for (const auto& c : s.conns) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c.deadline - now).count() + 1;
+      auto wake_by = [&](std::chrono::steady_clock::time_point when) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(when - now).count() + 1;
         const int ms = left < 0 ? 0 : static_cast<int>(std::min<long long>(left, 60000));
         timeout = timeout < 0 ? ms : std::min(timeout, ms);
-      }
+      };
+      for (const auto& c : s.conns) wake_by(c.deadline);
+      if (paused) wake_by(s.accept_resume);
       const int ready = ::poll(fds.data(), static_cast<nfds_t>(fds.size()), timeout);
       if (ready < 0 && errno == EINTR) continue;
       if (ready < 0) return fail_errno(errno, "poll", s.config.socket_path);
@@ -753,6 +760,9 @@ class Server {
  private:
   explicit Server(std::unique_ptr<detail::server_state> state) : state_(std::move(state)) {}
 
+  /// How long new clients wait after accept failed for want of resources (see accept_resume).
+  static constexpr int accept_pause_ms = 100;
+
   void accept_clients() {
     auto& s = *state_;
     while (s.conns.size() < s.config.max_connections) {
@@ -764,8 +774,12 @@ class Server {
 #endif
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-          s.log(log_kind::accept_failed, nullptr, std::string("accept: ") + std::strerror(errno));
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          s.log(log_kind::accept_failed, nullptr,
+                std::string("accept: ") + std::strerror(errno) + "; new clients wait " +
+                    std::to_string(accept_pause_ms) + " ms");
+          s.accept_resume = std::chrono::steady_clock::now() + std::chrono::milliseconds(accept_pause_ms);
+        }
         return;
       }
       ++s.accepted;

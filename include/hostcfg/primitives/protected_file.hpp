@@ -31,7 +31,7 @@ struct ProtectedFile {
 
   std::string path;         ///< absolute, normal; the helper's configured policy path
   std::string content;      ///< exact bytes
-  mode_type mode = 0644;    ///< must grant no group/other write (checked by probe)
+  mode_type mode = 0644;    ///< must grant others read and no group/other write (checked by probe)
   bool take_over = false;   ///< replace a file hostcfg did not create (its bytes kept for revert)
   mode_type dir_mode = 0755;
 
@@ -69,8 +69,12 @@ struct ProtectedFile {
   result<probe_report> probe(context<Fs, Priv>& ctx, const ledgers& books) const {
     if ((mode & 022) != 0)
       return fail(errc::invalid_input, "probe", path,
-                  "mode " + detail::mode_text(mode) + " would let others write a protected file",
-                  "use 0644 (or 0640)");
+                  "mode " + detail::mode_text(mode) + " would let others write a protected file", "use 0644");
+    // root:0 owns it, so the user reads it through the "other" bits (0640 would lock the user out).
+    if ((mode & 0004) == 0)
+      return fail(errc::invalid_input, "probe", path,
+                  "mode " + detail::mode_text(mode) + " would not let the user read a file owned by root:0",
+                  "use 0644");
     auto report = as_managed_file().probe(ctx, books);
     if (report) relabel(*report);
     return report;
