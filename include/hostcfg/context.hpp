@@ -75,14 +75,6 @@ class context {
           std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
               .count());
     };
-    std::uint64_t state = static_cast<std::uint64_t>(clock()) ^ reinterpret_cast<std::uintptr_t>(this);
-    random = [state]() mutable {  // splitmix64: good enough for temp names, reproducible when seeded
-      state += 0x9E3779B97F4A7C15ull;
-      std::uint64_t z = state;
-      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-      return z ^ (z >> 31);
-    };
   }
 
   Fs& fs;
@@ -95,8 +87,10 @@ class context {
   /// Read the user's record. An elevated runner turns this off: it trusts only the root-owned
   /// record and never acts on what a file the user can modify says.
   bool read_user_record = true;
-  std::function<std::int64_t()> clock;     ///< seconds since the epoch
-  std::function<std::uint64_t()> random;   ///< random source
+  /// Seconds since the epoch (recorded "since" times; inject a fixed clock for reproducible runs).
+  /// Randomness is injected where it is drawn: PosixFs's temp names come from the syscall table's
+  /// `getrandom` (tests make it deterministic), MemoryFs's crash subsets from a seed.
+  std::function<std::int64_t()> clock;
   /// Receives every event as it happens: (primitive id, event).
   std::function<void(const std::string&, const event&)> on_event;
 

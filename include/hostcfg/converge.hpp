@@ -223,6 +223,18 @@ void apply_step(Ctx& ctx, ledgers& books, const P& p, step_report& step, const g
   if (step.failure) return;
   if (g.handed_off && g.elevated) {
     step.applied.events = g.runner_events;
+    if constexpr (!has_desired_state<P>::value) {
+      // The runner got nothing for this step (it has no desired state to hand over): say so for
+      // each change it would have made, rather than leave the step silently out of sync.
+      for (const auto& c : step.planned.changes)
+        if (c.needs_elevation)
+          step.applied.events.push_back(event{
+              c.item_id, event_kind::skipped, c.path,
+              std::string("needs admin rights, but ") + p.kind() +
+                  " cannot be handed to the elevated runner (no desired state): run this step in a process that "
+                  "can elevate itself (e.g. as root)",
+              std::nullopt, false});
+    }
     // The runner did the elevated changes; what needs no elevation (e.g. a note in the user's own
     // record) is done here, as the user: the runner refuses steps the user could do alone.
     const plan local = user_part(step.planned);

@@ -224,7 +224,7 @@ TEST_CASE("replace_file keeps the owner, mode and xattrs of the file it replaces
     CHECK(::getxattr((d / "f").c_str(), "user.test", value, sizeof value) == 5);
     CHECK(std::string(value) == "value");
   } else {
-    MESSAGE("user xattrs unsupported on /var/tmp: xattr part not checked");
+    HOSTCFG_SKIP("user xattrs unsupported on /var/tmp: xattr part not checked");
   }
   CHECK(temps_in(d.path).empty());
 
@@ -375,6 +375,48 @@ TEST_CASE("an edit made by someone else during the replace is detected, not over
   CHECK(temps_in(d.path).empty());
 }
 
+namespace {
+
+/// A POSIX access ACL in the kernel's xattr form (system.posix_acl_access): owner rw, user
+/// `uid` r, group r, mask r, other nothing.
+std::string access_acl_for(std::uint32_t uid) {
+  std::string blob;
+  auto put32 = [&](std::uint32_t v) { for (int i = 0; i < 4; ++i) blob.push_back(static_cast<char>((v >> (8 * i)) & 0xff)); };
+  auto put16 = [&](std::uint16_t v) { for (int i = 0; i < 2; ++i) blob.push_back(static_cast<char>((v >> (8 * i)) & 0xff)); };
+  auto entry = [&](std::uint16_t tag, std::uint16_t perm, std::uint32_t id) { put16(tag); put16(perm); put32(id); };
+  put32(2);                       // POSIX_ACL_XATTR_VERSION
+  entry(0x01, 6, 0xffffffffu);    // ACL_USER_OBJ rw-
+  entry(0x02, 4, uid);            // ACL_USER uid r--
+  entry(0x04, 4, 0xffffffffu);    // ACL_GROUP_OBJ r--
+  entry(0x10, 4, 0xffffffffu);    // ACL_MASK r--
+  entry(0x20, 0, 0xffffffffu);    // ACL_OTHER ---
+  return blob;
+}
+
+}  // namespace
+
+TEST_CASE("replace_file keeps a POSIX ACL (system.posix_acl_access) of the file it replaces") {
+  if (!is_root()) { HOSTCFG_SKIP("needs root"); return; }
+  scratch d;
+  PosixFs fs;
+  write_raw(d / "f", "old\n", 0640);
+  const std::string acl = access_acl_for(nobody);
+  if (::setxattr((d / "f").c_str(), "system.posix_acl_access", acl.data(), acl.size(), 0) != 0) {
+    HOSTCFG_SKIP("POSIX ACLs unsupported on /var/tmp");
+    return;
+  }
+  auto done = fs.replace_file(root_actor, d / "f", "new\n", replace_options{});
+  REQUIRE(done);
+  CHECK(done->changed);
+  std::string back(256, '\0');
+  const ssize_t n = ::getxattr((d / "f").c_str(), "system.posix_acl_access", back.data(), back.size());
+  REQUIRE(n > 0);
+  back.resize(static_cast<std::size_t>(n));
+  CHECK(back == acl);
+  CHECK((lstat_raw(d / "f").st_mode & 07777) == 0640);  // the mask is the group class: r
+  CHECK(hostcfg_test::read_whole_file_or_empty(d / "f") == "new\n");
+}
+
 TEST_CASE("an xattr that cannot be copied refuses the replace, naming the attribute") {
   scratch d;
   write_raw(d / "f", "old\n");
@@ -410,6 +452,24 @@ TEST_CASE("stale temps of a crashed run are removed by the next replace of that 
   CHECK(::access((d / ".f.hostcfg-deadbeef0001").c_str(), F_OK) != 0);
   CHECK(::access((d / ".g.hostcfg-deadbeef0002").c_str(), F_OK) == 0);
   CHECK(::access((d / ".f.hostcfg-dir").c_str(), F_OK) == 0);
+}
+
+TEST_CASE("stale temp links of a crashed replace_symlink are removed by the next replace of that link") {
+  scratch d;
+  PosixFs fs;
+  REQUIRE(::symlink("/old", (d / "l").c_str()) == 0);
+  REQUIRE(::symlink("/half-made", (d / ".l.hostcfg-deadbeef0001").c_str()) == 0);  // crash before the rename
+  REQUIRE(::symlink("/other", (d / ".m.hostcfg-deadbeef0002").c_str()) == 0);      // another link's temp
+  write_raw(d / ".l.hostcfg-deadbeef0003", "a file: a replace_file temp, not ours to judge here");
+  REQUIRE(fs.replace_symlink(root_actor, "/new", d / "l", std::nullopt));
+  struct ::stat st {};
+  CHECK(::lstat((d / ".l.hostcfg-deadbeef0001").c_str(), &st) != 0);
+  CHECK(::lstat((d / ".m.hostcfg-deadbeef0002").c_str(), &st) == 0);
+  CHECK(::lstat((d / ".l.hostcfg-deadbeef0003").c_str(), &st) == 0);
+  auto target = fs.readlink(root_actor, d / "l");
+  REQUIRE(target);
+  CHECK(*target == "/new");
+  CHECK(temps_in(d.path).size() == 2);  // the other link's temp and the file
 }
 
 TEST_CASE("replace_file compare-and-swap refuses a file changed since it was probed") {

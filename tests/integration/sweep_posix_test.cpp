@@ -1,7 +1,8 @@
 // PosixFs crash and I/O-error sweeps through the injectable syscall table (the real syscall
 // sequence, not a model of it): RootedFs<PosixFs> over a root-owned 0755 dir under /var/tmp, a
-// converge of ManagedFile (a root-owned file taken over + a file created as the user "nobody")
-// and of HostsEntry, with syscall k failing once (EIO), persistently (ENOSPC: that syscall and
+// converge of ManagedFile (a root-owned file taken over + a file created as the user "nobody"),
+// of HostsEntry, and of the whole seed flow (those, the vmnetd LaunchdPlist with a fake launchd,
+// the CLI links into /usr/local/bin), with syscall k failing once (EIO), persistently (ENOSPC: that syscall and
 // every later call of it) and a crash (every call from k fails, so no cleanup runs; the disk
 // keeps what was done). After each point: /etc/hosts and the config are wholly old or new with
 // their owner, mode and link count, the records parse, and a re-run with the real table converges
@@ -33,6 +34,8 @@ using sweep::stock_hosts;
 using sweep::user_conf;
 using sweep::system_conf;
 using sweep::hosts_entry;
+using sweep::bundle_bin;
+using sweep::helper_path;
 using sweep::is_temp_path;
 using sweep::user_record_path;
 using sweep::system_record_path;
@@ -87,7 +90,15 @@ struct posix_box {
     make_real_dir(real("/Users/alice"), 0750, nobody, nobody);
     write_real(real("/etc/hosts"), stock_hosts, 0644, 0, 0);
     write_real(real("/etc/docker-app.conf"), "old bytes\n", 0644, 0, 0);
+    // For the whole seed flow: the link directory, the app's bin, launchd's directory, the helper.
+    make_real_dir(real("/usr/local/bin"), 0755, 0, 0);
+    make_real_dir(real(bundle_bin), 0755, 0, 0);
+    for (const char* name : link_names) write_real(real(std::string(bundle_bin) + "/" + name), "#!bin\n", 0755, 0, 0);
+    make_real_dir(real("/Library/LaunchDaemons"), 0755, 0, 0);
+    make_real_dir(real("/Library/PrivilegedHelperTools"), 01755, 0, 0);
+    write_real(real(helper_path), "\x7f" "ELF-ish helper", 0755, 0, 0);
   }
+  static constexpr const char* link_names[] = {"docker", "docker-compose"};
   // Names of every object below the root that looks like one of our temps.
   std::vector<std::string> temps() const {
     std::vector<std::string> out;
@@ -97,18 +108,29 @@ struct posix_box {
   }
 };
 
+const char* plist_path = "/Library/LaunchDaemons/com.docker.vmnetd.plist";
+
+/// One converge: `seed` is the whole seed flow (files, hosts, the vmnetd plist with a fake
+/// launchd that outlives the installer, the CLI links), else the files and/or the hosts entry.
 template <class Fs>
-result<converge_report> run_posix(Fs& fs, bool hosts, bool files) {
+result<converge_report> run_posix(Fs& fs, bool hosts, bool files, FakeServiceManager* launchd = nullptr) {
   RootFor priv(posix_user());
   context ctx(fs, priv, app);
+  if (launchd) {
+    any_service_manager sm(*launchd);
+    ctx.attach(sm);
+    return converge(ctx, system_conf(), user_conf(), hosts_entry(), sweep::vmnetd(), sweep::cli_links());
+  }
   if (hosts && files) return converge(ctx, system_conf(), user_conf(), hosts_entry());
   if (hosts) return converge(ctx, hosts_entry());
   return converge(ctx, system_conf(), user_conf());
 }
 
-std::size_t sweep_posix(const char* name, bool hosts, bool files) {
+std::size_t sweep_posix(const char* name, bool hosts, bool files, bool seed = false) {
   posix_box box;
   box.reset();
+  FakeServiceManager launchd;  // launchd lives on when the installer crashes
+  FakeServiceManager* sm = seed ? &launchd : nullptr;
   hostcfg_test::syscall_faults faults;
   PosixFs faulty_posix(faults.table());
   RootedFs<PosixFs> faulty(faulty_posix, box.root);
@@ -116,10 +138,12 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files) {
   RootedFs<PosixFs> real(real_posix, box.root);
 
   faults.disarm();
-  auto clean = run_posix(faulty, hosts, files);
+  auto clean = run_posix(faulty, hosts, files, sm);
   REQUIRE(clean);
   REQUIRE(clean->ok());
   REQUIRE(clean->out_of_sync.empty());
+  const auto new_plist = read_whole_file(box.real(plist_path));
+  if (seed) REQUIRE(new_plist);
   const std::size_t calls = faults.calls();
   REQUIRE(calls > 10);
   const auto new_hosts = read_whole_file(box.real("/etc/hosts"));
@@ -167,6 +191,17 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files) {
     CHECK((st.st_mode & 07777) == 0644);
     CHECK(st.st_uid == 0);
     CHECK(st.st_nlink == 1);
+    if (!seed) return;
+    // Each link absent or pointing at its target; the plist absent or the whole new one.
+    for (const char* link : posix_box::link_names) {
+      const std::string at = box.real(std::string("/usr/local/bin/") + link);
+      if (::lstat(at.c_str(), &st) != 0) continue;
+      REQUIRE(S_ISLNK(st.st_mode));
+      char target[512] = {};
+      REQUIRE(::readlink(at.c_str(), target, sizeof target - 1) > 0);
+      CHECK(std::string(target) == std::string(bundle_bin) + "/" + link);
+    }
+    if (auto plist = read_whole_file(box.real(plist_path))) CHECK(plist == new_plist);
   };
 
   std::size_t points = 0;
@@ -179,8 +214,9 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files) {
       CAPTURE(mode_name);
       CAPTURE(k);
       box.reset();
+      if (seed) launchd = FakeServiceManager{};  // a fresh machine: nothing loaded
       faults.arm(mode, k, mode == hostcfg_test::fault_mode::fail_persistent ? ENOSPC : EIO);
-      auto report = run_posix(faulty, hosts, files);  // no exception, no abort
+      auto report = run_posix(faulty, hosts, files, sm);  // no exception, no abort
       std::string call = k < faults.log().size() ? faults.log()[k] : "(not reached)";
       CAPTURE(call);
       faults.disarm();
@@ -196,10 +232,19 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files) {
           CHECK(read_whole_file(box.real("/Users/alice/.docker/app.conf")) == std::optional<std::string>("user\n"));
         }
       }
-      auto again = run_posix(real, hosts, files);
+      auto again = run_posix(real, hosts, files, sm);
       REQUIRE(again);
       CHECK(again->ok());
       CHECK(again->out_of_sync.empty());
+      if (seed) {
+        CHECK(read_whole_file(box.real(plist_path)) == new_plist);
+        CHECK(launchd.loaded(launchd_domain::system(), "com.docker.vmnetd"));
+        for (const char* link : posix_box::link_names) {
+          char target[512] = {};
+          CHECK(::readlink(box.real(std::string("/usr/local/bin/") + link).c_str(), target, sizeof target - 1) > 0);
+          CHECK(std::string(target) == std::string(bundle_bin) + "/" + link);
+        }
+      }
       CHECK(read_whole_file(box.real("/etc/hosts")) == new_hosts);
       if (files) {
         CHECK(read_whole_file(box.real("/etc/docker-app.conf")) == std::optional<std::string>("new bytes\n"));
@@ -220,7 +265,7 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files) {
   std::printf("%-16s %4zu syscalls (%zu change the disk), %4zu indices swept (%s), %5zu points, %zu faults reported\n",
               name, calls, mutating_indices, indices.size(), sweep::full_sweep() ? "full" : "default", points,
               reported_points);
-  MESSAGE("posix sweep " << name << ": " << calls << " syscalls, " << points << " points");
+  MESSAGE("posix sweep " << std::string(name) << ": " << calls << " syscalls, " << points << " points");
   CHECK(points == 3 * indices.size());
   CHECK(indices.size() >= mutating_indices);
   CHECK(reported_points > 0);
@@ -244,4 +289,9 @@ TEST_CASE("sweep (PosixFs syscall table): HostsEntry fail once / persistently / 
 TEST_CASE("sweep (PosixFs syscall table): ManagedFile + HostsEntry in one converge at every syscall") {
   if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
   sweep_posix("files + hosts", true, true);
+}
+
+TEST_CASE("sweep (PosixFs syscall table): the whole seed flow (files, hosts, launchd plist, CLI links) in one converge") {
+  if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
+  sweep_posix("whole seed flow", true, true, true);
 }

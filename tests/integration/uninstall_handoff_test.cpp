@@ -465,3 +465,27 @@ TEST_CASE("uninstall through the runner: a step the runner cannot rebuild is not
   CHECK_FALSE(fs.status_of("/etc/two.conf"));
   CHECK_FALSE(fs.status_of(system_record));
 }
+
+TEST_CASE("converge through the runner: a step it cannot be given says so in an event per change, never silently") {
+  MemoryFs fs = mac_tree();
+  FakeServiceManager fake;
+  any_service_manager sm(fake);
+  auto both = all_of(ManagedFile{"/etc/one.conf", "1\n", 0644}, ManagedFile{"/etc/two.conf", "2\n", 0644});
+  HandoffPrivilege priv{alice(), &fs, &sm, answer::granted, {}, {}, 0};
+  context ctx(fs, priv, app);
+  auto report = converge(ctx, both, hosts);
+  REQUIRE(report);
+  REQUIRE(priv.requests.size() == 1);
+  CHECK(fs.file_bytes("/etc/hosts")->find("kubernetes.docker.internal") != std::string::npos);
+  CHECK_FALSE(fs.status_of("/etc/one.conf"));
+  const step_report* group = nullptr;
+  for (const auto& s : report->steps)
+    if (s.id == both.id()) group = &s;
+  REQUIRE(group);
+  REQUIRE(group->applied.events.size() == 2);
+  for (const auto& e : group->applied.events) {
+    CHECK(e.kind == event_kind::skipped);
+    CHECK(e.message.find("cannot be handed to the elevated runner (no desired state)") != std::string::npos);
+  }
+  CHECK(std::find(report->out_of_sync.begin(), report->out_of_sync.end(), both.id()) != report->out_of_sync.end());
+}

@@ -99,7 +99,7 @@ TEST_CASE("a mode that lets others write, or does not let the user read, is refu
   CHECK(locked_out.error().message() ==
         "probe /etc/app/policy.json: mode 0640 would not let the user read a file owned by root:0 [use 0644]");
   CHECK(fs.mutating_ops() == 0);
-  // A root-owned file with the right bytes but a mode the user cannot read is repaired.
+  // A root-owned file with the right bytes but a mode the user cannot read is not in sync.
   fs.add_dir("/etc/app", 0755, 0, 0);
   fs.add_file("/etc/app/policy.json", "p\n", 0600, 0, 0);
   ProtectedFile wanted{"/etc/app/policy.json", "p\n"};
@@ -107,6 +107,39 @@ TEST_CASE("a mode that lets others write, or does not let the user read, is refu
   REQUIRE(seen);
   CHECK(seen->items[0].state != item_state::matches);
   CHECK(seen->items[0].current.find("0600") != std::string::npos);
+}
+
+TEST_CASE("after a refresh through the helper, uninstall with the refreshed content removes the file; other bytes stay") {
+  for (bool someone_else : {false, true}) {
+    CAPTURE(someone_else);
+    MemoryFs fs = tree();
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    ProtectedFile policy{"/etc/app/policy.json", "v1\n"};
+    REQUIRE(converge(ctx, policy));
+    // What the helper's refresh_policy does: root rewrites the file, root:0 0644, new bytes. The
+    // installer's record still holds "v1".
+    fs.add_file("/etc/app/policy.json", someone_else ? "edited by the admin\n" : "v2\n", 0644, 0, 0);
+    policy.content = "v2\n";
+    auto again = converge(ctx, policy);  // in sync: nothing written
+    REQUIRE(again);
+    CHECK(again->steps[0].applied.events[0].kind == (someone_else ? event_kind::changed : event_kind::kept));
+    if (someone_else) fs.add_file("/etc/app/policy.json", "edited by the admin\n", 0644, 0, 0);
+    auto undone = uninstall(ctx, policy);
+    REQUIRE(undone);
+    if (someone_else) {
+      CHECK(fs.file_bytes("/etc/app/policy.json") == std::optional<std::string>("edited by the admin\n"));
+      CHECK(undone->steps[0].applied.events[0].failure->is(errc::drifted));
+    } else {
+      CHECK(undone->ok());
+      CHECK_FALSE(fs.file_bytes("/etc/app/policy.json"));
+    }
+  }
+  // The elevated runner rebuilds it with the same rule.
+  auto rebuilt = ManagedFile::from_desired_state(ProtectedFile{"/etc/app/policy.json", "v\n"}.desired_state());
+  REQUIRE(rebuilt);
+  CHECK(rebuilt->refreshable);
+  CHECK(rebuilt->uid == std::optional<uid_type>(0));
 }
 
 TEST_CASE("a declined prompt writes nothing; uninstall after install removes the file") {

@@ -1139,3 +1139,37 @@ TEST_CASE("probe cost: a correct link is one lstat and one readlink, and converg
   CHECK(on_links == 40);
   MESSAGE("no-op converge of 20 correct links: " << fs.op_count() << " Fs operations");
 }
+
+TEST_CASE("a root-owned link directory below one the user can write is an unsafe path: refused, nothing written") {
+  // /Users/alice/tools/bin is root's, but alice can rename /Users/alice/tools away and plant a
+  // symlink between probe and apply: root never works there (RELIABILITY P2).
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/Users/alice/tools", 0755, 501, 20);
+  fs.add_dir("/Users/alice/tools/bin", 0755, 0, 0);
+  RootFor installer(alice());
+  context ctx(fs, installer, app);
+  SymlinkSet set;
+  set.link_dir = "/Users/alice/tools/bin";
+  set.source_dir = src;
+  auto before = fs.take_snapshot();
+  auto report = converge(ctx, set);
+  REQUIRE(report);
+  REQUIRE_FALSE(report->steps[0].before.items.empty());
+  for (const auto& item : report->steps[0].before.items) {
+    CAPTURE(item.path);
+    CHECK(item.state == item_state::conflict);
+    CHECK(item.detail ==
+          "unsafe path: /Users/alice is writable by uid 501, who could swap /Users/alice/tools for a symlink; hostcfg "
+          "never works there with admin rights");
+  }
+  CHECK(report->steps[0].planned.empty());
+  CHECK_FALSE(report->out_of_sync.empty());
+  // Nothing changed but the user's record (where conflicts left alone are noted).
+  for (const auto& line : MemoryFs::diff(before, fs.take_snapshot())) {
+    CAPTURE(line);
+    CHECK(line.find("/Users/alice/.local/state/hostcfg") != std::string::npos);
+  }
+  auto listed = fs.list_dir(actor::root(), "/Users/alice/tools/bin");
+  REQUIRE(listed);
+  CHECK(listed->empty());
+}

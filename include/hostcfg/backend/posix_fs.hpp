@@ -583,6 +583,7 @@ class PosixFs {
       std::string tgt(target);
       if (tgt.empty() || tgt.find('\0') != std::string::npos)
         return fail(errc::invalid_input, op, std::string(path), "empty link target or one with a NUL byte");
+      remove_stale_temps(*w, who, true);  // a temp link a crash left before its rename
       std::string temp;
       for (int attempt = 0;; ++attempt) {
         auto name = temp_name(w->name, op, path);
@@ -1088,10 +1089,11 @@ class PosixFs {
     return out;
   }
 
-  /// Removes `.<name>.hostcfg-*` regular files a crashed run left: those owned by the acting uid
-  /// or, when the actor is root, any owner (the root-safety rule guarantees only root can create
-  /// entries in this directory, and a temp may already carry the replaced file's owner).
-  void remove_stale_temps(const detail::walked& w, const actor& who) {
+  /// Removes `.<name>.hostcfg-*` regular files (with `links`: symlinks, replace_symlink's temps)
+  /// a crashed run left: those owned by the acting uid or, when the actor is root, any owner (the
+  /// root-safety rule guarantees only root can create entries in this directory, and a temp may
+  /// already carry the replaced file's owner). unlinkat never follows a link.
+  void remove_stale_temps(const detail::walked& w, const actor& who, bool links = false) {
     std::vector<std::string> names;
     if (sys_->list_dir(sys_->context, w.dir.get(), &names) != 0) return;
     std::string prefix = "." + w.name + ".hostcfg-";
@@ -1099,7 +1101,8 @@ class PosixFs {
       if (entry.compare(0, prefix.size(), prefix) != 0) continue;
       struct ::stat st {};
       if (call_fstatat(w.dir.get(), entry.c_str(), &st) != 0) continue;
-      if (S_ISREG(st.st_mode) && (who.is_root() || st.st_uid == effective_uid(who)))
+      const bool kind = links ? S_ISLNK(st.st_mode) : S_ISREG(st.st_mode);
+      if (kind && (who.is_root() || st.st_uid == effective_uid(who)))
         sys_->unlinkat(sys_->context, w.dir.get(), entry.c_str(), 0);
     }
   }

@@ -73,6 +73,10 @@ struct ManagedFile {
   std::optional<uid_type> uid;     ///< owner to enforce (default: whoever creates it)
   std::optional<gid_type> gid;
   bool take_over = false;          ///< replace a file we did not create (its bytes are kept for revert)
+  /// Revert also accepts the file, as ours, when it holds exactly `content` with this mode (and
+  /// owner, when set) although the record says other bytes: something of ours refreshed it
+  /// outside this process (ProtectedFile: the privileged helper's policy refresh).
+  bool refreshable = false;
   mode_type dir_mode = 0755;       ///< mode of missing parent directories we create
   std::size_t max_bytes = 16u << 20;
 
@@ -85,7 +89,7 @@ struct ManagedFile {
     record_item item{id(), kind(), {}};
     item.fields = {{"path", path},         {"content", content},
                    {"mode", std::to_string(mode)}, {"take_over", take_over ? "1" : "0"},
-                   {"dir_mode", std::to_string(dir_mode)}};
+                   {"dir_mode", std::to_string(dir_mode)}, {"refreshable", refreshable ? "1" : "0"}};
     if (uid) item.fields["uid"] = std::to_string(*uid);
     if (gid) item.fields["gid"] = std::to_string(*gid);
     return item;
@@ -104,6 +108,7 @@ struct ManagedFile {
     ManagedFile f{file, item.get("content"), static_cast<mode_type>(*m)};
     f.dir_mode = static_cast<mode_type>(*dm);
     f.take_over = item.get("take_over") == "1";
+    f.refreshable = item.get("refreshable") == "1";
     if (item.fields.count("uid")) {
       auto u = number("uid", 0xFFFFFFFEul);
       if (!u) return fail(errc::invalid_input, "read desired state", file, "bad uid");
@@ -115,6 +120,13 @@ struct ManagedFile {
       f.gid = static_cast<gid_type>(*g);
     }
     return f;
+  }
+
+  /// With `refreshable`: the file is exactly as this value wants it (content, mode, owner when
+  /// set), so a refresh of ours wrote it, not someone else.
+  bool refreshed(const file_contents& current) const {
+    return refreshable && current.bytes == content && current.status.mode == mode &&
+           (!uid || current.status.uid == *uid) && (!gid || current.status.gid == *gid);
   }
 
   /// Reads the file once and reports absent / matches / differs / conflict / locked / unreadable.
@@ -272,7 +284,7 @@ struct ManagedFile {
       return report;
     }
     auto current = ctx.fs.read_file(who, path, max_bytes);
-    if (current && current->bytes != mine.get("written")) {
+    if (current && current->bytes != mine.get("written") && !refreshed(*current)) {
       auto drift = fail(errc::drifted, "revert", path, "the file changed since hostcfg wrote it",
                         "it was left as it is; remove it by hand if it is no longer needed")
                        .value();

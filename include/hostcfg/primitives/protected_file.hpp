@@ -11,6 +11,7 @@
 ///     auto report = converge(ctx, policy);               // one prompt the first time
 ///     policy.content = new_bytes;
 ///     policy.refresh(helper::client_options{socket});    // later: no prompt
+///     uninstall(ctx, policy);                            // removes it: the refreshed bytes are ours
 ///
 /// Items and records are ManagedFile's (`file:<path>`, kind "managed_file"), so an elevated runner
 /// that knows ManagedFile rebuilds it from `desired_state()` with the same root owner.
@@ -46,6 +47,7 @@ struct ProtectedFile {
     f.gid = 0;
     f.take_over = take_over;
     f.dir_mode = dir_mode;
+    f.refreshable = true;  // the helper's refresh rewrites it: uninstall with the refreshed content removes it
     return f;
   }
 
