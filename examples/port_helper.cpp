@@ -5,7 +5,7 @@
 //               [--allow-ports 1-1023[,R...]] [--timeout-ms 5000] [--once]
 //               [--label com.docker.vmnetd] [--plist-dir /Library/LaunchDaemons]
 //               [--app-id com.docker.desktop] [--system-record PATH] [--root DIR]
-//               [--service-manager launchctl|file-only]
+//               [--service-manager launchctl|file-only] [--code-requirement REQ]
 //
 //   port-helper --one-shot [--root DIR] [--system-record PATH] [--uid N]
 //
@@ -21,6 +21,11 @@
 // --system-record) says hostcfg created it, the record marked "bootout pending", then the job is
 // booted out through the service manager as the very last act. Then it exits: 0 when
 // every step worked, 1 naming the step that did not.
+//
+// --code-requirement REQ (macOS): a client is served only when its code signature satisfies the
+// code requirement REQ, checked by audit token after the uid check (helper/macos_code_signature.hpp;
+// link with -framework Security -framework CoreFoundation). Refused elsewhere: there is no code
+// signature to check, and a helper must not pretend it checked one.
 //
 // Sandboxing: --root DIR puts the launchd plist and the app's record under DIR (RootedFs);
 // --service-manager file-only never talks to launchd ("skipped: no launchd here", the default off
@@ -41,6 +46,7 @@
 #include "hostcfg/context.hpp"
 #include "hostcfg/helper/one_shot.hpp"
 #include "hostcfg/helper/self_uninstall.hpp"
+#include "hostcfg/helper/macos_code_signature.hpp"
 #include "hostcfg/helper/server.hpp"
 #include "hostcfg/primitives/hosts_entry.hpp"
 #include "hostcfg/primitives/launchd_plist.hpp"
@@ -60,7 +66,7 @@ int usage(const char* why) {
                "port-helper: %s\nusage: port-helper --socket PATH --uid N [--gid N] [--policy-path PATH] [--state PATH]\n"
                "       [--allow-address loopback|any] [--allow-ports 1-1023[,FIRST-LAST...]] [--timeout-ms N] [--once]\n"
                "       [--label LABEL] [--plist-dir DIR] [--app-id ID] [--system-record PATH] [--root DIR]\n"
-               "       [--service-manager launchctl|file-only]\n",
+               "       [--service-manager launchctl|file-only] [--code-requirement REQ (macOS)]\n",
                why);
   return 2;
 }
@@ -152,6 +158,14 @@ int main(int argc, char** argv) {
     } else if (arg == "--app-id") {
       app_id = value;
       if (app_id.empty() || app_id.find('/') != std::string::npos) return usage("--app-id needs an app id without '/'");
+    } else if (arg == "--code-requirement") {
+#ifdef __APPLE__
+      auto check = hostcfg::helper::code_signature_check(value);
+      if (!check) return usage(("--code-requirement: " + check.error().message()).c_str());
+      config.verify_peer = *check;
+#else
+      return usage("--code-requirement needs macOS (code signatures); it is refused here");
+#endif
     } else if (arg == "--service-manager") {
       const std::string which = value;
       if (which == "launchctl") use_launchctl = true;

@@ -706,6 +706,55 @@ TEST_CASE("a rename is all or nothing in a random crash subset: never both names
   }
 }
 
+TEST_CASE("crash model: file data is durable only after its fsync; an in-place rewrite can be lost or torn") {
+  // A replace that crashes after writing its temp, before the temp's fsync: whatever happens to
+  // the temp's data, the target is the old file (the temp was never renamed).
+  MemoryFs clean = mac_tree();
+  clean.clear_log();
+  REQUIRE(clean.replace_file(root, "/etc/hosts", hosts_v2, replace_options{}));
+  std::size_t write_step = 0;
+  for (std::size_t i = 0; i < clean.op_log().size() && write_step == 0; ++i)
+    if (clean.op_log()[i].op == "replace_file:write") write_step = i + 1;
+  REQUIRE(write_step > 0);
+  {
+    MemoryFs fs = mac_tree();
+    fs.crash_after(write_step);
+    CHECK_FALSE(fs.replace_file(root, "/etc/hosts", hosts_v2, replace_options{}));
+    for (auto keep : {MemoryFs::crash_keep::none, MemoryFs::crash_keep::all, MemoryFs::crash_keep::random_subset})
+      CHECK(fs.after_crash(keep, 3).file_bytes("/private/etc/hosts") == std::optional<std::string>(hosts_v1));
+  }
+  // The in-place fallback (a bind-mounted file) rewrites the one inode: a crash between its write
+  // and its fsync keeps the new bytes, loses them, or tears them. That is why hostcfg uses it only
+  // when the caller allows it.
+  MemoryFs fs = mac_tree();
+  fs.set_mount_point("/private/etc/hosts");
+  replace_options allow;
+  allow.allow_in_place_fallback = true;
+  fs.clear_log();
+  MemoryFs probe_run = fs;
+  REQUIRE(probe_run.replace_file(root, "/etc/hosts", hosts_v2, allow));
+  std::size_t in_place_write = 0;
+  for (std::size_t i = 0; i < probe_run.op_log().size(); ++i)
+    if (probe_run.op_log()[i].op == "replace_file:write_in_place") in_place_write = i + 1;
+  REQUIRE(in_place_write > 0);
+  fs.crash_after(in_place_write);
+  (void)fs.replace_file(root, "/etc/hosts", hosts_v2, allow);
+  CHECK(fs.after_crash(MemoryFs::crash_keep::none).file_bytes("/private/etc/hosts") ==
+        std::optional<std::string>(hosts_v1));
+  CHECK(fs.after_crash(MemoryFs::crash_keep::all).file_bytes("/private/etc/hosts") ==
+        std::optional<std::string>(hosts_v2));
+  std::size_t torn = 0;
+  for (std::uint64_t seed = 1; seed <= 30; ++seed) {
+    auto bytes = fs.after_crash(MemoryFs::crash_keep::random_subset, seed).file_bytes("/private/etc/hosts");
+    REQUIRE(bytes);
+    if (*bytes != hosts_v1 && *bytes != hosts_v2) {
+      ++torn;
+      CHECK(std::string(hosts_v2).compare(0, bytes->size(), *bytes) == 0);  // a prefix of the new bytes
+    }
+  }
+  CHECK(torn > 0);
+}
+
 TEST_CASE("crash_after: later operations do nothing and fail with EIO") {
   MemoryFs fs;
   fs.crash_after(1);

@@ -243,6 +243,10 @@ TEST_CASE("port-helper daemon: usage errors name the option and exit 2") {
             "port-helper: --label needs a launchd label such as com.example.helper"},
            {{"--socket", "/var/run/x.sock", "--uid", "1", "--root", "relative/dir"},
             "port-helper: --root needs an absolute normal path"},
+#ifndef __APPLE__
+           {{"--socket", "/var/run/x.sock", "--uid", "1", "--code-requirement", "anchor apple"},
+            "port-helper: --code-requirement needs macOS (code signatures); it is refused here"},
+#endif
        }) {
     std::vector<std::string> args{helper_binary()};
     args.insert(args.end(), bad.first.begin(), bad.first.end());

@@ -1173,3 +1173,60 @@ TEST_CASE("a root-owned link directory below one the user can write is an unsafe
   REQUIRE(listed);
   CHECK(listed->empty());
 }
+
+TEST_CASE("missing parents of the link directory get the caller's mode and owner, are recorded, and go on uninstall") {
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/opt", 0755, 0, 0);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  SymlinkSet set;
+  set.link_dir = "/opt/docker/bin";
+  set.source_dir = src;
+  set.dir_mode = 0750;
+  set.dir_uid = 0;
+  set.dir_gid = 80;
+  auto before = fs.take_snapshot();
+  auto report = converge(ctx, set);
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(priv.prompts() == 1);
+  for (const char* d : {"/opt/docker", "/opt/docker/bin"}) {
+    CAPTURE(d);
+    auto st = fs.status_of(d);
+    REQUIRE(st);
+    CHECK(st->mode == 0750);
+    CHECK(st->uid == 0);
+    CHECK(st->gid == 80);
+  }
+  CHECK(link_of(fs, "/opt/docker/bin/docker") == std::string(src) + "/docker");
+  auto rec = fs.file_bytes(system_record_path);
+  REQUIRE(rec);
+  CHECK(rec->find("/opt/docker/bin") != std::string::npos);
+  auto undone = uninstall(ctx, set);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK_FALSE(fs.status_of("/opt/docker"));
+  HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(before, fs.take_snapshot()), "");
+}
+
+TEST_CASE("declined, then the directory becomes writable: the next run links there with no prompt and retires the fallback") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(alice(), answer::declined);
+  context ctx(fs, priv, app);
+  REQUIRE(converge(ctx, recipe()));
+  CHECK(priv.prompts() == 1);
+  CHECK(link_of(fs, "/Users/alice/.docker/bin/docker") == std::string(src) + "/docker");
+  // An administrator hands /usr/local/bin to alice (as Homebrew's installer does).
+  fs.add_dir("/usr/local/bin", 0755, 501, 80);
+  auto later = converge(ctx, recipe());
+  REQUIRE(later);
+  CHECK(later->ok());
+  CHECK(priv.prompts() == 1);  // no second prompt: alice can write there now
+  CHECK(link_of(fs, "/usr/local/bin/docker") == std::string(src) + "/docker");
+  CHECK(fs.status_of("/usr/local/bin/docker")->uid == 501);
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker/bin/docker"));
+  CHECK_FALSE(fs.status_of("/Users/alice/.docker-path.zsh"));
+  fs.clear_log();
+  REQUIRE(converge(ctx, recipe()));
+  CHECK(fs.mutating_ops() == 0);
+}

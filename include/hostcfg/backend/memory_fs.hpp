@@ -26,13 +26,14 @@
 ///   (`replace_file:create_temp`, `:write`, `:fsync`, `:cas`, `:rename`, `:fsync_dir`), so a
 ///   fault or crash sweep hits each one. Temps are named `.<name>.hostcfg-<n>`; the next
 ///   replace in that directory removes stale temps of the same name owned by the actor.
-/// - Crash model: file data written through `replace_file` is durable once written (it is
-///   fsynced before its rename); inode metadata changes (chmod, lchown, in-place writes) are
-///   durable at once; every change to a directory entry (create, rename, unlink, mkdir, rmdir,
-///   symlink) is durable only after a later sync of a directory it touched (`replace_file`
-///   syncs after its rename; `sync_dir` is available to callers). `after_crash` rebuilds what
-///   a reboot finds: the durable entries plus none, all, or a seeded random subset of the
-///   pending ones.
+/// - Crash model: file data written (`replace_file`'s temp, an in-place rewrite) is durable only
+///   after its `:fsync` step; until then a crash keeps it, loses it (the file holds its last
+///   synced bytes) or tears it (a prefix of the new bytes). Inode metadata changes (chmod,
+///   lchown) are durable at once; every change to a directory entry (create, rename, unlink,
+///   mkdir, rmdir, symlink) is durable only after a later sync of a directory it touched
+///   (`replace_file` syncs after its rename; `sync_dir` is available to callers). `after_crash`
+///   rebuilds what a reboot finds: the durable entries and data plus none, all, or a seeded
+///   random subset of the pending ones (a random subset also tears some unsynced data).
 /// - Not thread-safe: a MemoryFs is driven from one thread at a time (locks model separate
 ///   hostcfg runs taking turns, not threads racing).
 
@@ -310,11 +311,12 @@ class MemoryFs {
     if (int e = step(step_name, path, temp_path, true)) return abandon(step_name, e);
     {
       node& t = nodes_.at(temp_id);
-      t.data.assign(bytes.data(), bytes.size());
+      write_unsynced(t, bytes);
       t.mtime = t.ctime = now_;
     }
     step_name = std::string(op) + ":fsync";
     if (int e = step(step_name, path, temp_path, false)) return abandon(step_name, e);
+    nodes_.at(temp_id).data_unsynced = false;
     step_name = std::string(op) + ":cas";
     if (int e = step(step_name, path, {}, false)) return abandon(step_name, e);
     {
@@ -341,7 +343,7 @@ class MemoryFs {
         step_name = std::string(op) + ":write_in_place";
         if (int e = step(step_name, path, {}, true)) return fail_errno(e, step_name, p);
         node& t = nodes_.at(old_id);
-        t.data.assign(bytes.data(), bytes.size());
+        write_unsynced(t, bytes);
         t.data_loaded = true;
         t.mode = mode;
         t.mtime = t.ctime = now_;
@@ -350,6 +352,7 @@ class MemoryFs {
         out.changed = true;
         out.in_place = true;
         if (step(step_name, path, {}, false)) out.durable = false;
+        else nodes_.at(old_id).data_unsynced = false;
         return out;
       }
       return abandon(step_name, rename_error);
@@ -861,6 +864,18 @@ class MemoryFs {
           dir->second.children.erase(change.name);
       }
     }
+    // Unsynced file data: kept, lost (the last synced bytes), or torn (a prefix of the new bytes).
+    std::uint64_t data_state = seed ^ 0x5DEECE66Dull;
+    for (auto& entry : out.nodes_) {
+      node& n = entry.second;
+      if (!n.data_unsynced) continue;
+      n.data_unsynced = false;
+      if (keep == crash_keep::all) continue;
+      const std::uint64_t pick = keep == crash_keep::none ? 1 : detail::splitmix64(data_state) % 3;
+      if (pick == 1) n.data = n.synced_data;
+      else if (pick == 2) n.data.resize(static_cast<std::size_t>(detail::splitmix64(data_state) % (n.data.size() + 1)));
+      n.synced_data.clear();
+    }
     out.rebuild_after_crash();
     return out;
   }
@@ -970,6 +985,10 @@ class MemoryFs {
     file_flags flags;
     bool mount_point = false;
     std::string data;  // file bytes or link target
+    // Crash model: `data` written but not yet fsynced; `synced_data` is what a crash may fall
+    // back to (the bytes of the last fsync; empty for a new file).
+    bool data_unsynced = false;
+    std::string synced_data;
     std::map<std::string, id_type> children;
     // Overlay bookkeeping: where the object lives in the lower layer and what was pulled.
     bool lower_backed = false;  // a directory whose unseen names must be looked up below
@@ -979,6 +998,13 @@ class MemoryFs {
     std::uint64_t size_hint = 0;
     std::string lower_path;
   };
+
+  /// Writes file data that a crash may lose until the next fsync of that file (crash model).
+  static void write_unsynced(node& n, std::string_view bytes) {
+    if (!n.data_unsynced) n.synced_data = n.data;
+    n.data.assign(bytes.data(), bytes.size());
+    n.data_unsynced = true;
+  }
 
   struct entry_change {
     id_type dir;
