@@ -42,6 +42,11 @@ LaunchdPlist fast(LaunchdPlist p) {
   return p;
 }
 
+/// A vmnetd job hostcfg did not write (fewer keys than docker_vmnetd_job()): what take_over replaces.
+const std::string foreign_vmnetd_plist =
+    "<plist><dict><key>Label</key><string>com.docker.vmnetd</string><key>Program</key>"
+    "<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string></dict></plist>";
+
 /// What nearly every case here starts from: a Mac's tree in MemoryFs, alice answering the
 /// prompts with `reply`, and a context for `app` with the fake launchd attached. One fixture so
 /// the cases differ only in what they do, and a change to the setup is made once. The members
@@ -55,6 +60,16 @@ struct launchd_env {
 
   explicit launchd_env(answer reply = answer::granted) : priv(mac_user(), reply), ctx(fs, priv, app), sm(fake) {
     ctx.attach(sm);
+  }
+
+  /// Puts a vmnetd plist hostcfg did not write (`foreign_vmnetd_plist`, root-owned, `mode`) in
+  /// place and converges a take_over of it; returns the primitive, for the uninstall.
+  LaunchdPlist take_over_foreign(mode_type mode) {
+    fs.add_file(daemon_plist, foreign_vmnetd_plist, mode, 0, 0);
+    auto job = fast(LaunchdPlist{docker_vmnetd_job()});
+    job.take_over = true;
+    REQUIRE(converge(ctx, job));
+    return job;
   }
 };
 
@@ -302,8 +317,7 @@ TEST_CASE_FIXTURE(launchd_env, "revert leaves a job that changed since we wrote 
 }
 
 TEST_CASE_FIXTURE(launchd_env, "a foreign job is a conflict; take_over replaces it and revert restores its bytes") {
-  std::string foreign = "<plist><dict><key>Label</key><string>com.docker.vmnetd</string><key>Program</key>"
-                        "<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string></dict></plist>";
+  const std::string foreign = foreign_vmnetd_plist;
   fs.add_file(daemon_plist, foreign, 0644, 0, 0);
   fake.set_loaded(launchd_domain::system(), "com.docker.vmnetd", daemon_plist);
   auto refused = converge(ctx, fast(LaunchdPlist{docker_vmnetd_job()}));
@@ -331,18 +345,9 @@ TEST_CASE_FIXTURE(launchd_env, "a foreign job is a conflict; take_over replaces 
 }
 
 TEST_CASE_FIXTURE(launchd_env, "a privileged record whose original_mode is not a mode: revert fails cleanly, plist left") {
-  std::string foreign = "<plist><dict><key>Label</key><string>com.docker.vmnetd</string><key>Program</key>"
-                        "<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string></dict></plist>";
-  fs.add_file(daemon_plist, foreign, 0644, 0, 0);
-  auto taking = fast(LaunchdPlist{docker_vmnetd_job()});
-  taking.take_over = true;
-  REQUIRE(converge(ctx, taking));
-  const std::string record_file = "/var/lib/hostcfg/com.docker.desktop.record";
-  std::string text = *fs.file_bytes(record_file);
-  const std::string field = "field original_mode 420\n";
-  REQUIRE(text.find(field) != std::string::npos);
-  text.replace(text.find(field), field.size(), "field original_mode 0x1a4\n");
-  fs.add_file(record_file, text, 0600, 0, 0);
+  auto taking = take_over_foreign(0644);
+  hostcfg_test::rewrite_record_line(fs, "/var/lib/hostcfg/com.docker.desktop.record", "field original_mode 420",
+                                    "field original_mode 0x1a4", 0, 0);
   auto undone = uninstall(ctx, taking);
   REQUIRE(undone);
   CHECK_FALSE(undone->ok());
@@ -767,12 +772,8 @@ TEST_CASE_FIXTURE(launchd_env, "crash window: the helper died after removing its
 }
 
 TEST_CASE_FIXTURE(launchd_env, "a self-revert of a job it took over restores the original first; a crash then leaves it in place") {
-  std::string foreign = "<plist><dict><key>Label</key><string>com.docker.vmnetd</string><key>Program</key>"
-                        "<string>/Library/PrivilegedHelperTools/com.docker.vmnetd</string></dict></plist>";
-  fs.add_file(daemon_plist, foreign, 0600, 0, 0);
-  auto job = fast(LaunchdPlist{docker_vmnetd_job()});
-  job.take_over = true;
-  REQUIRE(converge(ctx, job));
+  const std::string foreign = foreign_vmnetd_plist;
+  auto job = take_over_foreign(0600);
   REQUIRE(fs.file_bytes(daemon_plist) == std::optional<std::string>(vmnetd_xml()));
   fake.set_caller_job(launchd_domain::system(), "com.docker.vmnetd");
   std::optional<std::string> plist_at_bootout;

@@ -211,12 +211,8 @@ TEST_CASE("a record whose original_mode is not a mode: uninstall reports it and 
     ManagedFile conf{"/Users/alice/app.conf", "ours\n", 0644};
     conf.take_over = true;
     REQUIRE(converge(ctx, conf));
-    const std::string record_file = "/Users/alice/.local/state/hostcfg/com.example.app.record";
-    std::string text = *fs.file_bytes(record_file);
-    const std::string field = "field original_mode 384\n";
-    REQUIRE(text.find(field) != std::string::npos);
-    text.replace(text.find(field), field.size(), "field original_mode " + bad + "\n");
-    fs.add_file(record_file, text, 0600, 501, 20);
+    hostcfg_test::rewrite_record_line(fs, "/Users/alice/.local/state/hostcfg/com.example.app.record",
+                                      "field original_mode 384", "field original_mode " + bad, 501, 20);
     auto undone = uninstall(ctx, conf);
     REQUIRE(undone);
     CHECK_FALSE(undone->ok());

@@ -48,6 +48,20 @@ inline std::vector<std::string> lines_of(std::string_view text) {
   return out;
 }
 
+/// Rewrites one whole line of a record file in a MemoryFs tree (a hand edit, or a forgery), which
+/// ends owned by uid:gid, mode 0600; the line must be there.
+template <class Tree>
+void rewrite_record_line(Tree& fs, const std::string& record_file, const std::string& line, const std::string& with,
+                         unsigned uid, unsigned gid) {
+  auto text = fs.file_bytes(record_file);
+  REQUIRE(text);
+  const std::string old_line = line + "\n";
+  const auto at = text->find(old_line);
+  REQUIRE(at != std::string::npos);
+  text->replace(at, old_line.size(), with + "\n");
+  fs.add_file(record_file, *text, 0600, uid, gid);
+}
+
 }  // namespace hostcfg_test
 
 /// Skips the current test case with a printed reason (or fails it when HOSTCFG_NO_SKIP=1).
