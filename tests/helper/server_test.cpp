@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -711,10 +712,14 @@ TEST_CASE("out of file descriptors, the helper pauses accepting instead of spinn
       if (::fcntl(fd, F_GETFD) != -1) highest = fd;
     const rlimit low{static_cast<rlim_t>(highest + 3), static_cast<rlim_t>(highest + 3)};
     if (::setrlimit(RLIMIT_NOFILE, &low) != 0) ::_exit(3);
-    std::thread serving([&] { (void)server->run(); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-    server->stop();
-    serving.join();
+    // Served on this thread (no thread is started after the fork: TSan refuses that), stopped
+    // after 1.5 s by an alarm whose handler calls the async-signal-safe stop().
+    static Server* serving = nullptr;
+    serving = &*server;
+    ::signal(SIGALRM, [](int) { serving->stop(); });
+    const itimerval in_1500_ms{{0, 0}, {1, 500000}};
+    ::setitimer(ITIMER_REAL, &in_1500_ms, nullptr);
+    (void)server->run();
     const int count = failed.load();
     const auto st = server->stats();
     const std::string line = std::to_string(count) + " " + std::to_string(st.accepted) + "\n";
@@ -1342,4 +1347,49 @@ TEST_CASE("a wildcard bind under a loopback-only helper is refused with a hint, 
   auto e = srv.last(log_kind::refused);
   REQUIRE(e);
   CHECK(e->detail == "bind TCP 0.0.0.0:80: address not in the allowlist");
+}
+
+TEST_CASE("under loopback_or_any a wildcard bind is served on exactly the wildcard; :: is IPv6-only; UDP over IPv6 too") {
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  root_dir dir;
+  auto config = base_config(dir, 0);
+  config.allow_address = address_scope::loopback_or_any;
+  running_server srv(config);
+  REQUIRE(srv.server);
+  const client_options client{dir / "h.sock", 2000};
+  // 0.0.0.0: the socket is bound to the wildcard, never narrowed to loopback.
+  const std::uint16_t port4 = free_port("0.0.0.0", 985);
+  REQUIRE(port4 != 0);
+  auto any4 = request_bind(client, req_of("0.0.0.0", port4));
+  REQUIRE(any4);
+  sockaddr_in in4{};
+  socklen_t len4 = sizeof in4;
+  REQUIRE(::getsockname(any4->get(), reinterpret_cast<sockaddr*>(&in4), &len4) == 0);
+  CHECK(in4.sin_family == AF_INET);
+  CHECK(in4.sin_addr.s_addr == htonl(INADDR_ANY));
+  CHECK(ntohs(in4.sin_port) == port4);
+  // :: (when this machine has IPv6): IPV6_V6ONLY, so it never also takes the IPv4 wildcard.
+  const std::uint16_t port6 = free_port("::", 984);
+  if (port6 == 0) {
+    HOSTCFG_SKIP("no IPv6 here: the :: and UDP-over-IPv6 parts are not checked");
+    return;
+  }
+  auto any6 = request_bind(client, req_of("::", port6));
+  REQUIRE(any6);
+  int v6only = 0;
+  socklen_t optlen = sizeof v6only;
+  REQUIRE(::getsockopt(any6->get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &optlen) == 0);
+  CHECK(v6only == 1);
+  sockaddr_in6 in6{};
+  socklen_t len6 = sizeof in6;
+  REQUIRE(::getsockname(any6->get(), reinterpret_cast<sockaddr*>(&in6), &len6) == 0);
+  CHECK(IN6_IS_ADDR_UNSPECIFIED(&in6.sin6_addr));
+  // UDP on ::1.
+  auto udp6 = request_bind(client, req_of("::1", free_port("::1", 983), transport::udp));
+  REQUIRE(udp6);
+  int type = 0;
+  socklen_t type_len = sizeof type;
+  REQUIRE(::getsockopt(udp6->get(), SOL_SOCKET, SO_TYPE, &type, &type_len) == 0);
+  CHECK(type == SOCK_DGRAM);
+  CHECK(srv.count(log_kind::bound) == 3);
 }

@@ -1230,3 +1230,30 @@ TEST_CASE("declined, then the directory becomes writable: the next run links the
   REQUIRE(converge(ctx, recipe()));
   CHECK(fs.mutating_ops() == 0);
 }
+
+TEST_CASE("what to do next: each answer is named; a fallback that cannot be made says to add the source to PATH") {
+  for (answer a : {answer::declined, answer::cancelled, answer::timed_out, answer::unavailable}) {
+    CAPTURE(answer_name(a));
+    MemoryFs fs = mac_tree();
+    ScriptedPrivilege priv(alice(), a);
+    context ctx(fs, priv, app);
+    auto report = converge(ctx, recipe());
+    REQUIRE(report);
+    CHECK(all_notes(*report).find("the commands are linked in /Users/alice/.docker/bin instead of /usr/local/bin "
+                                  "(admin rights: " + std::string(answer_name(a)) +
+                                  "); reload your shells (open a new terminal) so PATH includes "
+                                  "/Users/alice/.docker/bin") != std::string::npos);
+  }
+  // A file where the fallback directory would go: nothing can be linked anywhere.
+  MemoryFs fs = mac_tree();
+  fs.add_file("/Users/alice/.docker", "not a directory\n", 0644, 501, 20);
+  ScriptedPrivilege priv(alice(), answer::declined);
+  context ctx(fs, priv, app);
+  auto report = converge(ctx, recipe());
+  REQUIRE(report);
+  CHECK(all_notes(*report).find("the commands could not be put on PATH (admin rights: declined); add " +
+                                std::string(src) + " to your PATH, or run them by their full path") !=
+        std::string::npos);
+  CHECK(fs.file_bytes("/Users/alice/.docker") == std::optional<std::string>("not a directory\n"));
+  CHECK_FALSE(report->out_of_sync.empty());
+}
