@@ -1,7 +1,8 @@
 // port-helper: the privileged helper daemon, a small main over hostcfg/helper/server.hpp.
 //
 //   port-helper --socket /var/run/com.example.helper.sock --uid 501
-//               [--gid N] [--policy-path PATH] [--state PATH] [--allow-address loopback|any]
+//               [--gid N] [--policy-path PATH] [--policy-mode 0644] [--state PATH]
+//               [--allow-address loopback|any]
 //               [--allow-ports 1-1023[,R...]] [--timeout-ms 5000] [--once]
 //               [--label com.docker.vmnetd] [--plist-dir /Library/LaunchDaemons]
 //               [--app-id com.docker.desktop] [--system-record PATH] [--root DIR]
@@ -63,7 +64,8 @@ void on_signal(int) {
 
 int usage(const char* why) {
   std::fprintf(stderr,
-               "port-helper: %s\nusage: port-helper --socket PATH --uid N [--gid N] [--policy-path PATH] [--state PATH]\n"
+               "port-helper: %s\nusage: port-helper --socket PATH --uid N [--gid N] [--policy-path PATH] [--policy-mode MODE]\n"
+               "       [--state PATH]\n"
                "       [--allow-address loopback|any] [--allow-ports 1-1023[,FIRST-LAST...]] [--timeout-ms N] [--once]\n"
                "       [--label LABEL] [--plist-dir DIR] [--app-id ID] [--system-record PATH] [--root DIR]\n"
                "       [--service-manager launchctl|file-only] [--code-requirement REQ (macOS)]\n",
@@ -136,6 +138,11 @@ int main(int argc, char** argv) {
       have_gid = true;
     } else if (arg == "--policy-path") {
       config.policy_path = value;
+    } else if (arg == "--policy-mode") {
+      char* end = nullptr;
+      const unsigned long mode = std::strtoul(value, &end, 8);
+      if (end == value || *end != '\0' || mode > 07777) return usage("--policy-mode needs an octal mode such as 0644");
+      config.policy_mode = static_cast<hostcfg::mode_type>(mode);
     } else if (arg == "--state") {
       config.state_path = value;
       have_state = true;

@@ -835,6 +835,30 @@ TEST_CASE("the policy cache ends root-owned 0644 with the bytes, and the user ca
   CHECK(srv.count(log_kind::policy_written) == 2);
 }
 
+TEST_CASE("the policy cache gets the configured mode; a mode the user could not read, or others write, is refused") {
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  root_dir dir;
+  REQUIRE(::mkdir((dir / "policy").c_str(), 0755) == 0);
+  auto config = base_config(dir, 0);
+  config.policy_path = dir / "policy/policy.json";
+  for (mode_type bad : {0640u, 0666u, 0646u, 04644u}) {
+    auto refused_config = config;
+    refused_config.policy_mode = bad;
+    auto refused = Server::listen(refused_config);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().is(errc::invalid_input));
+    CHECK(refused.error().message().find("must let others read and no one but root write") != std::string::npos);
+  }
+  config.policy_mode = 0444;  // what a ProtectedFile with mode 0444 wants
+  running_server srv(config);
+  REQUIRE(srv.server);
+  REQUIRE(refresh_policy(client_options{dir / "h.sock", 2000}, "p\n"));
+  struct stat st {};
+  REQUIRE(::lstat((dir / "policy/policy.json").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0444);
+  CHECK(st.st_uid == 0);
+}
+
 TEST_CASE("a refresh writes only the configured path, whatever its bytes say") {
   if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
   root_dir dir;
@@ -1392,4 +1416,47 @@ TEST_CASE("under loopback_or_any a wildcard bind is served on exactly the wildca
   REQUIRE(::getsockopt(udp6->get(), SOL_SOCKET, SO_TYPE, &type, &type_len) == 0);
   CHECK(type == SOCK_DGRAM);
   CHECK(srv.count(log_kind::bound) == 3);
+}
+
+TEST_CASE("the client refuses a reply with more than one fd or truncated control data, and keeps none of them") {
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  root_dir dir;
+  const std::string path = dir / "fake.sock";
+  unique_fd listening(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const sockaddr_un addr = helper::detail::unix_address(path);
+  REQUIRE(::bind(listening.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(listening.get(), 4) == 0);
+  // A fake helper: answers the handshake, reads the request, then replies "ok, fd attached" with
+  // `extra` descriptors in one SCM_RIGHTS message.
+  auto fake_helper = [&](int extra) {
+    unique_fd conn(::accept4(listening.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    char in[64];
+    (void)::recv(conn.get(), in, 12, MSG_WAITALL);  // hello
+    reply hello;
+    hello.type = frame_type::hello_reply;
+    raw_send(conn.get(), encode_reply(hello));
+    (void)::recv(conn.get(), in, 32, MSG_WAITALL);  // bind
+    std::vector<int> fds;
+    for (int i = 0; i < extra; ++i) fds.push_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    reply ok;
+    ok.fd_attached = true;
+    raw_send(conn.get(), encode_reply(ok), fds);
+    for (int f : fds) ::close(f);
+  };
+  const bind_request req = req_of("127.0.0.1", 80);
+  for (const auto& c : std::vector<std::pair<int, std::string>>{
+           {2, "the helper sent more than one file descriptor"},
+           {20, "the helper's reply carried truncated control data"}}) {
+    const int extra = c.first;  // no structured binding: clang 14 cannot capture one in CAPTURE
+    const std::string& why = c.second;
+    CAPTURE(extra);
+    const std::size_t fds_before = hostcfg_test::open_fd_count();
+    std::thread helper_side(fake_helper, extra);
+    auto got = request_bind(client_options{path, 3000}, req);
+    helper_side.join();
+    REQUIRE_FALSE(got);
+    CHECK(got.error().is(errc::invalid_input));
+    CHECK(got.error().message().find(why) != std::string::npos);
+    CHECK(hostcfg_test::open_fd_count() == fds_before);  // every received descriptor was closed
+  }
 }

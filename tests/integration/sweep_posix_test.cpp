@@ -18,6 +18,7 @@
 #include <hostcfg/backend/posix_fs.hpp>
 #include <hostcfg/backend/rooted_fs.hpp>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -274,6 +275,27 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files, bool seed = fa
 
 bool running_as_root() { return ::geteuid() == 0; }
 
+/// Every open PosixFs makes through its table, and those without O_CLOEXEC (promise 12).
+struct open_audit {
+  std::size_t opens = 0;
+  std::vector<std::string> without_cloexec;
+};
+open_audit audit;
+
+int audited_openat(void*, int dirfd, const char* path, int flags, mode_t mode) {
+  ++audit.opens;
+  if ((flags & O_CLOEXEC) == 0) audit.without_cloexec.emplace_back(path);
+  const auto& real = hostcfg::default_syscalls();
+  return real.openat(real.context, dirfd, path, flags, mode);
+}
+
+int audited_openat2(void*, int dirfd, const char* path, int flags, mode_t mode, std::uint64_t resolve) {
+  ++audit.opens;
+  if ((flags & O_CLOEXEC) == 0) audit.without_cloexec.emplace_back(path);
+  const auto& real = hostcfg::default_syscalls();
+  return real.openat2(real.context, dirfd, path, flags, mode, resolve);
+}
+
 }  // namespace
 
 TEST_CASE("sweep (PosixFs syscall table): ManagedFile fail once / persistently / crash at every syscall") {
@@ -294,4 +316,33 @@ TEST_CASE("sweep (PosixFs syscall table): ManagedFile + HostsEntry in one conver
 TEST_CASE("sweep (PosixFs syscall table): the whole seed flow (files, hosts, launchd plist, CLI links) in one converge") {
   if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
   sweep_posix("whole seed flow", true, true, true);
+}
+
+TEST_CASE("promise 12: every file and directory PosixFs opens in the seed flow's converge and uninstall is O_CLOEXEC") {
+  if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
+  posix_box box;
+  box.reset();
+  hostcfg::syscall_table table = hostcfg::default_syscalls();
+  table.openat = audited_openat;
+  table.openat2 = audited_openat2;
+  PosixFs posix(table);
+  RootedFs<PosixFs> fs(posix, box.root);
+  FakeServiceManager launchd;
+  audit = open_audit{};
+  auto installed = run_posix(fs, true, true, &launchd);
+  REQUIRE(installed);
+  CHECK(installed->ok());
+  RootFor priv(posix_user());
+  context ctx(fs, priv, app);
+  any_service_manager sm(launchd);
+  ctx.attach(sm);
+  auto removed = uninstall(ctx, system_conf(), user_conf(), hosts_entry(), sweep::vmnetd(), sweep::cli_links());
+  REQUIRE(removed);
+  CHECK(removed->ok());
+  MESSAGE(audit.opens << " opens through the table, " << audit.without_cloexec.size() << " without O_CLOEXEC");
+  CHECK(audit.opens > 50);
+  for (const auto& path : audit.without_cloexec) {
+    INFO("opened without O_CLOEXEC: " << path);
+    CHECK(false);
+  }
 }

@@ -89,7 +89,7 @@ TEST_CASE("with the helper running, the port is bound through it without a promp
   const auto rec = fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record");
   REQUIRE(rec);
   CHECK(rec->find("port:tcp:127.0.0.1:" + std::to_string(port)) != std::string::npos);
-  CHECK(rec->find("helper") != std::string::npos);
+  CHECK(rec->find("field via helper\n") != std::string::npos);
   // In sync now: a second converge plans nothing and keeps the same socket.
   const int fd = web.socket->get();
   auto again = converge(ctx, web);
@@ -108,6 +108,28 @@ TEST_CASE("with the helper running, the port is bound through it without a promp
     if (!free_again) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   CHECK(free_again);
+}
+
+TEST_CASE("a port the user may bind is bound directly, with no helper and no prompt, and recorded as direct") {
+  MemoryFs fs = tree();
+  ScriptedPrivilege priv(user(), answer::declined);
+  context ctx(fs, priv, app);
+  std::uint16_t port = 0;  // a free port >= 1024: anyone may bind it
+  for (std::uint16_t p = 40123; p < 40300 && port == 0; ++p)
+    if (helper::detail::bind_socket(*helper::make_bind_request(helper::transport::tcp, "127.0.0.1", p), false, true))
+      port = p;
+  REQUIRE(port != 0);
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", port, "/nonexistent/helper.sock"};
+  auto report = converge(ctx, web);
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(priv.prompts() == 0);
+  REQUIRE(*web.socket);
+  const auto rec = fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record");
+  REQUIRE(rec);
+  CHECK(rec->find("field via direct\n") != std::string::npos);
+  REQUIRE(uninstall(ctx, web));
+  CHECK(!*web.socket);
 }
 
 TEST_CASE("helper not running: one prompt; declined gives the seed's message and no socket") {

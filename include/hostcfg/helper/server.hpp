@@ -144,6 +144,10 @@ struct server_config {
   address_scope allow_address = address_scope::loopback;
   std::vector<port_range> allow_ports{{1, 1023}};  ///< ranges >= 1024 are refused by `listen`
   std::string policy_path;  ///< the one file refresh_policy writes; empty: refresh is refused
+  /// The policy cache's mode (root:0): the installer's ProtectedFile mode, so a refresh keeps what
+  /// its probe wants. Others must read it (the user reads a root:0 file through those bits) and no
+  /// one but root may write it: listen refuses any other.
+  mode_type policy_mode = 0644;
   /// The helper's own record (root-owned, 0600): whether it created the policy cache and the bytes
   /// it last wrote there, so uninstall_self removes only a cache the helper made and nobody changed
   /// since. Its directory is created (root, 0755) when missing, under a trusted parent, and removed
@@ -598,6 +602,12 @@ class Server {
       if (!other->empty() && (!is_normal_path(*other) || *other == path || parent_path(*other) == *other))
         return fail(errc::invalid_input, op, *other,
                     "the policy and record paths must be absolute, normal, and not the socket's");
+    if ((config.policy_mode & 07022) != 0 || (config.policy_mode & 0004) == 0) {
+      std::string octal;  // "0640"
+      for (int shift = 9; shift >= 0; shift -= 3) octal += static_cast<char>('0' + ((config.policy_mode >> shift) & 7));
+      return fail(errc::invalid_input, op, config.policy_path,
+                  "policy mode " + octal + " must let others read and no one but root write", "use 0644");
+    }
     if (!config.state_path.empty() && config.state_path == config.policy_path)
       return fail(errc::invalid_input, op, config.state_path, "the helper's record cannot be the policy cache itself");
     if (config.request_timeout_ms <= 0) config.request_timeout_ms = 5000;
@@ -940,7 +950,8 @@ class Server {
         }
         state = std::move(*loaded);
       }
-      auto created = detail::write_root_file(s.config.policy_path, req.policy, "write policy cache");
+      auto created =
+          detail::write_root_file(s.config.policy_path, req.policy, "write policy cache", s.config.policy_mode);
       if (!created) {
         s.log(log_kind::policy_failed, &c, created.error().message());
         return finish(c, frame_type::reply, reply_status::internal_error);
