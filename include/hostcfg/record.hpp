@@ -75,7 +75,7 @@ struct record_item {
     for (char c : text) {
       if (c < '0' || c > '9') return std::nullopt;
       const auto digit = static_cast<unsigned long>(c - '0');
-      if (value > (max - digit) / 10) return std::nullopt;  // value * 10 + digit > max
+      if (digit > max || value > (max - digit) / 10) return std::nullopt;  // value * 10 + digit > max
       value = value * 10 + digit;
     }
     return value;

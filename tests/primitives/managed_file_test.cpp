@@ -237,6 +237,7 @@ TEST_CASE("record_item::number reads decimal fields no larger than the limit, ne
   CHECK_FALSE(item.number("space", 10));
   CHECK_FALSE(item.number("missing", 10));
   CHECK(record_item::parse_decimal("0", 0) == std::optional<unsigned long>(0));
+  CHECK_FALSE(record_item::parse_decimal("5", 0));  // a digit above the limit (no unsigned wrap)
   CHECK(record_item::parse_decimal("4294967294", 4294967294UL) == std::optional<unsigned long>(4294967294UL));
   CHECK_FALSE(record_item::parse_decimal("4294967295", 4294967294UL));
 }
