@@ -174,6 +174,18 @@ inline bool may_write_dir(const actor& who, const file_status& dir) {
   return (dir.mode & 0003) == 0003;
 }
 
+namespace detail {
+/// A mode as four octal digits, "0644" style ("4755" when a special bit is set).
+inline std::string mode_text(mode_type mode) {
+  char text[8];
+  text[0] = '0';
+  for (int i = 0; i < 4; ++i) text[1 + i] = static_cast<char>('0' + ((mode >> (9 - 3 * i)) & 7));
+  text[5] = 0;
+  // Four octal digits, "0644" style, without the leading special-bits digit when it is zero.
+  return (mode & 07000) ? std::string(text + 1) : std::string(text + 2).insert(0, "0");
+}
+}  // namespace detail
+
 /// True when `who` may write to a file with status `file` by its mode bits (root always may).
 inline bool may_write_file(const actor& who, const file_status& file) {
   if (who.is_root()) return true;

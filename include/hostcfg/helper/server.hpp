@@ -602,12 +602,11 @@ class Server {
       if (!other->empty() && (!is_normal_path(*other) || *other == path || parent_path(*other) == *other))
         return fail(errc::invalid_input, op, *other,
                     "the policy and record paths must be absolute, normal, and not the socket's");
-    if ((config.policy_mode & 07022) != 0 || (config.policy_mode & 0004) == 0) {
-      std::string octal;  // "0640"
-      for (int shift = 9; shift >= 0; shift -= 3) octal += static_cast<char>('0' + ((config.policy_mode >> shift) & 7));
+    if ((config.policy_mode & 07022) != 0 || (config.policy_mode & 0004) == 0)
       return fail(errc::invalid_input, op, config.policy_path,
-                  "policy mode " + octal + " must let others read and no one but root write", "use 0644");
-    }
+                  "policy mode " + hostcfg::detail::mode_text(config.policy_mode) +
+                      " must let others read and no one but root write",
+                  "use 0644");
     if (!config.state_path.empty() && config.state_path == config.policy_path)
       return fail(errc::invalid_input, op, config.state_path, "the helper's record cannot be the policy cache itself");
     if (config.request_timeout_ms <= 0) config.request_timeout_ms = 5000;

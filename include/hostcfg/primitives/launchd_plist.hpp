@@ -565,11 +565,9 @@ struct LaunchdPlist {
     if (mine.get("created") == "1") return current ? unlink_durably(ctx.fs, who, path) : result<void>{};
     replace_options options;
     options.expected = current ? std::optional<file_status>(*current) : std::nullopt;
-    auto original_mode = mine.fields.count("original_mode") ? mine.number("original_mode", 07777) : 0644ul;
-    if (!original_mode)
-      return fail(errc::corrupt_record, "revert", path, "the record's original_mode is not a file mode",
-                  "the plist was left as it is; restore it by hand");
-    options.mode = static_cast<mode_type>(*original_mode);
+    auto original_mode = detail::original_mode_of(mine, path, "plist");
+    if (!original_mode) return tl::unexpected(original_mode.error());
+    options.mode = *original_mode;
     options.force_mode = true;
     auto written = ctx.replace_file(who, path, mine.get("original"), options);
     if (!written) return tl::unexpected(written.error());

@@ -29,13 +29,15 @@
 HOSTCFG_BEGIN_NAMESPACE
 
 namespace detail {
-inline std::string mode_text(mode_type mode) {
-  char text[8];
-  text[0] = '0';
-  for (int i = 0; i < 4; ++i) text[1 + i] = static_cast<char>('0' + ((mode >> (9 - 3 * i)) & 7));
-  text[5] = 0;
-  // Four octal digits, "0644" style, without the leading special-bits digit when it is zero.
-  return (mode & 07000) ? std::string(text + 1) : std::string(text + 2).insert(0, "0");
+
+/// The mode a file had before hostcfg replaced it, from its record item (0644 when the item
+/// predates the field); a value that is not a mode is a corrupt record, never an exception.
+inline result<mode_type> original_mode_of(const record_item& mine, const std::string& path, const char* what) {
+  auto mode = mine.fields.count("original_mode") ? mine.number("original_mode", 07777) : 0644ul;
+  if (!mode)
+    return fail(errc::corrupt_record, "revert", path, "the record's original_mode is not a file mode",
+                std::string("the ") + what + " was left as it is; restore it by hand");
+  return static_cast<mode_type>(*mode);
 }
 
 /// The nearest existing ancestor directory of `path` (for "who may create this?").
@@ -98,24 +100,23 @@ struct ManagedFile {
   /// Rebuilds a ManagedFile from `desired_state()` output, validating every parameter (the
   /// elevated runner treats it as untrusted input).
   static result<ManagedFile> from_desired_state(const record_item& item) {
-    auto number = [&](const std::string& key, unsigned long max) { return item.number(key, max); };
     std::string file = item.get("path");
     if (!is_normal_path(file) || file == "/")
       return fail(errc::invalid_input, "read desired state", file, "path must be absolute and normal");
-    auto m = number("mode", 07777);
-    auto dm = number("dir_mode", 07777);
+    auto m = item.number("mode", 07777);
+    auto dm = item.number("dir_mode", 07777);
     if (!m || !dm) return fail(errc::invalid_input, "read desired state", file, "bad mode");
     ManagedFile f{file, item.get("content"), static_cast<mode_type>(*m)};
     f.dir_mode = static_cast<mode_type>(*dm);
     f.take_over = item.get("take_over") == "1";
     f.refreshable = item.get("refreshable") == "1";
     if (item.fields.count("uid")) {
-      auto u = number("uid", 0xFFFFFFFEul);
+      auto u = item.number("uid", 0xFFFFFFFEul);
       if (!u) return fail(errc::invalid_input, "read desired state", file, "bad uid");
       f.uid = static_cast<uid_type>(*u);
     }
     if (item.fields.count("gid")) {
-      auto g = number("gid", 0xFFFFFFFEul);
+      auto g = item.number("gid", 0xFFFFFFFEul);
       if (!g) return fail(errc::invalid_input, "read desired state", file, "bad gid");
       f.gid = static_cast<gid_type>(*g);
     }
@@ -300,12 +301,11 @@ struct ManagedFile {
     } else {
       replace_options options;
       options.expected = current ? std::optional<file_status>(current->status) : std::nullopt;
-      auto original_mode = mine.fields.count("original_mode") ? mine.number("original_mode", 07777) : 0644ul;
+      auto original_mode = detail::original_mode_of(mine, path, "file");
       if (!original_mode) {
-        undone = fail(errc::corrupt_record, "revert", path, "the record's original_mode is not a file mode",
-                      "the file was left as it is; restore it by hand");
+        undone = tl::unexpected(original_mode.error());
       } else {
-        options.mode = static_cast<mode_type>(*original_mode);
+        options.mode = *original_mode;
         options.force_mode = true;
         auto written = ctx.replace_file(who, path, mine.get("original"), options);
         if (!written) undone = tl::unexpected(written.error());

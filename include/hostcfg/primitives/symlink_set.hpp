@@ -324,7 +324,6 @@ struct SymlinkSet {
   /// Rebuilds a SymlinkSet from `desired_state()`, validating every field (untrusted input).
   static result<SymlinkSet> from_desired_state(const record_item& item) {
     auto bad = [&](const std::string& why) { return fail(errc::invalid_input, "read desired state", item.id, why); };
-    auto number = [&](const std::string& key, unsigned long max) { return item.number(key, max); };
     SymlinkSet set;
     set.link_dir = item.get("link_dir");
     set.source_dir = item.get("source_dir");
@@ -333,24 +332,24 @@ struct SymlinkSet {
     set.take_over = item.get("take_over") == "1";
     set.allow_dangling = item.get("allow_dangling") == "1";
     set.label = item.get("label");
-    auto mode = number("dir_mode", 07777);
-    auto count = number("links", 4096);
+    auto mode = item.number("dir_mode", 07777);
+    auto count = item.number("links", 4096);
     if (!mode || !count) return bad("bad dir_mode or link count");
     set.dir_mode = static_cast<mode_type>(*mode);
     if (item.fields.count("dir_uid")) {
-      auto u = number("dir_uid", 0xFFFFFFFEul);
+      auto u = item.number("dir_uid", 0xFFFFFFFEul);
       if (!u) return bad("bad dir_uid");
       set.dir_uid = static_cast<uid_type>(*u);
     }
     if (item.fields.count("dir_gid")) {
-      auto g = number("dir_gid", 0xFFFFFFFEul);
+      auto g = item.number("dir_gid", 0xFFFFFFFEul);
       if (!g) return bad("bad dir_gid");
       set.dir_gid = static_cast<gid_type>(*g);
     }
     set.executables = item.get("executables") == "1";
     // Absent counts are zero (a payload of a build without these fields); present ones must parse.
     auto optional_count = [&](const std::string& key) -> std::optional<unsigned long> {
-      return item.fields.count(key) ? number(key, 4096) : std::optional<unsigned long>(0);
+      return item.fields.count(key) ? item.number(key, 4096) : std::optional<unsigned long>(0);
     };
     auto companion_count = optional_count("companions");
     auto path_count = optional_count("search_path");
