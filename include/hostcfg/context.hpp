@@ -150,12 +150,72 @@ class context {
   /// uninstall move them into their report's notes.
   std::vector<std::string> not_durable;
 
+  /// Write-ahead of undo data: stores `items` in the record of their scope (the root-owned one
+  /// when `privileged`) *before* the change they describe is made. The run's records are
+  /// otherwise stored once, at its end; without this a crash between a change and that store
+  /// would lose what only the record knows (a file's original bytes, the target of a link taken
+  /// over, that a file or link is ours to remove). Each item describes the state after the change
+  /// and, in `was_*` fields where the item existed before, the state it replaces, so a revert
+  /// recognises either state (the change made or not yet) as ours. `books` is not touched: the
+  /// caller puts its final item after the change; when it does not (the change failed), the
+  /// written-ahead item stays in the file (see `recorded_ahead`). Writes nothing in a dry run,
+  /// for the user's record in an elevated runner (which never writes it), or when `books` already
+  /// holds exactly these items. On an error the caller must not make the change.
+  result<void> record_ahead(const ledgers& books, bool privileged, const std::vector<record_item>& items) {
+    if (policy.dry_run || items.empty()) return {};
+    if (!privileged && !read_user_record) return {};
+    const record& known = books.scope(privileged);
+    record base{app_id, {}};
+    record mine{app_id, {}};
+    for (const auto& item : items) {
+      const ahead_entry* ahead = find_ahead(privileged, item.id);
+      const record_item* on_file = ahead ? &ahead->item : known.find(item.id);
+      if (on_file && *on_file == item) continue;
+      if (on_file) base.put(*on_file);
+      mine.put(item);
+    }
+    if (mine.empty()) return {};
+    auto stored = store_record_merged(fs, privileged ? system_record : user_record, mine, base);
+    if (!stored) return tl::unexpected(stored.error());
+    for (const auto& entry : mine.items) {
+      if (ahead_entry* ahead = find_ahead(privileged, entry.first)) *ahead = ahead_entry{privileged, entry.second, false};
+      else recorded_ahead.push_back(ahead_entry{privileged, entry.second, false});
+    }
+    return {};
+  }
+
+  /// Says that the change an item was written ahead for did not happen (it failed atomically):
+  /// unless the run puts the item after all, its final store removes it again, so the record is
+  /// as if the change had never been tried.
+  void withdraw_ahead(bool privileged, const std::string& id) {
+    for (auto& entry : recorded_ahead)
+      if (entry.privileged == privileged && entry.item.id == id) entry.withdrawn = true;
+  }
+
+  /// One item `record_ahead` wrote in this run.
+  struct ahead_entry {
+    bool privileged = false;  ///< in the root-owned record
+    record_item item;         ///< as written
+    bool withdrawn = false;   ///< see `withdraw_ahead`
+  };
+  /// Items `record_ahead` wrote in this run. The run's final store counts them as already in the
+  /// file: an item the run then put differently is written again, a withdrawn one the run did not
+  /// put is removed, and any other it did not put (its change failed half-way, or the run ended
+  /// first) stays as written ahead. Cleared when a run starts.
+  std::vector<ahead_entry> recorded_ahead;
+
   /// Reports one event to the sink.
   void emit(const std::string& primitive_id, const event& e) const {
     if (on_event) on_event(primitive_id, e);
   }
 
  private:
+  ahead_entry* find_ahead(bool privileged, const std::string& id) {
+    for (auto& entry : recorded_ahead)
+      if (entry.privileged == privileged && entry.item.id == id) return &entry;
+    return nullptr;
+  }
+
   std::vector<std::pair<const void*, void*>> backends_;
 };
 

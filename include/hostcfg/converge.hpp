@@ -391,14 +391,25 @@ inline constexpr const char* system_record_unwritten = "the privileged record co
 
 // Load-merge-store under the record directory's lock (store_record_merged): two runs of one app
 // at once each keep their own items, and a run with nothing to record takes no lock.
+// Items written ahead (context::record_ahead) count as part of the file: one the run put
+// differently is stored again, a withdrawn one it did not put is removed, any other it did not put
+// stays as written ahead (see context::recorded_ahead).
 template <class Ctx>
-void store_ledgers(Ctx& ctx, const ledgers& loaded, const ledgers& books, converge_report& report) {
+void store_ledgers(Ctx& ctx, const ledgers& loaded_at_start, const ledgers& books, converge_report& report) {
+  ledgers loaded = loaded_at_start;
+  bool written_ahead[2] = {false, false};  // user, system
+  for (const auto& ahead : ctx.recorded_ahead) {
+    written_ahead[ahead.privileged ? 1 : 0] = true;
+    if (ahead.withdrawn || books.scope(ahead.privileged).find(ahead.item.id))
+      loaded.scope(ahead.privileged).put(ahead.item);
+  }
+  ctx.recorded_ahead.clear();
   auto user = ctx.read_user_record ? store_record_merged(ctx.fs, ctx.user_record, books.user, loaded.user)
                                    : result<bool>(false);
-  if (user) report.user_record_written = *user;
+  if (user) report.user_record_written = *user || written_ahead[0];
   else report.notes.push_back("the user's record could not be written: " + user.error().message());
   auto system = store_record_merged(ctx.fs, ctx.system_record, books.system, loaded.system);
-  if (system) report.system_record_written = *system;
+  if (system) report.system_record_written = *system || written_ahead[1];
   else report.notes.push_back(system_record_unwritten + system.error().message());
 }
 
@@ -509,6 +520,7 @@ result<converge_report> converge(context<Fs, Priv>& ctx, const Steps&... steps) 
   report.app_id = ctx.app_id;
   report.dry_run = ctx.policy.dry_run;
   ctx.not_durable.clear();  // this run's own, reported at its end
+  ctx.recorded_ahead.clear();
   // Verified directory fds are reused for the whole run (PosixFs: no walk from / per operation).
   std::optional<decltype(open_walk_cache(ctx.fs))> walk_scope;
   walk_scope.emplace(open_walk_cache(ctx.fs));
@@ -609,6 +621,7 @@ result<converge_report> uninstall(context<Fs, Priv>& ctx, const Steps&... steps)
   report.uninstall = true;
   report.dry_run = ctx.policy.dry_run;
   ctx.not_durable.clear();
+  ctx.recorded_ahead.clear();
   std::optional<decltype(open_walk_cache(ctx.fs))> walk_scope;
   walk_scope.emplace(open_walk_cache(ctx.fs));
   auto loaded = detail::load_ledgers(ctx);

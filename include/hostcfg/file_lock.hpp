@@ -4,13 +4,49 @@
 /// file (two apps each adding their own block to `~/.profile`) take turns, so neither loses its
 /// compare-and-swap nor the other's change.
 
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "hostcfg/error.hpp"
 #include "hostcfg/fs.hpp"
 #include "hostcfg/path.hpp"
 
 HOSTCFG_BEGIN_NAMESPACE
+
+namespace detail {
+
+/// A directory lock this thread took through `lock_for_edit`, shared by its nested requests.
+struct held_dir_lock {
+  /// What the holders share: released when the last of them lets go (from any thread).
+  struct shared {
+    std::size_t depth = 0;
+    fs_lock lock;
+  };
+  const void* fs;
+  std::string dir;
+  actor who;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> identity;  ///< dev, ino, looked up when needed
+  std::shared_ptr<shared> state;
+};
+
+/// This thread's held directory locks (entries whose depth fell to 0 are dropped lazily).
+inline std::vector<held_dir_lock>& held_dir_locks() {
+  thread_local std::vector<held_dir_lock> held;
+  return held;
+}
+
+/// One holder lets go; the last one releases the lock.
+inline void release_held(held_dir_lock::shared& state) {
+  if (state.depth > 0 && --state.depth == 0) state.lock.reset();
+}
+
+}  // namespace detail
 
 /// Takes the exclusive advisory lock that every hostcfg read-modify-write of `path` holds, as
 /// `who`. Blocks until granted; the edit is safe while the returned `fs_lock` lives.
@@ -27,9 +63,54 @@ HOSTCFG_BEGIN_NAMESPACE
 ///     auto held = lock_for_edit(fs, who, "/home/u/.profile");  // locks /home/u
 ///     if (!held) return tl::unexpected(held.error());
 ///     auto now = fs.read_file(who, "/home/u/.profile", max_bytes);  // then edit `now`
+///
+/// Nested requests of one thread for a directory it already holds share the lock instead of
+/// waiting for themselves (a flock on a second open of the directory would block forever): an
+/// edit of `~/.profile` that writes its record item ahead (context::record_ahead) into a record
+/// kept in the same directory. The directory is recognised by name, or by device and inode once a
+/// second lock is asked for while one is held (an extra `lstat` only then).
 template <class Fs>
 result<fs_lock> lock_for_edit(Fs& fs, const actor& who, std::string_view path) {
-  return fs.lock(who, parent_path(path));
+  const std::string dir = parent_path(path);
+  auto& held = detail::held_dir_locks();
+  held.erase(std::remove_if(held.begin(), held.end(), [](const detail::held_dir_lock& e) { return e.state->depth == 0; }),
+             held.end());
+  using identity = std::pair<std::uint64_t, std::uint64_t>;
+  auto identity_of = [&](const std::string& d, const actor& a) -> result<identity> {
+    auto st = fs.lstat(a, d);
+    if (!st) return tl::unexpected(st.error());
+    return identity{st->dev, st->ino};
+  };
+  std::optional<identity> mine;
+  for (auto& e : held) {
+    if (e.fs != static_cast<const void*>(&fs)) continue;
+    bool same = e.dir == dir;
+    if (!same) {
+      // Not knowing could mean waiting for ourselves: an error instead.
+      if (!mine) {
+        auto id = identity_of(dir, who);
+        if (!id) return tl::unexpected(id.error());
+        mine = *id;
+      }
+      if (!e.identity) {
+        auto id = identity_of(e.dir, e.who);
+        if (!id) return tl::unexpected(id.error());
+        e.identity = *id;
+      }
+      same = *e.identity == *mine;
+    }
+    if (same) {
+      ++e.state->depth;
+      return fs_lock([state = e.state] { detail::release_held(*state); });
+    }
+  }
+  auto lock = fs.lock(who, dir);
+  if (!lock) return tl::unexpected(lock.error());
+  auto state = std::make_shared<detail::held_dir_lock::shared>();
+  state->depth = 1;
+  state->lock = std::move(*lock);
+  held.push_back(detail::held_dir_lock{static_cast<const void*>(&fs), dir, who, std::nullopt, state});
+  return fs_lock([state] { detail::release_held(*state); });
 }
 
 HOSTCFG_END_NAMESPACE

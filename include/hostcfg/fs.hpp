@@ -306,6 +306,26 @@ result<void> rmdir_durably(Fs& fs, const actor& who, std::string_view path) {
   return done;
 }
 
+/// The directories of `dir` (absolute, normal) that do not exist yet, outermost first: what
+/// `make_parents` would make now. Primitives record them ahead of making them
+/// (context::record_ahead), so a crash right after a mkdir cannot leave a directory no record
+/// names. What stands where a directory is needed is for `make_parents` to judge.
+template <class Fs>
+result<std::vector<std::string>> missing_parents(Fs& fs, const actor& who, std::string_view dir) {
+  std::vector<std::string> missing;
+  std::string current;
+  for (const auto& part : path_components(dir)) {
+    current += "/" + part;
+    if (missing.empty()) {
+      auto st = fs.lstat(who, current);
+      if (st) continue;
+      if (!st.error().is_errno(ENOENT)) return tl::unexpected(st.error());
+    }
+    missing.push_back(current);
+  }
+  return missing;
+}
+
 /// Creates every missing directory of `dir` (absolute, normal) one level at a time as `who`, each
 /// with `mode`, and returns the ones it made, outermost first, so the caller can record them and
 /// revert can remove exactly those.

@@ -3,6 +3,7 @@
 // mutating syscall), the trusted walk and the root-safety rule, acting as another user.
 #include "hostcfg/backend/posix_fs.hpp"
 #include "hostcfg/backend/memory_fs.hpp"
+#include "hostcfg/file_lock.hpp"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -717,6 +718,40 @@ TEST_CASE("lock is an exclusive flock that leaves no file behind") {
   ::close(fd);
   CHECK(std::filesystem::directory_iterator(d.path) == std::filesystem::directory_iterator());
   CHECK(fs.lock(root_actor, d / "missing").error().is_errno(ENOENT));
+}
+
+TEST_CASE("lock_for_edit: a nested request of the same thread shares the lock (by name or through an alias)") {
+  // A profile edit that writes its record item ahead into a record in the same directory: a
+  // second flock of the directory would wait for itself forever.
+  scratch d;
+  PosixFs fs;
+  REQUIRE(::mkdir((d / "home").c_str(), 0755) == 0);
+  REQUIRE(::symlink(d.path.c_str(), (d / "alias").c_str()) == 0);
+  auto outer = lock_for_edit(fs, root_actor, d / "home/.profile");
+  REQUIRE(outer);
+  auto inner = lock_for_edit(fs, root_actor, d / "home/app.record");  // same name: shared
+  REQUIRE(inner);
+  auto aliased = lock_for_edit(fs, root_actor, d / "alias/home/app.record");  // same inode: shared
+  REQUIRE(aliased);
+  int fd = ::open((d / "home").c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(fd >= 0);
+  CHECK(::flock(fd, LOCK_EX | LOCK_NB) != 0);  // another process (open) still waits
+  inner->reset();
+  aliased->reset();
+  CHECK(::flock(fd, LOCK_EX | LOCK_NB) != 0);  // held until the outermost holder lets go
+  outer->reset();
+  CHECK(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+  ::flock(fd, LOCK_UN);
+  // Another directory is locked for real, and released on its own.
+  auto other = lock_for_edit(fs, root_actor, d / "x");
+  REQUIRE(other);
+  int fd2 = ::open(d.path.c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(fd2 >= 0);
+  CHECK(::flock(fd2, LOCK_EX | LOCK_NB) != 0);
+  other->reset();
+  CHECK(::flock(fd2, LOCK_EX | LOCK_NB) == 0);
+  ::close(fd2);
+  ::close(fd);
 }
 
 TEST_CASE("rename across filesystems reports EXDEV") {

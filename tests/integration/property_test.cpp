@@ -242,6 +242,91 @@ TEST_CASE("property: hosts - random apply / uninstall / user edits never lose a 
   std::printf("property hosts sequences: %zu sequences, %zu steps\n", sequences, steps_done);
 }
 
+namespace {
+
+// A hosts file that also names the entry's names: at another address (a conflict), at ours,
+// commented out, in another case, beside other names, with trailing comments.
+std::string generate_conflicting_hosts(gen& g) {
+  const char* nl = g.chance(15) ? "\r\n" : "\n";
+  static const char* names[] = {"kubernetes.docker.internal", "host.docker.internal", "KUBERNETES.Docker.Internal",
+                                "Host.Docker.Internal"};
+  static const char* addresses[] = {"10.0.0.9", "192.168.65.2", "::1", "127.0.0.1", "fe80::1%en0", "127.0.0.2"};
+  std::string out = generate_hosts(g);
+  if (!out.empty() && out.back() != '\n') out += nl;
+  std::size_t lines = 1 + g.below(4);
+  for (std::size_t i = 0; i < lines; ++i) {
+    std::string line = g.chance(20) ? "#" : "";
+    line += addresses[g.below(6)];
+    line += g.chance(50) ? "\t" : " ";
+    if (g.chance(30)) line += g.word(1, 8, lower_alnum) + ".lan ";
+    line += names[g.below(4)];
+    if (g.chance(30)) line += std::string(" ") + names[g.below(4)];
+    if (g.chance(20)) line += " # " + g.comment_text();
+    out += line;
+    if (i + 1 < lines || g.chance(80)) out += nl;
+  }
+  // Sometimes the conflicts come first.
+  if (g.chance(30)) out = std::string(addresses[g.below(6)]) + " " + names[g.below(4)] + nl + out;
+  return out;
+}
+
+// `bytes` with each line hostcfg disabled put back as it was.
+std::string without_disabled_tags(std::string bytes) {
+  const std::string tag = disabled_line_prefix(app);
+  for (std::size_t at = bytes.find(tag); at != std::string::npos; at = bytes.find(tag, at)) bytes.erase(at, tag.size());
+  return bytes;
+}
+
+}  // namespace
+
+TEST_CASE("property: hosts files with conflicting lines - left alone or overridden, apply twice = once, uninstall = original") {
+  const std::uint64_t seed = base_seed("hosts conflicts");
+  const std::size_t cases = 200;
+  std::size_t conflicts_left = 0, overridden = 0;
+  for (std::size_t i = 0; i < cases; ++i) {
+    gen g(seed + i);
+    const std::string hosts = generate_conflicting_hosts(g);
+    for (bool override_conflicts : {false, true}) {
+      CAPTURE(seed + i);
+      CAPTURE(hosts);
+      CAPTURE(override_conflicts);
+      MemoryFs fs = hosts_tree(hosts);
+      auto original = fs.take_snapshot();
+      ScriptedPrivilege priv(alice(), answer::granted);
+      context ctx(fs, priv, app);
+      HostsEntry entry = docker_hosts();
+      entry.override_conflicts = override_conflicts;
+      auto first = converge(ctx, entry);
+      REQUIRE(first);
+      CHECK(first->ok());
+      if (override_conflicts) CHECK(first->out_of_sync.empty());  // every name now answers 127.0.0.1
+      if (!first->out_of_sync.empty()) ++conflicts_left;
+      const std::string after = *fs.file_bytes("/etc/hosts");
+      if (after.find(disabled_line_prefix(app)) != std::string::npos) ++overridden;
+      // The user's bytes are kept: outside our section, only disabled tags (overridden lines) and
+      // one line ending before the section differ.
+      auto outside = outside_section(after);
+      REQUIRE(outside);
+      CHECK(user_bytes_kept(hosts, without_disabled_tags(*outside)));
+      fs.clear_log();
+      auto second = converge(ctx, entry);  // apply twice = apply once
+      REQUIRE(second);
+      CHECK(fs.mutating_ops() == 0);
+      CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(after));
+      auto undone = uninstall(ctx, entry);  // revert = the original bytes
+      REQUIRE(undone);
+      CHECK(undone->ok());
+      CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(hosts));
+      HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(original, fs.take_snapshot()), "left after uninstall: ");
+    }
+  }
+  std::printf("property hosts conflicts: %zu generated files x 2 policies (%zu runs left a conflict alone, %zu "
+              "disabled a line)\n",
+              cases, conflicts_left, overridden);
+  CHECK(conflicts_left > 0);
+  CHECK(overridden > 0);
+}
+
 // ---------------------------------------------------------------------------------- profiles
 
 namespace {

@@ -289,12 +289,16 @@ TEST_CASE_FIXTURE(two_runs_of_one_app,
   fs.add_dir("/home/u/.local", 0700, 501, 501);
   fs.add_dir("/home/u/.local/state", 0700, 501, 501);
   fs.add_dir(record_dir, 0700, 501, 501);
+  // B's file is in another directory than A's: A holds /home/u's lock from its item's write-ahead
+  // to its rename, so a B editing there would wait for A (a MemoryFs lock says EWOULDBLOCK).
+  fs.add_dir("/home/u/sub", 0700, 501, 501);
   bool b_ran = false;
   hooked.before = [&](const std::string& op, std::string_view p) {
     if (op == "lock" && p == record_dir && !b_ran) {
-      // A loaded the (empty) record, wrote its file and is about to store: B runs meanwhile.
+      // A loaded the (empty) record and is about to store its item (written ahead of its file):
+      // B runs meanwhile.
       b_ran = true;
-      auto b = converge(ctx_b, ManagedFile{"/home/u/b.conf", "b\n", 0600});
+      auto b = converge(ctx_b, ManagedFile{"/home/u/sub/b.conf", "b\n", 0600});
       REQUIRE(b);
       CHECK(b->ok());
       CHECK(b->user_record_written);
@@ -311,19 +315,19 @@ TEST_CASE_FIXTURE(two_runs_of_one_app,
   REQUIRE(rec);
   CHECK(rec->app_id == "app");
   REQUIRE(rec->find("file:/home/u/a.conf"));
-  REQUIRE(rec->find("file:/home/u/b.conf"));
+  REQUIRE(rec->find("file:/home/u/sub/b.conf"));
   CHECK(rec->find("file:/home/u/a.conf")->get("written") == "a\n");
-  CHECK(rec->find("file:/home/u/b.conf")->get("written") == "b\n");
+  CHECK(rec->find("file:/home/u/sub/b.conf")->get("written") == "b\n");
   CHECK(rec->items.size() == 2);
   // Either run's uninstall finds its own item and leaves the other's.
   hooked.before = nullptr;
   REQUIRE(uninstall(ctx_a, ManagedFile{"/home/u/a.conf", "a\n", 0600}));
   CHECK_FALSE(fs.status_of("/home/u/a.conf"));
-  CHECK(fs.file_bytes("/home/u/b.conf") == std::optional<std::string>("b\n"));
+  CHECK(fs.file_bytes("/home/u/sub/b.conf") == std::optional<std::string>("b\n"));
   auto left = parse_record(*fs.file_bytes(record_path), record_path);
   REQUIRE(left);
   CHECK(left->items.size() == 1);
-  CHECK(left->find("file:/home/u/b.conf"));
+  CHECK(left->find("file:/home/u/sub/b.conf"));
 }
 
 TEST_CASE("rebase_record applies only this run's changes to what the record holds now") {

@@ -38,9 +38,10 @@ TEST_CASE("durability: a file replaced in an existing directory survives a crash
 
 // Regression: when the privileged record could not be written (EIO on the record store, or a
 // crash between the hosts rename and the record), the re-run found our section already there and
-// recorded nothing, so uninstall left it in /etc/hosts. HostsEntry now registers a section of ours
-// that no record names (no byte change), so uninstall restores the file.
-TEST_CASE("a record write that failed is recovered by the re-run, so uninstall still restores the file") {
+// recorded nothing, so uninstall left it in /etc/hosts. Now the item is written ahead of the
+// change (context::record_ahead): a record that cannot be written stops the change itself, and a
+// section of ours that no record names is still registered by the next run (no byte change).
+TEST_CASE("a record write that fails stops the change; the re-run converges and uninstall restores the file") {
   // Find the first operation of the privileged record's store in a clean run.
   std::size_t record_op = 0;
   {
@@ -59,9 +60,16 @@ TEST_CASE("a record write that failed is recovered by the re-run, so uninstall s
   auto first = sweep::run_flow(fs, launchd, sweep::flow_kind::hosts_entry);
   fs.disarm();
   REQUIRE(first);
-  CHECK_FALSE(first->notes.empty());  // the failed record write is reported
+  CHECK_FALSE(first->ok());  // the failed record write is reported as the step's failure
+  REQUIRE(first->steps.size() == 1);
+  REQUIRE_FALSE(first->steps[0].applied.events.empty());
+  CHECK(first->steps[0].applied.events[0].kind == event_kind::failed);
+  CHECK(first->steps[0].applied.events[0].message.find("/var/lib/hostcfg") != std::string::npos);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(sweep::stock_hosts));  // not changed
+  auto second = sweep::run_flow(fs, launchd, sweep::flow_kind::hosts_entry);
+  REQUIRE(second);
+  CHECK(second->ok());
   CHECK(*fs.file_bytes("/etc/hosts") != sweep::stock_hosts);
-  REQUIRE(sweep::run_flow(fs, launchd, sweep::flow_kind::hosts_entry));
   ScriptedPrivilege priv(sweep::mac_user(), answer::granted);
   context ctx(fs, priv, sweep::app);
   auto undone = uninstall(ctx, sweep::hosts_entry());

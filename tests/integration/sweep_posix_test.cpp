@@ -17,6 +17,8 @@
 
 #include <hostcfg/backend/posix_fs.hpp>
 #include <hostcfg/backend/rooted_fs.hpp>
+#include <hostcfg/primitives/protected_file.hpp>
+#include <hostcfg/primitives/shell_profile_path_edit.hpp>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -273,6 +275,118 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files, bool seed = fa
   return points;
 }
 
+/// The sweep of ShellProfilePathEdit and ProtectedFile in one converge (the seed's PATH edit on a
+/// decline and its cached policy file): the user's profile (CRLF, a comment, no final newline) is
+/// wholly old or new at every point, the policy file absent or wholly new (root:0 0644), the
+/// records parse; a re-run converges with no temp left; and an uninstall after that gives back the
+/// profile's exact bytes and removes the policy file and the directory made for it.
+std::size_t sweep_posix_profile_and_policy() {
+  posix_box box;
+  const std::string profile = "/Users/alice/.profile";
+  const std::string original_profile = "export A=1\r\n# keep: tabs\tand CRLF\r\nalias ll='ls -l'";
+  const std::string policy_path = "/Library/Application Support/com.docker.docker/policy.json";
+  const std::string policy_bytes = "{\"allowed\": [\"docker.io\"]}\n";
+  auto reset = [&] {
+    box.reset();
+    write_real(box.real(profile), original_profile, 0644, nobody, nobody);
+    make_real_dir(box.real("/Library"), 0755, 0, 0);
+  };
+  auto run = [&](auto& fs, bool undo) {
+    RootFor priv(posix_user());
+    context ctx(fs, priv, app);
+    ProtectedFile policy{policy_path, policy_bytes};
+    ShellProfilePathEdit path_edit{"/Users/alice/.docker/bin"};
+    return undo ? uninstall(ctx, policy, path_edit) : converge(ctx, policy, path_edit);
+  };
+  hostcfg_test::syscall_faults faults;
+  PosixFs faulty_posix(faults.table());
+  RootedFs<PosixFs> faulty(faulty_posix, box.root);
+  PosixFs real_posix;
+  RootedFs<PosixFs> real(real_posix, box.root);
+
+  reset();
+  faults.disarm();
+  auto clean = run(faulty, false);
+  REQUIRE(clean);
+  REQUIRE(clean->ok());
+  REQUIRE(clean->out_of_sync.empty());
+  const std::size_t calls = faults.calls();
+  const auto new_profile = read_whole_file(box.real(profile));
+  REQUIRE(new_profile);
+  REQUIRE(*new_profile != original_profile);
+  REQUIRE(read_whole_file(box.real(policy_path)) == std::optional<std::string>(policy_bytes));
+
+  static const std::set<std::string> changes_disk = {"write",   "pwrite",    "ftruncate", "fsync",    "renameat",
+                                                     "unlinkat", "mkdirat",  "symlinkat", "fchmod",   "fchmodat",
+                                                     "fchown",  "fchownat", "fsetxattr"};
+  const std::vector<std::string> sequence = faults.log();
+  std::vector<std::size_t> indices;
+  const std::size_t stride = std::max<std::size_t>(1, calls / 20);
+  for (std::size_t k = 0; k < calls; ++k) {
+    bool mutating = changes_disk.count(sequence[k]) != 0 ||
+                    ((sequence[k] == "openat" || sequence[k] == "openat2") && k + 1 < calls &&
+                     (sequence[k + 1] == "fchown" || sequence[k + 1] == "write" || sequence[k + 1] == "fchmod"));
+    if (sweep::full_sweep() || mutating || k % stride == 0) indices.push_back(k);
+  }
+  std::size_t points = 0;
+  std::size_t reported = 0;
+  for (auto mode : {hostcfg_test::fault_mode::fail_once, hostcfg_test::fault_mode::fail_persistent,
+                    hostcfg_test::fault_mode::crash}) {
+    for (std::size_t k : indices) {
+      std::string mode_name = hostcfg_test::fault_mode_name(mode);
+      CAPTURE(mode_name);
+      CAPTURE(k);
+      reset();
+      faults.arm(mode, k, mode == hostcfg_test::fault_mode::fail_persistent ? ENOSPC : EIO);
+      auto report = run(faulty, false);
+      std::string call = k < faults.log().size() ? faults.log()[k] : "(not reached)";
+      CAPTURE(call);
+      faults.disarm();
+      if (!report || !report->ok() || !report->out_of_sync.empty() || !report->notes.empty()) ++reported;
+      auto p = read_whole_file(box.real(profile));
+      REQUIRE(p);
+      CHECK((*p == original_profile || *p == *new_profile));
+      struct ::stat st {};
+      REQUIRE(::lstat(box.real(profile).c_str(), &st) == 0);
+      CHECK(st.st_uid == nobody);
+      CHECK((st.st_mode & 07777) == 0644);
+      if (auto pol = read_whole_file(box.real(policy_path))) {
+        CHECK(*pol == policy_bytes);
+        REQUIRE(::lstat(box.real(policy_path).c_str(), &st) == 0);
+        CHECK(st.st_uid == 0);
+        CHECK((st.st_mode & 07777) == 0644);
+      }
+      for (const char* rec : {user_record_path, system_record_path})
+        if (auto bytes = read_whole_file(box.real(rec))) CHECK(parse_record(*bytes, rec).has_value());
+      auto again = run(real, false);
+      REQUIRE(again);
+      CHECK(again->ok());
+      CHECK(again->out_of_sync.empty());
+      CHECK(read_whole_file(box.real(profile)) == new_profile);
+      CHECK(read_whole_file(box.real(policy_path)) == std::optional<std::string>(policy_bytes));
+      for (const auto& t : box.temps()) {
+        INFO("temp left after the re-run: " << t);
+        CHECK(false);
+      }
+      auto undone = run(real, true);
+      REQUIRE(undone);
+      CHECK(undone->ok());
+      auto restored = read_whole_file(box.real(profile));
+      CAPTURE(restored.value_or("(absent)"));
+      CHECK(restored == std::optional<std::string>(original_profile));
+      CHECK_FALSE(stdfs::exists(box.real("/Library/Application Support")));
+      for (const char* rec : {user_record_path, system_record_path}) CHECK_FALSE(stdfs::exists(box.real(rec)));
+      ++points;
+    }
+  }
+  std::printf("posix sweep  (in %s) %-16s %4zu syscalls, %4zu indices swept (%s), %5zu points, %zu faults reported\n",
+              box.root.c_str(), "profile + policy", calls, indices.size(), sweep::full_sweep() ? "full" : "default",
+              points, reported);
+  CHECK(points == 3 * indices.size());
+  CHECK(reported > 0);
+  return points;
+}
+
 bool running_as_root() { return ::geteuid() == 0; }
 
 /// Every open PosixFs makes through its table, and those without O_CLOEXEC (promise 12).
@@ -345,4 +459,9 @@ TEST_CASE("promise 12: every file and directory PosixFs opens in the seed flow's
     INFO("opened without O_CLOEXEC: " << path);
     CHECK(false);
   }
+}
+
+TEST_CASE("sweep (PosixFs syscall table): ShellProfilePathEdit + ProtectedFile, then uninstall, at every syscall") {
+  if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
+  sweep_posix_profile_and_policy();
 }

@@ -132,6 +132,23 @@ result<converge_report> run_flow(Fs& fs, FakeServiceManager& launchd, flow_kind 
   return fail(errc::invalid_input, "run flow", {}, "unknown flow");
 }
 
+/// Uninstall of the flow's primitives over `fs`, elevation granted.
+template <class Fs>
+result<converge_report> run_uninstall(Fs& fs, FakeServiceManager& launchd, flow_kind k) {
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  any_service_manager sm(launchd);
+  ctx.attach(sm);
+  switch (k) {
+    case flow_kind::managed_file: return uninstall(ctx, system_conf(), user_conf());
+    case flow_kind::hosts_entry: return uninstall(ctx, hosts_entry());
+    case flow_kind::launchd_plist: return uninstall(ctx, vmnetd());
+    case flow_kind::symlink_set: return uninstall(ctx, cli_links());
+    case flow_kind::whole: return uninstall(ctx, system_conf(), user_conf(), hosts_entry(), vmnetd(), cli_links());
+  }
+  return fail(errc::invalid_input, "run uninstall", {}, "unknown flow");
+}
+
 /// A record file, or a directory made only to hold one (its bookkeeping may differ after recovery).
 inline bool is_record_path(const std::string& path) {
   if (path.find("/hostcfg") != std::string::npos) return true;
@@ -212,6 +229,14 @@ inline MemoryFs::snapshot without_records(MemoryFs::snapshot s) {
   return s;
 }
 
+/// The tree without records and without temps a crash left (garbage the next write there removes).
+inline MemoryFs::snapshot without_records_and_temps(MemoryFs::snapshot s) {
+  s = without_records(std::move(s));
+  for (auto it = s.entries.begin(); it != s.entries.end();)
+    it = is_temp_path(it->first) ? s.entries.erase(it) : std::next(it);
+  return s;
+}
+
 /// What one sweep did.
 struct totals {
   std::size_t operations = 0;
@@ -246,6 +271,26 @@ inline reference clean_run(flow_kind k) {
   return ref;
 }
 
+/// Promise "uninstall after install gives back the original bytes", whatever happened between:
+/// uninstall over `fs` reports no failure and leaves exactly the tree before the first run
+/// (records aside, and a crash's temps when `temps_may_stay`), and no item in either record.
+inline void check_uninstall_restores(MemoryFs fs, FakeServiceManager launchd, flow_kind k, const reference& ref,
+                                     bool temps_may_stay) {
+  auto undone = run_uninstall(fs, launchd, k);
+  REQUIRE(undone);
+  for (const auto& s : undone->steps)
+    for (const auto& e : s.applied.events) {
+      INFO("uninstall event: " << s.id << " " << e.path << ": " << e.message);
+      CHECK(e.kind != event_kind::failed);
+      CHECK(e.kind != event_kind::skipped);
+    }
+  auto now = fs.take_snapshot();
+  HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(without_records_and_temps(ref.old_tree),
+                                       temps_may_stay ? without_records_and_temps(now) : without_records(now)),
+                        "uninstall did not give back the original tree: ");
+  CHECK(recorded_items(fs).empty());
+}
+
 /// The re-run converges to the clean run's tree and leaves no temp; with `third`, a third run
 /// makes no mutating operation.
 inline void check_rerun_converges(MemoryFs& fs, FakeServiceManager& launchd, flow_kind k, const reference& ref,
@@ -263,6 +308,7 @@ inline void check_rerun_converges(MemoryFs& fs, FakeServiceManager& launchd, flo
                         "re-run differs from a clean run: ");
   check_records_readable(fs);
   if (recorded_items(fs) != ref.items) ++t.ownership_lost;
+  check_uninstall_restores(fs, launchd, k, ref, false);
   if (!third) return;
   fs.clear_log();
   auto again3 = run_flow(fs, launchd, k);
@@ -303,6 +349,8 @@ inline totals sweep_memory(flow_kind k, bool light = false) {
         MemoryFs rebooted = fs.after_crash(keep, seed);
         check_each_object_old_or_new(ref.old_tree, ref.new_tree, rebooted.take_snapshot());
         check_records_readable(rebooted);
+        // Uninstall straight after the crash, with no converge between, gives back the original.
+        check_uninstall_restores(rebooted, launchd, k, ref, true);
         check_rerun_converges(rebooted, launchd, k, ref, full || (!light && keep == MemoryFs::crash_keep::none), t);
         ++t.points;
       }
@@ -315,6 +363,7 @@ inline totals sweep_memory(flow_kind k, bool light = false) {
       fs.fail_at(op, EIO, persistent);
       auto report = run_flow(fs, launchd, k);
       fs.disarm();
+      check_uninstall_restores(fs, launchd, k, ref, true);
       auto now = fs.take_snapshot();
       check_each_object_old_or_new(ref.old_tree, ref.new_tree, now);
       check_records_readable(fs);
@@ -333,6 +382,9 @@ inline totals sweep_memory(flow_kind k, bool light = false) {
       ++t.points;
     }
   }
+  // Promise: a crash or a failed write at any point loses no record item (the undo data is
+  // written ahead of each change: context::record_ahead).
+  CHECK(t.ownership_lost == 0);
   std::printf("memory sweep %-16s %4zu operations, %5zu points (%s; %zu faults reported, %zu absorbed harmlessly, "
               "%zu points lost a record item, %zu of them fault points)\n",
               name.c_str(), t.operations, t.points, full ? "full" : light ? "light" : "default", t.reported, t.absorbed,

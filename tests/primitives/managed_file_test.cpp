@@ -299,6 +299,71 @@ TEST_CASE("uninstall after install gives back the original tree, records include
   HOSTCFG_CHECK_NO_DIFF(MemoryFs::diff(before, fs.take_snapshot()), "");
 }
 
+TEST_CASE("record_ahead: the original bytes are in the record before the file is replaced") {
+  MemoryFs fs = mac_tree();
+  fs.add_file("/etc/app.conf", "theirs\n", 0640, 0, 0);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ManagedFile conf{"/etc/app.conf", "ours\n", 0644};
+  conf.take_over = true;
+  // The run dies right after the rename into /etc/app.conf: only the item written ahead can still
+  // hold the original bytes (the run's own store at its end never happens).
+  std::size_t replace_at = 0;
+  {
+    MemoryFs probe_fs = fs;
+    ScriptedPrivilege p2(mac_user(), answer::granted);
+    context c2(probe_fs, p2, app);
+    probe_fs.clear_log();
+    REQUIRE(converge(c2, conf));
+    const auto& log = probe_fs.op_log();
+    for (std::size_t i = 0; i < log.size() && !replace_at; ++i)
+      if (log[i].op == "replace_file:rename" && log[i].path2 == "/etc/app.conf") replace_at = i + 1;
+  }
+  REQUIRE(replace_at > 0);
+  fs.clear_log();
+  fs.crash_after(replace_at);  // the rename into /etc/app.conf is the last operation that happens
+  (void)converge(ctx, conf);
+  MemoryFs rebooted = fs.after_crash(MemoryFs::crash_keep::all, 0);
+  REQUIRE(rebooted.file_bytes("/etc/app.conf") == std::optional<std::string>("ours\n"));
+  // A later uninstall (no converge between) restores the original bytes and mode from the
+  // item written ahead.
+  ScriptedPrivilege priv2(mac_user(), answer::granted);
+  context ctx2(rebooted, priv2, app);
+  auto undone = uninstall(ctx2, conf);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(rebooted.file_bytes("/etc/app.conf") == std::optional<std::string>("theirs\n"));
+  CHECK(rebooted.status_of("/etc/app.conf")->mode == 0640);
+}
+
+TEST_CASE("record_ahead writes nothing in a dry run, nothing twice, and never the user's record in a runner") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  ledgers books{record{app, {}}, record{app, {}}};
+  record_item item{"file:/x", "file", {{"written", "a"}}};
+  ctx.policy.dry_run = true;
+  REQUIRE(ctx.record_ahead(books, true, {item}));
+  CHECK_FALSE(fs.file_bytes(ctx.system_record.path));
+  ctx.policy.dry_run = false;
+  REQUIRE(ctx.record_ahead(books, true, {item}));
+  REQUIRE(fs.file_bytes(ctx.system_record.path));
+  CHECK(parse_record(*fs.file_bytes(ctx.system_record.path), "r")->find("file:/x")->get("written") == "a");
+  REQUIRE(ctx.recorded_ahead.size() == 1);
+  fs.clear_log();
+  REQUIRE(ctx.record_ahead(books, true, {item}));  // the same item again: already in the file
+  CHECK(fs.mutating_ops() == 0);
+  ctx.read_user_record = false;  // as in the elevated runner: the user's record is not its to write
+  REQUIRE(ctx.record_ahead(books, false, {item}));
+  CHECK_FALSE(fs.file_bytes(ctx.user_record.path));
+  // books already holding the item: nothing to write ahead.
+  ctx.read_user_record = true;
+  ctx.recorded_ahead.clear();
+  books.user.put(item);
+  REQUIRE(ctx.record_ahead(books, false, {item}));
+  CHECK_FALSE(fs.file_bytes(ctx.user_record.path));
+}
+
 TEST_CASE("revert refuses a file that drifted and says so") {
   MemoryFs fs = mac_tree();
   ScriptedPrivilege priv(mac_user(), answer::granted);

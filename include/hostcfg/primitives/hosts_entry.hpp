@@ -510,24 +510,6 @@ struct HostsEntry {
                   "run again");
     if (applied->changed != writes)
       return fail(errc::changed_since_probe, "apply", path, "the file changed since it was probed", "run again");
-    bool in_place = false;
-    if (writes) {
-      replace_options options;
-      if (current) options.expected = current->status;  // no writer without the lock slips in either
-      options.expect_absent = !exists;
-      options.mode = 0644;  // a new hosts file only; an existing one keeps its mode and owner
-      options.allow_in_place_fallback = allow_in_place;
-      options.only_if_different = false;  // the bytes differ: no second read to find that out
-      auto written = ctx.replace_file(who, path, applied->bytes, options);
-      if (!written) {
-        auto e = written.error();
-        if ((e.is_errno(EBUSY) || e.is_errno(EXDEV)) && !allow_in_place)
-          e.hint = path + " cannot be replaced atomically (a bind mount?); set allow_in_place to rewrite it in place";
-        return tl::unexpected(e);
-      }
-      in_place = written->in_place;
-    }
-    held.reset();
     // The record: merged with an earlier one, so revert still knows the first apply's changes.
     bool privileged = c.needs_elevation;
     // Only the record of this change's scope: a forged user record never reaches root's undo data.
@@ -540,6 +522,29 @@ struct HostsEntry {
     for (const auto& d : applied->record.disabled) disabled += d.original + "\n";
     item.fields["disabled"] = disabled;
     item.fields["path"] = path;
+    // Recorded before the write (context::record_ahead): a crash right after it cannot lose the
+    // lines our section disabled. A revert that finds no section of ours has nothing to undo.
+    if (writes)
+      if (auto noted = ctx.record_ahead(books, privileged, {item}); !noted) return tl::unexpected(noted.error());
+    bool in_place = false;
+    if (writes) {
+      replace_options options;
+      if (current) options.expected = current->status;  // no writer without the lock slips in either
+      options.expect_absent = !exists;
+      options.mode = 0644;  // a new hosts file only; an existing one keeps its mode and owner
+      options.allow_in_place_fallback = allow_in_place;
+      options.only_if_different = false;  // the bytes differ: no second read to find that out
+      auto written = ctx.replace_file(who, path, applied->bytes, options);
+      if (!written) {
+        ctx.withdraw_ahead(privileged, id());  // a failed replace changed nothing
+        auto e = written.error();
+        if ((e.is_errno(EBUSY) || e.is_errno(EXDEV)) && !allow_in_place)
+          e.hint = path + " cannot be replaced atomically (a bind mount?); set allow_in_place to rewrite it in place";
+        return tl::unexpected(e);
+      }
+      in_place = written->in_place;
+    }
+    held.reset();
     books.scope(privileged).put(item);
     std::string message = writes ? describe_edit(*applied) : register_reason();
     if (in_place) message += " (rewritten in place: the file is a mount point)";

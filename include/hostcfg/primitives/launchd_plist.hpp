@@ -461,10 +461,23 @@ struct LaunchdPlist {
         return report;
       }
       auto current = ctx.fs.read_file(who, path, max_bytes);
+      auto is_ours = [&](const std::string& bytes) {
+        return same_job(bytes, mine.get("written")) ||
+               (mine.fields.count("was_written") != 0 && same_job(bytes, mine.get("was_written")));
+      };
+      if (!pending && !created && current && !is_ours(current->bytes) &&
+          same_job(current->bytes, mine.get("original"))) {
+        // Written ahead (context::record_ahead) by a run that ended before its write: the job it
+        // would have replaced is still there, and is not ours to unload.
+        books.scope(privileged).erase(id());
+        report.events.push_back(event{id(), event_kind::kept, path, "already the job it was before hostcfg",
+                                      std::nullopt, privileged});
+        return report;
+      }
       // What must be there now: what we wrote; once a self-revert took it away, nothing (we
       // created it) or the job we had replaced (restored).
       if (current && (pending ? created || !same_job(current->bytes, mine.get("original"))
-                              : !same_job(current->bytes, mine.get("written")))) {
+                              : !is_ours(current->bytes))) {
         auto drift = fail(errc::drifted, "revert", path,
                           pending ? "a job was written there since hostcfg removed its own"
                                   : "the job changed since hostcfg wrote it",
@@ -770,6 +783,18 @@ struct LaunchdPlist {
         item.fields["original_mode"] = std::to_string(original->status.mode);
       }
     }
+    // Recorded before the write (context::record_ahead): the job replaced and that the plist is
+    // ours survive a crash right after the rename (see ManagedFile::apply_one for `was_written`).
+    const bool unfinished = item.get("written") == xml && item.fields.count("was_written") != 0;
+    const std::string was_written = unfinished ? item.get("was_written") : item.get("written");
+    item.fields["written"] = xml;
+    item.fields.erase("was_written");
+    item.fields.erase("pending");  // written again: an unfinished self-uninstall is over
+    item.fields["path"] = c.path;
+    item.fields["domain"] = domain(user).name();
+    record_item ahead = item;
+    if (previous && !was_written.empty() && was_written != xml) ahead.fields["was_written"] = was_written;
+    if (auto noted = ctx.record_ahead(books, c.needs_elevation, {ahead}); !noted) return tl::unexpected(noted.error());
     replace_options options;
     options.expected = c.expected;
     options.expect_absent = c.kind == change_kind::create;
@@ -778,7 +803,10 @@ struct LaunchdPlist {
     options.uid = owner_uid(user);
     options.gid = owner_gid(user);
     auto written = ctx.replace_file(who, c.path, xml, options);
-    if (!written) return tl::unexpected(written.error());
+    if (!written) {
+      ctx.withdraw_ahead(c.needs_elevation, id());  // a failed replace changed nothing
+      return tl::unexpected(written.error());
+    }
     // An existing file keeps its owner and (when the bytes were already right) its mode: repair both.
     auto st = ctx.fs.lstat(who, c.path);
     if (!st) return tl::unexpected(st.error());
@@ -788,10 +816,6 @@ struct LaunchdPlist {
     if (st->mode != 0644) {
       if (auto ok = ctx.fs.chmod(who, c.path, 0644); !ok) return tl::unexpected(ok.error());
     }
-    item.fields["written"] = xml;
-    item.fields.erase("pending");  // written again: an unfinished self-uninstall is over
-    item.fields["path"] = c.path;
-    item.fields["domain"] = domain(user).name();
     books.scope(c.needs_elevation).put(item);
     return *written;
   }

@@ -285,7 +285,26 @@ struct ManagedFile {
       return report;
     }
     auto current = ctx.fs.read_file(who, path, max_bytes);
-    if (current && current->bytes != mine.get("written") && !refreshed(*current)) {
+    // A crash between the write-ahead of this item (context::record_ahead) and its change leaves
+    // the file as it was: nothing to undo, and the item goes.
+    const bool created = mine.get("created") == "1";
+    const bool never_changed = created ? !current && current.error().is_errno(ENOENT)
+                                       : current && current->bytes == mine.get("original") &&
+                                             std::to_string(current->status.mode) == mine.get("original_mode");
+    if (never_changed) {
+      if (created && !mine.get("dirs").empty()) {  // those made before the crash, and its temp
+        remove_stale_temps(ctx.fs, who, path);
+        remove_made_dirs(ctx, who, mine.get("dirs"));
+      }
+      books.scope(privileged).erase(id());
+      report.events.push_back(event{id(), event_kind::kept, path,
+                                    created ? "already gone" : "already has the bytes it had before hostcfg",
+                                    std::nullopt, privileged});
+      return report;
+    }
+    const bool ours = current && (current->bytes == mine.get("written") ||
+                                  (mine.fields.count("was_written") != 0 && current->bytes == mine.get("was_written")));
+    if (current && !ours && !refreshed(*current)) {
       auto drift = fail(errc::drifted, "revert", path, "the file changed since hostcfg wrote it",
                         "it was left as it is; remove it by hand if it is no longer needed")
                        .value();
@@ -295,9 +314,12 @@ struct ManagedFile {
     result<void> undone;
     if (!current && !current.error().is_errno(ENOENT)) {
       undone = tl::unexpected(current.error());
-    } else if (mine.get("created") == "1") {
-      if (current) undone = unlink_durably(ctx.fs, who, path);
-      if (undone) remove_made_dirs(ctx, who, mine.get("dirs"));
+    } else if (created) {
+      undone = unlink_durably(ctx.fs, who, path);
+      if (undone && !mine.get("dirs").empty()) {
+        remove_stale_temps(ctx.fs, who, path);  // a crashed write's temp would keep them
+        remove_made_dirs(ctx, who, mine.get("dirs"));
+      }
     } else {
       replace_options options;
       options.expected = current ? std::optional<file_status>(current->status) : std::nullopt;
@@ -333,28 +355,58 @@ struct ManagedFile {
     // Only the record of this change's scope: a forged user record never reaches root's undo data.
     const record_item* previous = books.scope(c.needs_elevation).find(id());
     record_item item = previous ? *previous : record_item{id(), kind(), {}};
-    std::string dirs = item.get("dirs");
+    if (!previous) item.fields["created"] = c.kind == change_kind::create ? "1" : "0";
+    // Recorded before anything changes (context::record_ahead): the original bytes, the
+    // directories made and that the file is ours survive a crash at any point after.
+    // `was_written` lets a revert recognise the bytes we wrote before, should the crash come
+    // first. (An item written ahead by a run that crashed may name bytes never written: then the
+    // bytes it replaced are the ones on disk.)
+    const bool unfinished = item.get("written") == content && item.fields.count("was_written") != 0;
+    const std::string was_written = unfinished ? item.get("was_written") : item.get("written");
+    const std::string dirs_before = item.get("dirs");
+    item.fields["written"] = content;
+    item.fields["mode"] = std::to_string(mode);
+    item.fields.erase("was_written");
+    auto record_first = [&](const std::vector<std::string>& dirs) {
+      record_item ahead = item;
+      ahead.fields["dirs"] = dirs_before;
+      for (const auto& d : dirs) ahead.fields["dirs"] += d + "\n";
+      if (previous && was_written != content) ahead.fields["was_written"] = was_written;
+      return ctx.record_ahead(books, c.needs_elevation, {ahead});
+    };
+    // Missing directories: the file cannot exist yet, so the item is complete before the mkdirs.
+    auto planned = missing_parents(ctx.fs, who, parent_path(path));
+    if (!planned) return tl::unexpected(planned.error());
+    if (!planned->empty())
+      if (auto noted = record_first(*planned); !noted) return tl::unexpected(noted.error());
     auto made = make_parents(ctx.fs, who, parent_path(path), dir_mode);
     if (!made) return tl::unexpected(made.error());
-    for (const auto& d : *made) dirs += d + "\n";
+    item.fields["dirs"] = dirs_before;
+    for (const auto& d : *made) item.fields["dirs"] += d + "\n";
+    auto undo_made = [&] {
+      std::string text;
+      for (const auto& d : *made) text += d + "\n";
+      if (!text.empty()) remove_made_dirs(ctx, who, text);
+    };
     // After make_parents: the directory locked is the one that now exists. Held to the rename.
     auto held = lock_for_edit(ctx.fs, who, path);
     if (!held) {
-      remove_made_dirs(ctx, who, dirs.substr(item.get("dirs").size()));
+      undo_made();
+      ctx.withdraw_ahead(c.needs_elevation, id());
       return tl::unexpected(held.error());
     }
-    if (!previous) {
-      item.fields["created"] = c.kind == change_kind::create ? "1" : "0";
-      if (c.kind == change_kind::modify && c.expected) {
-        // Taking over a file we did not create: keep its bytes so revert can restore them.
-        auto original = ctx.fs.read_file(who, path, max_bytes);
-        if (!original) return tl::unexpected(original.error());
-        if (!same_version(original->status, *c.expected))
-          return fail(errc::changed_since_probe, "apply", path, "the file changed since it was probed",
-                      "run again");
-        item.fields["original"] = original->bytes;
-        item.fields["original_mode"] = std::to_string(original->status.mode);
-      }
+    if (!previous && c.kind == change_kind::modify && c.expected) {
+      // Taking over a file we did not create: keep its bytes so revert can restore them.
+      auto original = ctx.fs.read_file(who, path, max_bytes);
+      if (!original) return tl::unexpected(original.error());
+      if (!same_version(original->status, *c.expected))
+        return fail(errc::changed_since_probe, "apply", path, "the file changed since it was probed", "run again");
+      item.fields["original"] = original->bytes;
+      item.fields["original_mode"] = std::to_string(original->status.mode);
+    }
+    if (auto noted = record_first(*made); !noted) {
+      undo_made();
+      return tl::unexpected(noted.error());
     }
     replace_options options;
     options.expected = c.expected;
@@ -369,11 +421,8 @@ struct ManagedFile {
     if (!uid && !gid && c.needs_elevation) options.uid.reset(), options.gid.reset();
     auto written = ctx.replace_file(who, path, content, options);
     if (!written) {
-      if (!made->empty()) remove_made_dirs(ctx, who, [&] {
-          std::string text;
-          for (const auto& d : *made) text += d + "\n";
-          return text;
-        }());
+      undo_made();
+      ctx.withdraw_ahead(c.needs_elevation, id());  // a failed replace changed nothing
       return tl::unexpected(written.error());
     }
     if (c.kind == change_kind::modify) {
@@ -392,9 +441,6 @@ struct ManagedFile {
         if (!chowned) return chowned;
       }
     }
-    item.fields["written"] = content;
-    item.fields["mode"] = std::to_string(mode);
-    item.fields["dirs"] = dirs;
     scope.put(item);
     return {};
   }
@@ -403,7 +449,9 @@ struct ManagedFile {
   static void remove_made_dirs(Ctx& ctx, const actor& who, const std::string& dirs) {
     auto list = detail::lines_of(dirs);
     for (auto it = list.rbegin(); it != list.rend(); ++it)
-      if (!rmdir_durably(ctx.fs, who, *it)) break;
+      // Absent: recorded ahead but never made (a crash came first). Anything else (not
+      // empty, say): the directories outside it are not empty either.
+      if (auto gone = rmdir_durably(ctx.fs, who, *it); !gone && !gone.error().is_errno(ENOENT)) break;
   }
 };
 

@@ -174,6 +174,10 @@ struct ShellProfilePathEdit {
       }
       profile_edit_record rec = to_edit_record(item);
       auto undone = revert_profile_block(current->bytes, rec, ctx.markers);
+      if (!undone && undone.error().is(errc::drifted) && item.fields.count("was_block") != 0) {
+        rec.block = item.get("was_block");  // written ahead; the rewrite of our block never landed
+        undone = revert_profile_block(current->bytes, rec, ctx.markers);
+      }
       if (!undone) {
         bool drift = undone.error().is(errc::drifted);
         error e = undone.error();
@@ -287,6 +291,10 @@ struct ShellProfilePathEdit {
     }
     item.desired = *block;
     const record_item* mine = books.user.find(item.id);
+    // Written ahead by a run that ended before its write (`pending`): no block of ours may be
+    // there yet, and its absence is no opt-out.
+    const bool pending = mine && mine->get("pending") == "1";
+    const bool opted_out_if_absent = mine && !pending && !re_add;
     auto real = resolve_dotfile(ctx.fs, who, f.path);
     if (!real) {
       item.state = item_state::conflict;
@@ -304,7 +312,7 @@ struct ShellProfilePathEdit {
         if (*real != f.path) {
           item.state = item_state::conflict;
           item.detail = f.path + " is a dangling symlink to " + *real + "; hostcfg does not create its target";
-        } else if (mine && !re_add) {
+        } else if (opted_out_if_absent) {
           item.state = item_state::locked;
           item.detail = "the user removed the file hostcfg had added a PATH block to: opt-out respected";
         } else {
@@ -337,12 +345,12 @@ struct ShellProfilePathEdit {
     bool locked = st.flags.immutable || st.flags.append_only || !(st.mode & 0200);
     switch (probed->state) {
       case profile_state::current:
-        item.state = mine ? item_state::matches : item_state::differs;
-        if (!mine) item.detail = "our block is there but not recorded (an interrupted run): record it";
+        item.state = mine && !pending ? item_state::matches : item_state::differs;
+        if (!mine || pending) item.detail = "our block is there but not recorded (an interrupted run): record it";
         break;
       case profile_state::outdated: item.state = item_state::differs; break;
       case profile_state::on_path_already:
-        if (mine && !re_add) {
+        if (opted_out_if_absent) {
           item.state = item_state::locked;
           item.detail = "the user removed the PATH block hostcfg added: opt-out respected";
         } else if (insist) {
@@ -355,7 +363,7 @@ struct ShellProfilePathEdit {
         break;
       case profile_state::absent:
       case profile_state::unknown:
-        if (mine && !re_add) {
+        if (opted_out_if_absent) {
           item.state = item_state::locked;
           item.detail = "the user removed the PATH block hostcfg added: opt-out respected";
         } else {
@@ -433,26 +441,6 @@ struct ShellProfilePathEdit {
       e.path = c.path;
       return tl::unexpected(e);
     }
-    bool wrote = false;
-    if (edit->changed()) {
-      replace_options options;
-      options.expected = now;
-      options.expect_absent = !now;
-      options.mode = file_mode;
-      options.uid = user.uid;
-      options.gid = user.gid;
-      auto written = ctx.replace_file(who, c.path, edit->bytes, options);
-      if (!written) {
-        if (!dirs.empty()) remove_made_dirs(ctx, who, dirs);
-        error e = written.error();
-        if (e.is_errno(EPERM) || e.is_errno(EROFS)) {
-          e.code = make_error_code(errc::locked);
-          e.hint = "the file is locked by the user; hostcfg does not retry";
-        }
-        return tl::unexpected(e);
-      }
-      wrote = written->changed;
-    }
     record_item item{c.item_id, kind(), {}};
     const record_item* previous = books.user.find(c.item_id);
     item.fields["file"] = c.path;
@@ -465,13 +453,55 @@ struct ShellProfilePathEdit {
                                                                                        : "unchanged";
     item.fields["created"] = (!now || (previous && previous->get("created") == "1")) ? "1" : "0";
     item.fields["dirs"] = (previous ? previous->get("dirs") : std::string()) + dirs;
-    if (previous && edit->record.kind == profile_edit_record::kind_t::replaced &&
-        previous->get("block") == edit->record.previous) {
+    const bool rewrites_ours =
+        edit->record.kind == profile_edit_record::kind_t::replaced && previous &&
+        (previous->get("block") == edit->record.previous ||
+         (previous->fields.count("was_block") != 0 && previous->get("was_block") == edit->record.previous));
+    // Recording a block that is already there (written ahead by a run that ended before its
+    // store): the undo data is the earlier item's.
+    const bool records_ours = edit->record.kind == profile_edit_record::kind_t::unchanged && previous &&
+                              previous->get("block") == edit->record.block;
+    if (rewrites_ours || records_ours) {
       // Rewriting the block we recorded earlier: revert must still undo the first edit (remove
       // an inserted block, or put back what the first edit replaced), so its undo data carries on.
       item.fields["kind"] = previous->get("kind");
       item.fields["lead"] = previous->get("lead");
       item.fields["previous"] = previous->get("previous");
+    }
+    // Recorded before the write (context::record_ahead): a crash right after it cannot lose the
+    // block's undo data (what a replaced block was). A revert that finds no block drops the item.
+    // `was_block`: our earlier block, which is what the file holds should the crash come first.
+    record_item ahead = item;
+    ahead.fields["pending"] = "1";  // until the write is known to have happened (see probe_file)
+    if (previous && previous->get("block") != item.get("block")) {
+      const bool unfinished = previous->fields.count("was_block") != 0 && edit->record.previous != previous->get("block");
+      ahead.fields["was_block"] = unfinished ? previous->get("was_block") : previous->get("block");
+    }
+    if (edit->changed())
+      if (auto noted = ctx.record_ahead(books, false, {ahead}); !noted) {
+        if (!dirs.empty()) remove_made_dirs(ctx, who, dirs);
+        return tl::unexpected(noted.error());
+      }
+    bool wrote = false;
+    if (edit->changed()) {
+      replace_options options;
+      options.expected = now;
+      options.expect_absent = !now;
+      options.mode = file_mode;
+      options.uid = user.uid;
+      options.gid = user.gid;
+      auto written = ctx.replace_file(who, c.path, edit->bytes, options);
+      if (!written) {
+        if (!dirs.empty()) remove_made_dirs(ctx, who, dirs);
+        ctx.withdraw_ahead(false, c.item_id);  // a failed replace changed nothing
+        error e = written.error();
+        if (e.is_errno(EPERM) || e.is_errno(EROFS)) {
+          e.code = make_error_code(errc::locked);
+          e.hint = "the file is locked by the user; hostcfg does not retry";
+        }
+        return tl::unexpected(e);
+      }
+      wrote = written->changed;
     }
     books.user.put(item);
     return wrote;
@@ -482,7 +512,9 @@ struct ShellProfilePathEdit {
     std::vector<std::string> list;
     for (const auto& l : split_lines(dirs)) list.emplace_back(l.text);
     for (auto it = list.rbegin(); it != list.rend(); ++it)
-      if (!rmdir_durably(ctx.fs, who, *it)) break;
+      // Absent: recorded ahead but never made (a crash came first). Anything else (not
+      // empty, say): the directories outside it are not empty either.
+      if (auto gone = rmdir_durably(ctx.fs, who, *it); !gone && !gone.error().is_errno(ENOENT)) break;
   }
 };
 

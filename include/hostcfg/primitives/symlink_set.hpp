@@ -947,7 +947,9 @@ struct SymlinkSet {
           auto followed = ctx.fs.stat(user, l.path);
           dangling = !followed && (followed.error().is_errno(ENOENT) || followed.error().is_errno(ELOOP));
         }
-        if (mine && mine->get("target") == current_text) {
+        // `was_target`: written ahead by a run that ended before it re-pointed the link.
+        if (mine && (mine->get("target") == current_text ||
+                     (mine->fields.count("was_target") != 0 && mine->get("was_target") == current_text))) {
           item.state = item_state::differs;
           item.detail = "ours, stale: points at " + current_text + ", which hostcfg set before";
         } else if (dangling) {
@@ -1067,8 +1069,42 @@ struct SymlinkSet {
     if (elevated)
       if (auto unsafe = detail::untrusted_for_root(ctx.fs, ctx.user_actor(), parent_path(c.path)))
         return fail(errc::unsafe_path, "link", c.path, *unsafe, "hostcfg never works there with admin rights");
+    // The item as it will be, recorded before anything moves (context::record_ahead): a crash
+    // right after a mkdir or the link's change cannot lose that they are ours, nor what the link
+    // replaced. `was_target`: our earlier target, which is what the link holds should the crash
+    // come first (an item written ahead by a run that crashed keeps the one it had).
+    const std::string old_target = item.get("target");
+    const bool unfinished = old_target == *target_abs && item.fields.count("was_target") != 0;
+    const std::string was_target = unfinished ? item.get("was_target") : old_target;
+    item.fields.erase("was_target");
+    item.fields["target"] = *target_abs;
+    item.fields["written"] = c.after;
+    if (elevated) add_user();
+    std::optional<record_item> dirs_item;
+    auto list_dirs = [&](const std::vector<std::string>& dirs) {
+      dirs_item.reset();
+      if (dirs.empty()) return;
+      const record_item* known = books.scope(elevated).find(dirs_id());
+      dirs_item = known ? *known : record_item{dirs_id(), kind(), {{"set", id()}}};
+      std::string text = dirs_item->get("dirs");
+      for (const auto& d : dirs) text += d + "\n";
+      dirs_item->fields["dirs"] = text;
+    };
+    auto record_first = [&]() -> result<void> {
+      std::vector<record_item> ahead{item};
+      if (previous && !was_target.empty() && was_target != *target_abs) ahead[0].fields["was_target"] = was_target;
+      if (dirs_item) ahead.push_back(*dirs_item);
+      return ctx.record_ahead(books, elevated, ahead);
+    };
+    // Missing directories: nothing stands at the link's path yet, so the item is complete now.
+    auto planned = missing_parents(ctx.fs, who, parent_path(c.path));
+    if (!planned) return tl::unexpected(planned.error());
+    list_dirs(*planned);
+    if (!planned->empty())
+      if (auto noted = record_first(); !noted) return tl::unexpected(noted.error());
     auto made = make_parents(ctx.fs, who, parent_path(c.path), dir_mode);
     if (!made) return tl::unexpected(made.error());
+    list_dirs(*made);
     auto undo_dirs = [&] {
       for (auto it = made->rbegin(); it != made->rend(); ++it)
         if (!rmdir_durably(ctx.fs, who, *it)) break;
@@ -1098,45 +1134,52 @@ struct SymlinkSet {
       if (!now || !same_version(*now, expected))
         return fail(errc::changed_since_probe, "take over", c.path, "the file changed since it was probed",
                     "run again");
+      item.fields["backup"] = "file";
+      item.fields["backup_path"] = backup;
+      if (auto noted = record_first(); !noted) {
+        undo_dirs();
+        return tl::unexpected(noted.error());
+      }
       auto moved = ctx.fs.rename(who, c.path, backup);
-      if (!moved) return tl::unexpected(moved.error());
+      if (!moved) {
+        undo_dirs();
+        ctx.withdraw_ahead(elevated, c.item_id);
+        return tl::unexpected(moved.error());
+      }
       linked = ctx.fs.replace_symlink(who, c.after, c.path, file_status{});
       if (!linked && !linked.error().is(errc::not_durable)) {
-        (void)ctx.fs.rename(who, backup, c.path);  // put the file back: never lose it
+        // Put the file back: never lose it. Back in place, nothing happened; else the item
+        // written ahead names where it is.
+        if (ctx.fs.rename(who, backup, c.path)) ctx.withdraw_ahead(elevated, c.item_id);
         return tl::unexpected(linked.error());
       }
       if (!linked) ctx.note_not_durable(c.path);  // in place; the report says it may not last
-      item.fields["backup"] = "file";
-      item.fields["backup_path"] = backup;
       what = "replaced a regular file (kept at " + backup + ") -> " + c.after;
     } else {
       if (expected.type == file_type::symlink) {
         auto before_abs = resolve_link_target(c.path, c.before);
-        bool ours = previous && before_abs && previous->get("target") == *before_abs;
+        bool ours = previous && before_abs &&
+                    (previous->get("target") == *before_abs ||
+                     (previous->fields.count("was_target") != 0 && previous->get("was_target") == *before_abs));
         if (!ours && item.get("backup").empty()) {
           item.fields["backup"] = "link";
           item.fields["backup_target"] = c.before;
         }
         what = (ours ? "re-pointed from " : "replaced the link to ") + c.before + " -> " + c.after;
       }
+      if (auto noted = record_first(); !noted) {
+        undo_dirs();
+        return tl::unexpected(noted.error());
+      }
       linked = ctx.fs.replace_symlink(who, c.after, c.path, expected);
       if (!linked && !linked.error().is(errc::not_durable)) {
         undo_dirs();
+        ctx.withdraw_ahead(elevated, c.item_id);
         return tl::unexpected(linked.error());
       }
       if (!linked) ctx.note_not_durable(c.path);
     }
-    if (!made->empty()) {
-      const record_item* known = books.scope(elevated).find(dirs_id());
-      record_item dirs_item = known ? *known : record_item{dirs_id(), kind(), {{"set", id()}}};
-      std::string dirs = dirs_item.get("dirs");
-      for (const auto& d : *made) dirs += d + "\n";
-      dirs_item.fields["dirs"] = dirs;
-      books.scope(elevated).put(dirs_item);
-    }
-    item.fields["target"] = *target_abs;
-    item.fields["written"] = c.after;
-    if (elevated) add_user();
+    if (dirs_item) books.scope(elevated).put(*dirs_item);
     if (previous && previous_is_system != elevated) books.scope(previous_is_system).erase(c.item_id);
     books.scope(elevated).put(item);
     // Whatever was left alone there is gone now (taken over, or removed by its owner).
@@ -1205,7 +1248,20 @@ struct SymlinkSet {
       }
       auto current_abs = current && !current->empty() ? resolve_link_target(path, *current)
                                                       : result<std::string>(std::string());
-      if (st->type != file_type::symlink || !current_abs || *current_abs != mine.get("target")) {
+      const bool is_link = st->type == file_type::symlink && current_abs;
+      // Written ahead (context::record_ahead) by a run that ended before its change: what was
+      // there is there still, and the item goes.
+      const bool never_changed =
+          (backup == "link" && is_link && *current_abs == resolve_link_target(path, mine.get("backup_target")).value_or("")) ||
+          (backup == "file" && st->type == file_type::regular && !ctx.fs.lstat(who, backup_path));
+      if (never_changed) {
+        books.scope(privileged).erase(mine.id);
+        push(event_kind::kept, "already as it was before hostcfg");
+        return;
+      }
+      const bool ours = is_link && (*current_abs == mine.get("target") ||
+                                    (mine.fields.count("was_target") != 0 && *current_abs == mine.get("was_target")));
+      if (!ours) {
         std::string now = st->type == file_type::symlink ? "now points at " + (current ? *current : std::string("?"))
                                                          : "something else stands there now";
         auto drift = fail(errc::drifted, "revert", path, now + ", not what hostcfg set",
