@@ -34,6 +34,7 @@
 /// | `get_flags(a, path)` | `result<file_flags>` | immutable / append-only; never cleared by hostcfg |
 /// | `list_dir(a, path)` | `result<std::vector<std::string>>` | names, sorted, without `.`/`..` |
 /// | `lock(a, path)` | `result<fs_lock>` | advisory, exclusive, leaves no file behind |
+/// | `exchange(a, path_a, path_b)` *(optional)* | `result<void>` | swaps two existing non-directories atomically; EINVAL/ENOSYS where unsupported (callers fall back to two renames) |
 
 #include <cerrno>
 #include <cstdint>
@@ -221,6 +222,7 @@ HOSTCFG_FS_TRAIT(lchown, std::declval<const actor&>(), std::string_view{}, uid_t
 HOSTCFG_FS_TRAIT(get_flags, std::declval<const actor&>(), std::string_view{})
 HOSTCFG_FS_TRAIT(list_dir, std::declval<const actor&>(), std::string_view{})
 HOSTCFG_FS_TRAIT(lock, std::declval<const actor&>(), std::string_view{})
+HOSTCFG_FS_TRAIT(exchange, std::declval<const actor&>(), std::string_view{}, std::string_view{})
 #undef HOSTCFG_FS_TRAIT
 }  // namespace detail
 

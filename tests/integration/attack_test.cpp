@@ -82,6 +82,7 @@ class hooked_syscalls {
     table_.fsetxattr = forward<decltype(syscall_table::fsetxattr)>::call<&syscall_table::fsetxattr, 23>;
     table_.close = forward<decltype(syscall_table::close)>::call<&syscall_table::close, 24>;
     table_.getrandom = random_bytes;
+    table_.exchangeat = forward<decltype(syscall_table::exchangeat)>::call<&syscall_table::exchangeat, 26>;
   }
   hooked_syscalls(const hooked_syscalls&) = delete;
   hooked_syscalls& operator=(const hooked_syscalls&) = delete;
@@ -110,7 +111,7 @@ class hooked_syscalls {
                                         "pwrite",   "ftruncate",  "fsync",     "renameat",  "unlinkat", "mkdirat",
                                         "symlinkat", "readlinkat", "fchmod",   "fchmodat",  "fchown",   "fchownat",
                                         "flock",    "list_dir",   "get_flags", "flistxattr", "fgetxattr", "fsetxattr",
-                                        "close",    "getrandom"};
+                                        "close",    "getrandom",  "exchangeat"};
     std::string out;
     for (std::size_t i = from; i < log_.size(); ++i) out += std::string(names[log_[i]]) + " ";
     return out;

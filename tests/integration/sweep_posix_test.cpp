@@ -160,7 +160,7 @@ std::size_t sweep_posix(const char* name, bool hosts, bool files, bool seed = fa
   std::size_t mutating_indices = 0;
   {
     static const std::set<std::string> changes_disk = {"write",    "pwrite",   "ftruncate", "fsync",
-                                                       "renameat", "unlinkat", "mkdirat",   "symlinkat",
+                                                       "renameat", "exchangeat", "unlinkat", "mkdirat",   "symlinkat",
                                                        "fchmod",   "fchmodat", "fchown",    "fchownat",
                                                        "fsetxattr"};
     const std::size_t reads_wanted = 20;
@@ -316,7 +316,7 @@ std::size_t sweep_posix_profile_and_policy() {
   REQUIRE(*new_profile != original_profile);
   REQUIRE(read_whole_file(box.real(policy_path)) == std::optional<std::string>(policy_bytes));
 
-  static const std::set<std::string> changes_disk = {"write",   "pwrite",    "ftruncate", "fsync",    "renameat",
+  static const std::set<std::string> changes_disk = {"write",   "pwrite",    "ftruncate", "fsync",    "renameat", "exchangeat",
                                                      "unlinkat", "mkdirat",  "symlinkat", "fchmod",   "fchmodat",
                                                      "fchown",  "fchownat", "fsetxattr"};
   const std::vector<std::string> sequence = faults.log();

@@ -49,7 +49,7 @@ class syscall_faults {
                                     w_write,   w_pwrite,   w_ftruncate, w_fsync,    w_renameat,  w_unlinkat,
                                     w_mkdirat, w_symlinkat, w_readlinkat, w_fchmod, w_fchmodat,  w_fchown,
                                     w_fchownat, w_flock,   w_list_dir, w_get_flags, w_flistxattr, w_fgetxattr,
-                                    w_fsetxattr, w_close,  w_getrandom};
+                                    w_fsetxattr, w_close,  w_getrandom, w_exchangeat};
   }
   syscall_faults(const syscall_faults&) = delete;
   syscall_faults& operator=(const syscall_faults&) = delete;
@@ -155,6 +155,10 @@ class syscall_faults {
   static int w_renameat(void* c, int fd1, const char* a, int fd2, const char* b) {
     auto& s = self(c);
     return s.inject("renameat", true) ? -1 : s.real_.renameat(s.real_.context, fd1, a, fd2, b);
+  }
+  static int w_exchangeat(void* c, int fd1, const char* a, int fd2, const char* b) {
+    auto& s = self(c);
+    return s.inject("exchangeat", true) ? -1 : s.real_.exchangeat(s.real_.context, fd1, a, fd2, b);
   }
   static int w_unlinkat(void* c, int d, const char* p, int f) {
     auto& s = self(c);

@@ -509,6 +509,43 @@ class MemoryFs {
     return {};
   }
 
+  /// Swaps two existing non-directories atomically (PosixFs: renameat2 RENAME_EXCHANGE), as one
+  /// directory change of each parent (lost, kept or torn by a crash like a rename's). ENOENT when
+  /// either is missing, EISDIR for a directory (not needed by hostcfg), EXDEV across devices;
+  /// EINVAL when `unsupported_exchange` is set (a filesystem that cannot, as PosixFs may see).
+  result<void> exchange(const actor& who, std::string_view a, std::string_view b) {
+    const char* op = "exchange";
+    std::string pa(a), pb(b);
+    if (int e = step(op, a, b, true)) return fail_errno(e, op, pa, pb);
+    if (exchange_unsupported_) return mark(fail_errno(EINVAL, op, pa, pb, "this filesystem cannot swap names"));
+    auto wa = walk(who, a, false, op, walk_mode::mutating);
+    if (!wa) return mark(wa.error());
+    auto wb = walk(who, b, false, op, walk_mode::mutating);
+    if (!wb) return mark(wb.error());
+    if (wa->name.empty() || wb->name.empty()) return mark(fail_errno(EBUSY, op, pa, pb));
+    // The kernel compares the parents' mounts before it looks the names up.
+    if (nodes_.at(wa->parent).dev != nodes_.at(wb->parent).dev)
+      return mark(fail_errno(EXDEV, op, pa, pb, "the two names are on different devices"));
+    if (!wa->id || !wb->id) return mark(fail_errno(ENOENT, op, pa, pb));
+    if (wa->id == wb->id) return {};
+    for (auto id : {wa->id, wb->id}) {
+      const node& n = nodes_.at(id);
+      if (n.type == file_type::directory) return mark(fail_errno(EISDIR, op, pa, pb));
+      if (n.mount_point) return mark(fail_errno(EBUSY, op, pa, pb, "a mount point"));
+    }
+    if (auto ok = check_delete(who, wa->parent, wa->id, op, pa); !ok) return mark(ok.error());
+    if (auto ok = check_delete(who, wb->parent, wb->id, op, pb); !ok) return mark(ok.error());
+    apply_changes({{wa->parent, wa->name, wb->id}, {wb->parent, wb->name, wa->id}}, false);
+    nodes_.at(wa->id).ctime = now_;
+    nodes_.at(wb->id).ctime = now_;
+    touch_dir(wa->parent);
+    touch_dir(wb->parent);
+    return {};
+  }
+
+  /// Makes `exchange` fail with EINVAL, as on a filesystem without RENAME_EXCHANGE.
+  void set_exchange_unsupported(bool on = true) { exchange_unsupported_ = on; }
+
   /// Removes a non-directory (EISDIR for a directory).
   result<void> unlink(const actor& who, std::string_view path) {
     const char* op = "unlink";
@@ -1560,6 +1597,7 @@ class MemoryFs {
   }
 
   bool posix_rules_ = false;
+  bool exchange_unsupported_ = false;
   std::map<id_type, node> nodes_;
   id_type next_id_ = root_id + 1;
   std::int64_t now_ = 1700000000000000000;  // ns; advances 1 per mutating step

@@ -628,6 +628,28 @@ class PosixFs {
     });
   }
 
+  /// Swaps two existing names atomically (renameat2 RENAME_EXCHANGE; macOS RENAME_SWAP): at no
+  /// moment is either name missing. EINVAL (or ENOSYS) where the kernel or the filesystem cannot;
+  /// the caller falls back to two renames. Both are walked like `rename`'s (trusted, root-safe).
+  result<void> exchange(const actor& who, std::string_view a, std::string_view b) {
+    if (!is_normal_path(b))
+      return fail(errc::invalid_input, "exchange", std::string(a) + " <-> " + std::string(b),
+                  "not an absolute, normal path", "pass the output of normalize_path");
+    return run(who, "exchange", a, [&]() -> result<void> {
+      auto wa = walk_mutating(who, "exchange", a);
+      if (!wa) return tl::unexpected(wa.error());
+      auto wb = walk_mutating(who, "exchange", b);
+      if (!wb) return tl::unexpected(wb.error());
+      if (wa->name.empty() || wb->name.empty()) return fail_errno(EBUSY, "exchange", std::string(a), std::string(b));
+      int rc = sys_->exchangeat(sys_->context, wa->dir.get(), wa->at_name(), wb->dir.get(), wb->at_name());
+      int err = errno;
+      forget_walked(*wa);
+      forget_walked(*wb);
+      if (rc != 0) return fail_errno(err, "exchange", std::string(a), std::string(b));
+      return {};
+    });
+  }
+
   /// Removes a non-directory (EISDIR for a directory).
   result<void> unlink(const actor& who, std::string_view path) {
     return run(who, "unlink", path, [&]() -> result<void> {

@@ -103,6 +103,13 @@ class RootedFs {
     if (!to_inner) return tl::unexpected(to_inner.error());
     return with(who, "rename", from, false, [&](const std::string& p) { return inner_->rename(who, p, *to_inner); });
   }
+  /// See `Fs::exchange` (present when the inner backend has it); both paths are inside the root.
+  template <class F = Fs, class = std::enable_if_t<detail::fs_has_exchange<F>::value>>
+  result<void> exchange(const actor& who, std::string_view a, std::string_view b) {
+    auto b_inner = resolve(who, "exchange", b, false);
+    if (!b_inner) return tl::unexpected(b_inner.error());
+    return with(who, "exchange", a, false, [&](const std::string& p) { return inner_->exchange(who, p, *b_inner); });
+  }
   /// See `Fs::unlink`.
   result<void> unlink(const actor& who, std::string_view path) {
     return with(who, "unlink", path, false, [&](const std::string& p) { return inner_->unlink(who, p); });

@@ -27,6 +27,7 @@
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #elif defined(__APPLE__)
+#include <stdio.h>  // renameatx_np, RENAME_SWAP
 #include <stdlib.h>
 #include <sys/xattr.h>
 #endif
@@ -73,6 +74,9 @@ struct syscall_table {
   int (*close)(void* ctx, int fd);
   /// getrandom(2) (macOS: arc4random_buf), for temp names.
   ssize_t (*getrandom)(void* ctx, void* buf, std::size_t size, unsigned flags);
+  /// Swaps two names atomically: Linux renameat2(RENAME_EXCHANGE), macOS renameatx_np(RENAME_SWAP);
+  /// -1/EINVAL or ENOSYS where the kernel or the filesystem cannot.
+  int (*exchangeat)(void* ctx, int dirfd_a, const char* a, int dirfd_b, const char* b);
 };
 
 namespace detail {
@@ -119,6 +123,19 @@ inline int sys_fsync(void*, int fd) {
 
 inline int sys_renameat(void*, int from_dirfd, const char* from, int to_dirfd, const char* to) {
   return ::renameat(from_dirfd, from, to_dirfd, to);
+}
+inline int sys_exchangeat(void*, int dirfd_a, const char* a, int dirfd_b, const char* b) {
+#if defined(__linux__) && defined(SYS_renameat2)
+  // The raw system call: glibc's wrapper and RENAME_EXCHANGE's header vary across versions.
+  constexpr unsigned exchange_flag = 1u << 1;  // RENAME_EXCHANGE
+  return static_cast<int>(::syscall(SYS_renameat2, dirfd_a, a, dirfd_b, b, exchange_flag));
+#elif defined(__APPLE__)
+  return ::renameatx_np(dirfd_a, a, dirfd_b, b, RENAME_SWAP);
+#else
+  (void)dirfd_a, (void)a, (void)dirfd_b, (void)b;
+  errno = ENOSYS;
+  return -1;
+#endif
 }
 inline int sys_unlinkat(void*, int dirfd, const char* path, int flags) { return ::unlinkat(dirfd, path, flags); }
 inline int sys_mkdirat(void*, int dirfd, const char* path, mode_t mode) { return ::mkdirat(dirfd, path, mode); }
@@ -261,7 +278,8 @@ inline const syscall_table& default_syscalls() {
                                    detail::sys_fgetxattr,
                                    detail::sys_fsetxattr,
                                    detail::sys_close,
-                                   detail::sys_getrandom};
+                                   detail::sys_getrandom,
+                                   detail::sys_exchangeat};
   return table;
 }
 

@@ -1040,6 +1040,31 @@ struct SymlinkSet {
     }
   }
 
+  /// Takes over the regular file at `c.path` in one atomic step: the new link is made at
+  /// `backup`'s name, then the two names swap (Fs::exchange), so at no moment is nothing at the
+  /// path, and the user's file never has a temp's name. True when done; false when the backend or
+  /// the filesystem cannot swap (nothing changed; the caller moves aside, then links).
+  template <class Ctx>
+  result<bool> swap_in_link(Ctx& ctx, const actor& who, const change& c, const std::string& backup) const {
+    if constexpr (detail::fs_has_exchange<std::decay_t<decltype(ctx.fs)>>::value) {
+      auto made = ctx.fs.symlink(who, c.after, backup);
+      if (!made) return tl::unexpected(made.error());
+      auto swapped = ctx.fs.exchange(who, backup, c.path);
+      if (!swapped) {
+        (void)unlink_durably(ctx.fs, who, backup);
+        const error& e = swapped.error();
+        if (e.is_errno(EINVAL) || e.is_errno(ENOSYS) || e.is_errno(ENOTSUP) || e.is_errno(EOPNOTSUPP)) return false;
+        return tl::unexpected(e);
+      }
+      if constexpr (detail::fs_has_sync_dir<std::decay_t<decltype(ctx.fs)>>::value)
+        if (!ctx.fs.sync_dir(who, parent_path(c.path))) ctx.note_not_durable(c.path);
+      return true;
+    } else {
+      (void)ctx, (void)who, (void)c, (void)backup;
+      return false;
+    }
+  }
+
   template <class Ctx>
   result<std::string> apply_one(Ctx& ctx, const change& c, ledgers& books) const {
     const bool elevated = c.needs_elevation;
@@ -1123,13 +1148,18 @@ struct SymlinkSet {
     std::string what = "created -> " + c.after;
     result<void> linked;
     if (expected.type == file_type::regular) {
-      // Policy (a) for a file: move it aside in the same directory, then link; revert moves it back.
-      // Not named like a temp (".<name>.hostcfg-*"): backends remove those as crash leftovers.
+      // Policy (a) for a file: it is kept aside in the same directory and the link takes its place;
+      // revert moves it back. Not named like a temp (".<name>.hostcfg-*"): backends remove those
+      // as crash leftovers.
       std::string backup = join_path(parent_path(c.path), "." + base_name(c.path) + ".hostcfg_backup");
-      auto in_way = ctx.fs.lstat(who, backup);
-      if (in_way)
-        return fail(errc::conflict, "take over", c.path, "a backup from an earlier take-over is still at " + backup,
-                    "move it away by hand, then run again");
+      if (auto in_way = ctx.fs.lstat(who, backup)) {
+        // Our new link, left at the backup's name by a run that ended before the swap below.
+        auto leftover = in_way->type == file_type::symlink ? ctx.fs.readlink(who, backup) : result<std::string>("");
+        if (!leftover || *leftover != c.after)
+          return fail(errc::conflict, "take over", c.path, "a backup from an earlier take-over is still at " + backup,
+                      "move it away by hand, then run again");
+        if (auto gone = unlink_durably(ctx.fs, who, backup); !gone) return tl::unexpected(gone.error());
+      }
       auto now = ctx.fs.lstat(who, c.path);
       if (!now || !same_version(*now, expected))
         return fail(errc::changed_since_probe, "take over", c.path, "the file changed since it was probed",
@@ -1140,20 +1170,28 @@ struct SymlinkSet {
         undo_dirs();
         return tl::unexpected(noted.error());
       }
-      auto moved = ctx.fs.rename(who, c.path, backup);
-      if (!moved) {
-        undo_dirs();
+      auto swapped = swap_in_link(ctx, who, c, backup);
+      if (!swapped) {
         ctx.withdraw_ahead(elevated, c.item_id);
-        return tl::unexpected(moved.error());
+        return tl::unexpected(swapped.error());
       }
-      linked = ctx.fs.replace_symlink(who, c.after, c.path, file_status{});
-      if (!linked && !linked.error().is(errc::not_durable)) {
-        // Put the file back: never lose it. Back in place, nothing happened; else the item
-        // written ahead names where it is.
-        if (ctx.fs.rename(who, backup, c.path)) ctx.withdraw_ahead(elevated, c.item_id);
-        return tl::unexpected(linked.error());
+      if (!*swapped) {
+        // No atomic swap here (the backend or the filesystem cannot): move aside, then link.
+        auto moved = ctx.fs.rename(who, c.path, backup);
+        if (!moved) {
+          undo_dirs();
+          ctx.withdraw_ahead(elevated, c.item_id);
+          return tl::unexpected(moved.error());
+        }
+        linked = ctx.fs.replace_symlink(who, c.after, c.path, file_status{});
+        if (!linked && !linked.error().is(errc::not_durable)) {
+          // Put the file back: never lose it. Back in place, nothing happened; else the item
+          // written ahead names where it is.
+          if (ctx.fs.rename(who, backup, c.path)) ctx.withdraw_ahead(elevated, c.item_id);
+          return tl::unexpected(linked.error());
+        }
+        if (!linked) ctx.note_not_durable(c.path);  // in place; the report says it may not last
       }
-      if (!linked) ctx.note_not_durable(c.path);  // in place; the report says it may not last
       what = "replaced a regular file (kept at " + backup + ") -> " + c.after;
     } else {
       if (expected.type == file_type::symlink) {
@@ -1251,10 +1289,25 @@ struct SymlinkSet {
       const bool is_link = st->type == file_type::symlink && current_abs;
       // Written ahead (context::record_ahead) by a run that ended before its change: what was
       // there is there still, and the item goes.
+      // (A take-over of a file makes its link at the backup's name first, then swaps the two.)
+      auto leftover_at_backup = [&] {
+        auto b = ctx.fs.lstat(who, backup_path);
+        if (!b) return false;
+        auto text = b->type == file_type::symlink ? ctx.fs.readlink(who, backup_path) : result<std::string>("");
+        return text && *text == mine.get("written");
+      };
+      const bool file_in_place = backup == "file" && st->type == file_type::regular;
       const bool never_changed =
-          (backup == "link" && is_link && *current_abs == resolve_link_target(path, mine.get("backup_target")).value_or("")) ||
-          (backup == "file" && st->type == file_type::regular && !ctx.fs.lstat(who, backup_path));
+          (backup == "link" && is_link &&
+           *current_abs == resolve_link_target(path, mine.get("backup_target")).value_or("")) ||
+          (file_in_place && (!ctx.fs.lstat(who, backup_path) || leftover_at_backup()));
       if (never_changed) {
+        if (file_in_place && leftover_at_backup()) {
+          if (auto gone = unlink_durably(ctx.fs, who, backup_path); !gone) {
+            push(event_kind::failed, gone.error().message(), gone.error());
+            return;
+          }
+        }
         books.scope(privileged).erase(mine.id);
         push(event_kind::kept, "already as it was before hostcfg");
         return;

@@ -464,6 +464,28 @@ std::vector<conformance_case<Fs>> conformance_cases() {
       [](Fs& fs, A a, P p) { return done(fs.replace_symlink(a, "dir", p / "file", std::nullopt)); },
       [](Fs& fs, A a, P p) { return detail::expect_object(fs, a, p / "file", file_type::symlink); });
 
+  // ---- exchange (optional in the contract; every built-in backend has it)
+  if constexpr (hostcfg::detail::fs_has_exchange<Fs>::value) {
+    add("exchange: swaps a file and a link atomically", root, {},
+        [](Fs& fs, A a, P p) { return done(fs.exchange(a, p / "file", p / "link")); },
+        [](Fs& fs, A a, P p) {
+          auto e = detail::expect_object(fs, a, p / "file", file_type::symlink);
+          return e.empty() ? detail::expect_bytes(fs, a, p / "link", "hello\n") : e;
+        });
+    add("exchange: a missing name gives ENOENT", root, {sys(ENOENT)},
+        [](Fs& fs, A a, P p) { return done(fs.exchange(a, p / "file", p / "missing")); },
+        [](Fs& fs, A a, P p) { return detail::expect_bytes(fs, a, p / "file", "hello\n"); });
+    add("exchange: the user cannot swap names in a root 0755 directory (EACCES)", user, {sys(EACCES)},
+        [](Fs& fs, A a, P p) { return done(fs.exchange(a, p / "file", p / "link")); },
+        [](Fs& fs, A a, P p) { return detail::expect_bytes(fs, a, p / "file", "hello\n"); });
+    add("exchange: across devices gives EXDEV", root, {sys(EXDEV)},
+        [](Fs& fs, A a, P p) {
+          return done(fs.exchange(a, p / "file", join_path(p.setup->other_device_dir, "conformance-xdev-exchange")));
+        },
+        [](Fs& fs, A a, P p) { return detail::expect_bytes(fs, a, p / "file", "hello\n"); },
+        conformance_needs::other_device);
+  }
+
   // ---- rename
   add("rename: a missing source gives ENOENT", root, {sys(ENOENT)}, [](Fs& fs, A a, P p) { return done(fs.rename(a, p / "missing", p / "x")); });
   add("rename: a missing destination parent gives ENOENT", root, {sys(ENOENT)}, [](Fs& fs, A a, P p) { return done(fs.rename(a, p / "file", p / "missing/x")); });

@@ -2,7 +2,7 @@
 // macOS's for hostcfg's `#if defined(__APPLE__)` branches to be COMPILED (type-checked) on Linux.
 // Every declaration below copies the macOS SDK's signature (man pages: pthread_setugid_np(2) is
 // private API declared in <pthread.h>, getpeereid(3), getgrouplist(3), getxattr(2), fcntl(2)
-// F_FULLFSYNC, stat(2) st_flags / st_mtimespec, chflags(2) UF_*/SF_*). It checks hostcfg's own
+// F_FULLFSYNC, renameatx_np(2) RENAME_SWAP, stat(2) st_flags / st_mtimespec, chflags(2) UF_*/SF_*). It checks hostcfg's own
 // code, not Apple's headers: a wrong signature here would hide a real mismatch, so keep it literal.
 #pragma once
 #include <sys/types.h>
@@ -28,7 +28,11 @@
 #define LOCAL_PEERPID 0x002
 #define LOCAL_PEERTOKEN 0x006
 
+// <stdio.h> (macOS 10.12+): renameatx_np(2) with RENAME_SWAP swaps two names atomically.
+#define RENAME_SWAP 0x00000002
+
 extern "C" {
 int pthread_setugid_np(uid_t uid, gid_t gid);
 int getpeereid(int fd, uid_t* euid, gid_t* egid);
+int renameatx_np(int fromfd, const char* from, int tofd, const char* to, unsigned int flags);
 }
