@@ -1,7 +1,7 @@
 // The conformance matrix (hostcfg/testing/conformance.hpp) over every backend: MemoryFs,
-// OverlayFs over MemoryFs and over PosixFs, PosixFs in a root-owned dir under /var/tmp as root and
+// OverlayFs over MemoryFs and over PosixFs, PosixFs in a root-owned dir under /var/lib/hostcfg-tests as root and
 // from a process that dropped to nobody, RootedFs over PosixFs and over MemoryFs. Real ENOSPC
-// (a 64 KiB tmpfs), EROFS (a tmpfs remounted read-only), EXDEV (/dev/shm vs /var/tmp), EBUSY (a
+// (a 64 KiB tmpfs), EROFS (a tmpfs remounted read-only), EXDEV (/dev/shm/hostcfg-tests vs /var/lib/hostcfg-tests), EBUSY (a
 // bind-mounted file) and an immutable file (chattr +i) where this machine allows them; each
 // missing one is a printed skip. Every backend must report zero deviations.
 #include "hostcfg/testing/conformance.hpp"
@@ -59,7 +59,7 @@ bool set_immutable(const std::string& path, bool on) {
   return ok;
 }
 
-/// A root-owned 0755 tree under /var/tmp with the real-kernel capabilities the matrix can use:
+/// A root-owned 0755 tree under /var/lib/hostcfg-tests with the real-kernel capabilities the matrix can use:
 ///   base/, nbase/ (for the nobody run), rbase/... are made by the tests; full/ is a 64 KiB tmpfs
 ///   (ENOSPC; also another device), ro/ a read-only tmpfs holding f (EROFS), mnt/hosts a
 ///   bind-mounted file (EBUSY), imm an immutable file, and shm/ a dir under /dev/shm (EXDEV).
@@ -118,14 +118,13 @@ struct real_tree {
     else
       why.push_back(std::string("chattr +i failed: ") + std::strerror(errno) + " (no immutable case)");
     struct ::stat a {}, b {};
-    if (::stat("/dev/shm", &a) == 0 && ::stat("/var/tmp", &b) == 0 && a.st_dev != b.st_dev) {
-      char stempl[] = "/dev/shm/hostcfg-conformance-XXXXXX";
-      if (::mkdtemp(stempl) != nullptr && ::chmod(stempl, 0755) == 0) {
-        shm = stempl;
-        other_dev = shm;
-      }
+    const std::string disk = hostcfg_test::scratch_base(hostcfg_test::scratch_disk::var_tmp);
+    const std::string tmpfs = hostcfg_test::scratch_base(hostcfg_test::scratch_disk::tmpfs_first);
+    if (::stat(tmpfs.c_str(), &a) == 0 && ::stat(disk.c_str(), &b) == 0 && a.st_dev != b.st_dev) {
+      shm = hostcfg_test::make_scratch_dir("hostcfg-conformance", hostcfg_test::scratch_disk::tmpfs_first);
+      other_dev = shm;
     }
-    if (other_dev.empty()) why.push_back("/dev/shm is missing or on the same device as /var/tmp (no EXDEV case)");
+    if (other_dev.empty()) why.push_back(tmpfs + " is on the same device as " + disk + " (no EXDEV case)");
   }
   ~real_tree() {
     for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) ::umount2(it->c_str(), MNT_DETACH);

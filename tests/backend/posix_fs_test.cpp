@@ -40,9 +40,10 @@ constexpr uid_type nobody = 65534;
 const actor root_actor = actor::root();
 const actor nobody_actor{nobody, nobody, {}};
 
-/// A root-owned 0755 scratch directory under /var/tmp (or `base`), removed at the end.
+/// A root-owned 0755 scratch directory on the disk (or on tmpfs), removed at the end.
 struct scratch : hostcfg_test::root_scratch_dir {
-  explicit scratch(const char* base = "/var/tmp") : root_scratch_dir(base, "hostcfg-posixfs") {}
+  explicit scratch(hostcfg_test::scratch_disk where = hostcfg_test::scratch_disk::var_tmp)
+      : root_scratch_dir("hostcfg-posixfs", where) {}
 };
 
 void write_raw(const std::string& path, const std::string& bytes, mode_t mode = 0644) {
@@ -225,7 +226,7 @@ TEST_CASE("replace_file keeps the owner, mode and xattrs of the file it replaces
     CHECK(::getxattr((d / "f").c_str(), "user.test", value, sizeof value) == 5);
     CHECK(std::string(value) == "value");
   } else {
-    HOSTCFG_SKIP("user xattrs unsupported on /var/tmp: xattr part not checked");
+    HOSTCFG_SKIP("user xattrs unsupported on the scratch disk: xattr part not checked");
   }
   CHECK(temps_in(d.path).empty());
 
@@ -278,7 +279,7 @@ TEST_CASE("replace_file refuses an immutable file and leaves the flag set") {
   ok = ok && ::ioctl(fd, FS_IOC_SETFLAGS, &set) == 0;
   if (!ok) {
     ::close(fd);
-    HOSTCFG_SKIP("the filesystem under /var/tmp does not support chattr +i (or no CAP_LINUX_IMMUTABLE)");
+    HOSTCFG_SKIP("the filesystem under /var/lib/hostcfg-tests does not support chattr +i (or no CAP_LINUX_IMMUTABLE)");
     return;
   }
   auto got = fs.get_flags(root_actor, d / "f");
@@ -403,7 +404,7 @@ TEST_CASE("replace_file keeps a POSIX ACL (system.posix_acl_access) of the file 
   write_raw(d / "f", "old\n", 0640);
   const std::string acl = access_acl_for(nobody);
   if (::setxattr((d / "f").c_str(), "system.posix_acl_access", acl.data(), acl.size(), 0) != 0) {
-    HOSTCFG_SKIP("POSIX ACLs unsupported on /var/tmp");
+    HOSTCFG_SKIP("POSIX ACLs unsupported on the scratch disk");
     return;
   }
   auto done = fs.replace_file(root_actor, d / "f", "new\n", replace_options{});
@@ -422,7 +423,7 @@ TEST_CASE("an xattr that cannot be copied refuses the replace, naming the attrib
   scratch d;
   write_raw(d / "f", "old\n");
   if (::setxattr((d / "f").c_str(), "user.test", "v", 1, 0) != 0) {
-    HOSTCFG_SKIP("user xattrs unsupported under /var/tmp");
+    HOSTCFG_SKIP("user xattrs unsupported under /var/lib/hostcfg-tests");
     return;
   }
   hostcfg_test::syscall_faults faults;
@@ -755,13 +756,13 @@ TEST_CASE("lock_for_edit: a nested request of the same thread shares the lock (b
 }
 
 TEST_CASE("rename across filesystems reports EXDEV") {
+  scratch a(hostcfg_test::scratch_disk::tmpfs_first);
+  scratch b;
   struct ::stat shm {}, var {};
-  if (::stat("/dev/shm", &shm) != 0 || ::stat("/var/tmp", &var) != 0 || shm.st_dev == var.st_dev) {
-    HOSTCFG_SKIP("/dev/shm and /var/tmp are on the same filesystem (or /dev/shm is missing)");
+  if (::stat(a.path.c_str(), &shm) != 0 || ::stat(b.path.c_str(), &var) != 0 || shm.st_dev == var.st_dev) {
+    HOSTCFG_SKIP("no tmpfs on another filesystem than the disk's scratch base (/dev/shm missing?)");
     return;
   }
-  scratch a("/dev/shm");
-  scratch b;
   PosixFs fs;
   write_raw(a / "f", "x");
   auto moved = fs.rename(root_actor, a / "f", b / "f");

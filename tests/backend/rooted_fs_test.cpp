@@ -23,7 +23,7 @@ namespace {
 
 const actor root_actor = actor::root();
 
-/// A root-owned 0755 sandbox under /var/tmp, with an "outside" sibling holding a decoy file.
+/// A root-owned 0755 sandbox under /var/lib/hostcfg-tests, with an "outside" sibling holding a decoy file.
 struct sandbox {
   hostcfg_test::root_scratch_dir dir{"hostcfg-rooted"};
   std::string base = dir.path;  // holds root/ and outside/

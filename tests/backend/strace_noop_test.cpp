@@ -37,7 +37,7 @@ const char* const app = "com.example.strace";
 
 bool is_root() { return ::geteuid() == 0; }
 
-/// A root-owned 0755 scratch directory under /var/tmp, removed at the end.
+/// A root-owned 0755 scratch directory under /var/lib/hostcfg-tests, removed at the end.
 struct scratch : hostcfg_test::root_scratch_dir {
   scratch() : root_scratch_dir("hostcfg-strace") {}
 };

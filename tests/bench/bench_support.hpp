@@ -22,7 +22,7 @@ namespace hostcfg_bench {
   std::exit(2);
 }
 
-/// A fresh scratch directory, root-owned 0755 under /var/tmp when run as root (PosixFs refuses
+/// A fresh scratch directory, root-owned 0755 under /var/lib/hostcfg-tests when run as root (PosixFs refuses
 /// root writes below a user-writable directory, and /tmp itself is world-writable), else under
 /// $TMPDIR or /tmp. Removed by `remove_tree` at the end.
 inline std::string make_scratch(const char* tag) {

@@ -46,7 +46,7 @@ constexpr uid_type nobody = 65534;
 
 bool can_run() { return ::geteuid() == 0; }
 
-/// A root-owned 0755 scratch directory /var/tmp/hch-XXXXXX, removed with its contents: the
+/// A root-owned 0755 scratch directory <scratch base>/hch-XXXXXX, removed with its contents: the
 /// shared `root_scratch_dir` (which REQUIREs its creation) under this file's tag.
 struct root_dir : hostcfg_test::root_scratch_dir {
   root_dir() : root_scratch_dir("hch") {}

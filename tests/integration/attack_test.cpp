@@ -276,7 +276,7 @@ std::string tree_digest(const std::string& dir) {
   return out;
 }
 
-/// A root-owned 0755 scratch root under /var/tmp with a decoy "/etc" inside, removed at the end.
+/// A root-owned 0755 scratch root under /var/lib/hostcfg-tests with a decoy "/etc" inside, removed at the end.
 struct world {
   hostcfg_test::root_scratch_dir dir{"hostcfg-attack"};
   std::string root = dir.path;

@@ -1,5 +1,5 @@
 // End-to-end: the built `desktop-installer` program as a real process over real, root-owned
-// temp trees under /var/tmp (never the machine's /etc/hosts or /usr/local/bin). Each case builds
+// temp trees under /var/lib/hostcfg-tests (never the machine's /etc/hosts or /usr/local/bin). Each case builds
 // a macOS-like tree, runs the program once or a few times, and asserts on the bytes, modes,
 // owners, link targets, inodes and times of every file, the exit code and the messages.
 #include <fcntl.h>
@@ -63,12 +63,9 @@ run_result run(const std::vector<std::string>& argv, run_as who = {}, const std:
   REQUIRE(::pipe(out_pipe) == 0);
   REQUIRE(::pipe(err_pipe) == 0);
   // Files are read after the child ends; a big output could fill a pipe: use temp files.
-  char out_name[] = "/var/tmp/hostcfg-di-out-XXXXXX";
-  char err_name[] = "/var/tmp/hostcfg-di-err-XXXXXX";
-  int out_fd = ::mkstemp(out_name);
-  int err_fd = ::mkstemp(err_name);
-  REQUIRE(out_fd >= 0);
-  REQUIRE(err_fd >= 0);
+  int out_fd = -1, err_fd = -1;
+  const std::string out_name = hostcfg_test::make_scratch_file("hostcfg-di-out", out_fd);
+  const std::string err_name = hostcfg_test::make_scratch_file("hostcfg-di-err", err_fd);
   ::close(out_pipe[0]);
   ::close(out_pipe[1]);
   ::close(err_pipe[0]);
@@ -105,8 +102,8 @@ run_result run(const std::vector<std::string>& argv, run_as who = {}, const std:
   r.err = read_all(err_fd);
   ::close(out_fd);
   ::close(err_fd);
-  ::unlink(out_name);
-  ::unlink(err_name);
+  ::unlink(out_name.c_str());
+  ::unlink(err_name.c_str());
   return r;
 }
 
@@ -145,7 +142,7 @@ const char* const stock_hosts =
     "# when the system is booting.  Do not change this entry.\n##\n127.0.0.1\tlocalhost\n"
     "255.255.255.255\tbroadcasthost\n::1             localhost\n";
 
-// A root-owned 0755 temp dir under /var/tmp holding a macOS-like tree; removed at the end.
+// A root-owned 0755 temp dir under /var/lib/hostcfg-tests holding a macOS-like tree; removed at the end.
 struct tree {
   std::string root;
   std::string home_rel;
@@ -153,10 +150,7 @@ struct tree {
   gid_t gid;
 
   explicit tree(const std::string& user = "alice", uid_t u = 501, gid_t g = 20) : uid(u), gid(g) {
-    char name[] = "/var/tmp/hostcfg-di-XXXXXX";
-    REQUIRE(::mkdtemp(name) != nullptr);
-    root = name;
-    REQUIRE(::chmod(root.c_str(), 0755) == 0);
+    root = hostcfg_test::make_scratch_dir("hostcfg-di");
     home_rel = "/Users/" + user;
     for (const char* d : {"/Applications", "/Applications/Docker.app", "/Applications/Docker.app/Contents",
                           "/Applications/Docker.app/Contents/Resources", bin_dir.c_str(), "/usr", "/usr/local",
@@ -314,10 +308,7 @@ struct sudo_user {
   sudo_user() {
     if (::access("/usr/bin/sudo", X_OK) != 0) { why_not = "sudo is not installed (apt-get install sudo)"; return; }
     if (::access("/usr/sbin/useradd", X_OK) != 0) { why_not = "useradd is not available"; return; }
-    char templ[] = "/var/tmp/hostcfg-di-sudo-XXXXXX";
-    if (!::mkdtemp(templ)) { why_not = "mkdtemp failed"; return; }
-    dir = templ;
-    ::chmod(dir.c_str(), 0755);
+    dir = hostcfg_test::make_scratch_dir("hostcfg-di-sudo");
     make_dir(dir + "/bin", 0755);
     program_copy = dir + "/bin/desktop-installer";
     shell_output("cp '" + program + "' '" + program_copy + "' && chmod 0755 '" + program_copy + "'");

@@ -169,10 +169,7 @@ TEST_CASE("the runner refuses to run from a binary a user could replace") {
     HOSTCFG_SKIP("needs root to make root-owned directories");
     return;
   }
-  char templ[] = "/var/tmp/hostcfg-trust-XXXXXX";
-  REQUIRE(::mkdtemp(templ));
-  std::string dir = templ;
-  ::chmod(dir.c_str(), 0755);
+  std::string dir = hostcfg_test::make_scratch_dir("hostcfg-trust");
   write_file(dir + "/runner", "#!/bin/sh\n", 0755);
   CHECK(helper::check_trusted_binary(dir + "/runner"));
   ::chmod(dir.c_str(), 0777);  // a user could swap the binary
@@ -219,10 +216,7 @@ struct sudo_fixture {
     if (::geteuid() != 0) { why_not = "needs root"; return; }
     if (!exists("/usr/bin/sudo")) { why_not = "sudo is not installed (apt-get install sudo)"; return; }
     if (!exists("/usr/sbin/useradd")) { why_not = "useradd is not available"; return; }
-    char templ[] = "/var/tmp/hostcfg-elevate-XXXXXX";
-    if (!::mkdtemp(templ)) { why_not = "mkdtemp failed"; return; }
-    dir = templ;
-    ::chmod(dir.c_str(), 0755);
+    dir = hostcfg_test::make_scratch_dir("hostcfg-elevate");
     root = dir + "/root";
     shell_output("mkdir -p '" + dir + "/bin' '" + root + "/etc' '" + root + "/var/lib' '" + root + "/home/" + user +
                  "' '" + root + "/usr/local/bin' '" + root + "/Applications/App/bin'");
@@ -494,10 +488,7 @@ TEST_CASE("port-helper --one-shot: the real program applies hosts, a protected f
     HOSTCFG_SKIP("needs root and the built port-helper example");
     return;
   }
-  char templ[] = "/var/tmp/hostcfg-oneshot-XXXXXX";
-  REQUIRE(::mkdtemp(templ));
-  std::string dir = templ;
-  ::chmod(dir.c_str(), 0755);
+  std::string dir = hostcfg_test::make_scratch_dir("hostcfg-oneshot");
   std::string root = dir + "/root";
   shell_output("mkdir -p '" + dir + "/bin' '" + root + "/etc' '" + root + "/Library/LaunchDaemons' '" + root +
                "/Library/PrivilegedHelperTools'");

@@ -42,7 +42,7 @@ constexpr uid_type nobody = 65534;
 
 std::string helper_binary() { return std::string(HOSTCFG_BINARY_DIR) + "/examples/port-helper"; }
 
-/// A root-owned 0755 scratch directory under /var/tmp (not under world-writable /tmp itself), so
+/// A root-owned 0755 scratch directory under /var/lib/hostcfg-tests (never under world-writable /tmp or /var/tmp), so
 /// the socket path stays short and the helper's trusted-directory walk accepts it.
 struct root_dir : hostcfg_test::root_scratch_dir {
   root_dir() : root_scratch_dir("hph") {}

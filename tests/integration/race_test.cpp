@@ -357,7 +357,7 @@ constexpr uid_type nobody = 65534;
 
 using hostcfg_test::read_whole_file;
 
-// A root-owned 0755 sandbox (on tmpfs when /dev/shm is root-owned and sticky, else /var/tmp),
+// A root-owned 0755 sandbox (on tmpfs when /dev/shm is root-owned and sticky, else /var/lib/hostcfg-tests),
 // never a directory under world-writable /tmp: RootedFs walks it as a trusted path.
 struct race_box {
   hostcfg_test::root_scratch_dir dir{"hostcfg-race", hostcfg_test::scratch_disk::tmpfs_first};

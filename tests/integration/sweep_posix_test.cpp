@@ -1,5 +1,5 @@
 // PosixFs crash and I/O-error sweeps through the injectable syscall table (the real syscall
-// sequence, not a model of it): RootedFs<PosixFs> over a root-owned 0755 dir under /var/tmp, a
+// sequence, not a model of it): RootedFs<PosixFs> over a root-owned 0755 dir under /var/lib/hostcfg-tests, a
 // converge of ManagedFile (a root-owned file taken over + a file created as the user "nobody"),
 // of HostsEntry, and of the whole seed flow (those, the vmnetd LaunchdPlist with a fake launchd,
 // the CLI links into /usr/local/bin), with syscall k failing once (EIO), persistently (ENOSPC: that syscall and
@@ -71,7 +71,7 @@ void make_real_dir(const std::string& path, mode_t mode, uid_t uid, gid_t gid) {
   REQUIRE(::chown(path.c_str(), uid, gid) == 0);
 }
 
-// A root-owned 0755 sandbox under /var/tmp: /etc (hosts + a config), /var/lib, nobody's home.
+// A root-owned 0755 sandbox under /var/lib/hostcfg-tests: /etc (hosts + a config), /var/lib, nobody's home.
 struct posix_box {
   // On tmpfs (/dev/shm, root-owned and sticky like /var/tmp) when there is one: fsync is then
   // free, so the sweep measures the syscall sequence, not the disk's flush latency (~13 ms per

@@ -1,8 +1,10 @@
 // SymlinkSet and the CLI-links recipe on the real disk (PosixFs), in a root-owned 0755 sandbox
-// under /var/tmp: the prompt and decision flow, conflicts, both policies and their revert, an
+// under /var/lib/hostcfg-tests: the prompt and decision flow, conflicts, both policies and their revert, an
 // unprivileged run (forked, dropped to nobody), and the component-swap attack at each operation.
 // Every case needs root (to own the sandbox and act for `nobody`); without it they skip.
+#include <hostcfg/backend/memory_fs.hpp>
 #include <hostcfg/backend/posix_fs.hpp>
+#include <hostcfg/backend/rooted_fs.hpp>
 #include <hostcfg/converge.hpp>
 #include <hostcfg/primitives/managed_file.hpp>
 #include <hostcfg/primitives/symlink_set.hpp>
@@ -63,7 +65,7 @@ lstat_result lstat_of(const std::string& path) {
   return r;
 }
 
-// A root-owned 0755 sandbox under /var/tmp laid out like a Mac: /usr/local/bin root 0755, the
+// A root-owned 0755 sandbox under /var/lib/hostcfg-tests laid out like a Mac: /usr/local/bin root 0755, the
 // app's commands, nobody's home, a Homebrew keg, an /etc to attack.
 struct sandbox {
   hostcfg_test::root_scratch_dir dir{"hostcfg-symlink"};
@@ -380,3 +382,163 @@ TEST_CASE("posix attack: the user's link directory swapped for a symlink to /etc
   CHECK(fired == points.size());
   MESSAGE("posix attack: swapped before " << points.size() << " of " << total << " operations");
 }
+
+namespace {
+
+// One tree built twice: on the real disk under a sandbox root (seen through RootedFs, so paths are
+// the same) and in a MemoryFs. Parity cases compare what SymlinkSet makes of each.
+struct twin_tree {
+  sandbox& box;
+  MemoryFs mem;
+  explicit twin_tree(sandbox& b) : box(b) {
+    mem.set_posix_rules();
+    // The sandbox's own layout (see `sandbox`), mirrored.
+    for (const char* d : {"/usr", "/usr/local", "/usr/local/bin", "/var", "/var/lib", "/var/run", "/etc", "/App",
+                          "/App/bin", "/opt", "/opt/homebrew", "/opt/homebrew/Cellar", "/opt/homebrew/Cellar/docker",
+                          "/opt/homebrew/Cellar/docker/24", "/opt/homebrew/Cellar/docker/24/bin", "/home"})
+      mem.add_dir(d, 0755, 0, 0);
+    mem.add_file("/App/bin/docker", "#!docker\n", 0755, 0, 0);
+    mem.add_file("/App/bin/docker-compose", "#!compose\n", 0755, 0, 0);
+    mem.add_file("/opt/homebrew/Cellar/docker/24/bin/docker", "brew\n", 0755, 0, 0);
+    mem.add_dir("/home/nobody", 0755, nobody_uid, nobody_gid);
+  }
+  void dir(const std::string& p, mode_t mode, uid_t uid, gid_t gid) {
+    make_dir(box.root + p, mode, uid, gid);
+    mem.add_dir(p, mode, uid, gid);
+  }
+  void file(const std::string& p, const std::string& bytes) {
+    write_file(box.root + p, bytes, 0644, 0, 0);
+    mem.add_file(p, bytes, 0644, 0, 0);
+  }
+  void link(const std::string& p, const std::string& target) {
+    REQUIRE(::symlink(target.c_str(), (box.root + p).c_str()) == 0);
+    mem.add_symlink(p, target, 0, 0);
+  }
+};
+
+user_identity rooted_user() {
+  return user_identity{nobody_uid, nobody_gid, {nobody_gid}, "nobody", "/home/nobody", "/bin/sh", std::nullopt,
+                       std::nullopt};
+}
+
+// "state: detail" of every item, in order.
+template <class Fs>
+std::vector<std::string> probe_states(Fs& fs, const SymlinkSet& set) {
+  ScriptedPrivilege priv(rooted_user(), answer::declined);
+  context ctx(fs, priv, app);
+  ledgers books{record{app, {}}, record{app, {}}};
+  auto probed = set.probe(ctx, books);
+  REQUIRE(probed);
+  std::vector<std::string> out;
+  for (const auto& item : probed->items)
+    out.push_back(item.path + ": " + item_state_name(item.state) + (item.needs_elevation ? " (elevation)" : "") + ": " +
+                  item.detail);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("posix parity: every probe state reads the same on the real disk as on MemoryFs") {
+  if (!running_as_root()) {
+    HOSTCFG_SKIP("needs root to own the sandbox and act for nobody");
+    return;
+  }
+  sandbox box;
+  twin_tree t(box);
+  t.link("/usr/local/bin/correct", "/App/bin/docker");
+  t.link("/usr/local/bin/brew", "/opt/homebrew/Cellar/docker/24/bin/docker");
+  t.link("/usr/local/bin/dangling", "/App/bin/gone");
+  t.file("/usr/local/bin/file", "a user's script\n");
+  t.dir("/usr/local/bin/dir", 0755, 0, 0);
+  t.dir("/home/nobody/bin", 0755, nobody_uid, nobody_gid);
+  SymlinkSet set;
+  for (const char* name : {"missing", "correct", "brew", "dangling", "file", "dir"})
+    set.links.push_back({std::string("/usr/local/bin/") + name, "/App/bin/docker"});
+  set.links.push_back({"/opt/new/bin/docker", "/App/bin/docker"});        // parent missing
+  set.links.push_back({"/home/nobody/bin/docker", "/App/bin/docker"});    // the user's own directory
+  set.links.push_back({"/home/nobody/bin/compose", "/App/bin/nothing"});  // target missing
+  PosixFs posix;
+  RootedFs<PosixFs> real(posix, box.root);
+  auto on_disk = probe_states(real, set);
+  auto in_memory = probe_states(t.mem, set);
+  REQUIRE(on_disk.size() == 12);  // 9 links, then the 3 conflicts to note in the record
+  CHECK(on_disk == in_memory);
+  auto has = [&](std::size_t i, const std::string& text) {
+    INFO(on_disk[i]);
+    CHECK(on_disk[i].find(text) != std::string::npos);
+  };
+  has(0, "/usr/local/bin/missing: absent (elevation)");
+  has(1, "/usr/local/bin/correct: matches");
+  has(2, "/usr/local/bin/brew: conflict");
+  has(2, "Homebrew");
+  has(3, "/usr/local/bin/dangling: differs (elevation): dangling");
+  has(4, "/usr/local/bin/file: conflict");
+  has(4, "a regular file stands at");
+  has(5, "/usr/local/bin/dir: conflict: a directory stands at");
+  has(6, "/opt/new/bin/docker: absent (elevation): missing; parent missing");
+  has(7, "/home/nobody/bin/docker: absent: ");
+  has(8, "/home/nobody/bin/compose: conflict");
+  has(8, "allow_dangling");
+  has(9, "/usr/local/bin/brew: differs: note in the record");
+  has(10, "/usr/local/bin/file: differs: note in the record");
+  has(11, "/usr/local/bin/dir: differs: note in the record");
+}
+
+TEST_CASE("posix: a link directory the user can write gets its links as the user, with no prompt") {
+  if (!running_as_root()) {
+    HOSTCFG_SKIP("needs root to own the sandbox and act for nobody");
+    return;
+  }
+  sandbox box;
+  // Homebrew on Intel Macs hands /usr/local/bin to the admin user.
+  REQUIRE(::lchown(box.bin().c_str(), nobody_uid, nobody_gid) == 0);
+  auto pristine = box.dump(false);
+  PosixFs fs;
+  ScriptedPrivilege priv(box.user(), answer::declined);  // would decline: must not be asked
+  context ctx(fs, priv, app);
+  box.place_records(ctx);
+  auto report = converge(ctx, box.recipe());
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(priv.prompts() == 0);
+  CHECK(read_link(box.bin() + "/docker") == box.src() + "/docker");
+  CHECK(lstat_of(box.bin() + "/docker").st.st_uid == nobody_uid);
+  CHECK_FALSE(lstat_of(box.fallback_dir()).exists);
+  CHECK_FALSE(lstat_of(box.root + "/var/lib/hostcfg/com.docker.desktop.record").exists);  // user items only
+  auto settled = box.dump(true);
+  auto again = converge(ctx, box.recipe());
+  REQUIRE(again);
+  CHECK(box.dump(true) == settled);
+  auto undone = uninstall(ctx, box.recipe());
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(priv.prompts() == 0);
+  CHECK(box.dump(false) == pristine);
+}
+
+TEST_CASE("posix: cancelled and declined are recorded as which; timed out is not recorded and asks again") {
+  if (!running_as_root()) {
+    HOSTCFG_SKIP("needs root to own the sandbox and act for nobody");
+    return;
+  }
+  for (answer a : {answer::declined, answer::cancelled, answer::timed_out}) {
+    CAPTURE(answer_name(a));
+    sandbox box;
+    PosixFs fs;
+    ScriptedPrivilege priv(box.user(), a);
+    context ctx(fs, priv, app);
+    box.place_records(ctx);
+    auto first = converge(ctx, box.recipe());
+    REQUIRE(first);
+    CHECK(first->ok());
+    CHECK(read_link(box.fallback_dir() + "/docker") == box.src() + "/docker");
+    std::ifstream rec(box.home() + "/.local/state/hostcfg/com.docker.desktop.record");
+    std::string text((std::istreambuf_iterator<char>(rec)), std::istreambuf_iterator<char>());
+    const bool recorded = text.find(std::string("field answer ") + answer_name(a)) != std::string::npos;
+    CHECK(recorded == (a != answer::timed_out));
+    auto second = converge(ctx, box.recipe());
+    REQUIRE(second);
+    CHECK(priv.prompts() == (a == answer::timed_out ? 2u : 1u));
+  }
+}
+

@@ -32,7 +32,7 @@ MemoryFs tree() {
   return fs;
 }
 
-/// A root-owned 0755 directory under /var/tmp holding the helper socket; removed at the end.
+/// A root-owned 0755 directory under /var/lib/hostcfg-tests holding the helper socket; removed at the end.
 struct helper_dir : hostcfg_test::root_scratch_dir {
   helper_dir() : root_scratch_dir("hcb") {}  // short: a socket path has ~100 bytes at most
   std::string socket() const { return path + "/h.sock"; }

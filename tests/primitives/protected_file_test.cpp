@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -166,10 +167,7 @@ TEST_CASE("a declined prompt writes nothing; uninstall after install removes the
 
 TEST_CASE("refresh goes through the privileged helper without a prompt, to the helper's one path") {
   if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a real helper)"); return; }
-  char tmpl[] = "/var/tmp/hcp-XXXXXX";
-  REQUIRE(::mkdtemp(tmpl) != nullptr);
-  const std::string dir = tmpl;
-  ::chmod(dir.c_str(), 0755);
+  const std::string dir = hostcfg_test::make_scratch_dir("hcp");
   helper::server_config config;
   config.socket_path = dir + "/h.sock";
   config.allowed_uid = 0;

@@ -18,7 +18,9 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -34,20 +36,55 @@ inline constexpr unsigned nobody_id = 65534;
 
 /// Where a `root_scratch_dir` is made.
 enum class scratch_disk {
-  var_tmp,      ///< /var/tmp: a real disk, root-owned and sticky (never world-writable /tmp's own entries)
-  tmpfs_first,  ///< /dev/shm when it is a root-owned sticky directory (fsync costs nothing there), else /var/tmp
+  var_tmp,      ///< the disk: /var/lib/hostcfg-tests (root-owned 0755 down from "/"; never under /tmp or /var/tmp)
+  tmpfs_first,  ///< /dev/shm/hostcfg-tests when /dev/shm is tmpfs (fsync costs nothing there), else the disk
 };
 
-/// The directory `scratch_disk` names on this machine.
+/// Makes (once) and checks a base directory for scratch trees: a directory, not a link, owned by
+/// this process's euid, mode 0755. A trusted path needs every component to be unwritable by other
+/// users; /var/tmp and /dev/shm are world-writable (sticky), so the tests' trees live one level
+/// below in a directory of our own, and one that someone else made first is refused.
+inline std::string ensure_scratch_base(const std::string& base) {
+  if (::mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) FAIL("mkdir " << base << ": " << std::strerror(errno));
+  struct ::stat st {};
+  REQUIRE_MESSAGE(::lstat(base.c_str(), &st) == 0, "lstat " << base);
+  REQUIRE_MESSAGE(S_ISDIR(st.st_mode), base << " is not a directory");
+  REQUIRE_MESSAGE(st.st_uid == ::geteuid(), base << " is owned by uid " << st.st_uid << ", not by this process");
+  if ((st.st_mode & 07777) != 0755) REQUIRE(::chmod(base.c_str(), 0755) == 0);
+  return base;
+}
+
+/// The directory `scratch_disk` names on this machine (made and checked on first use).
 inline std::string scratch_base(scratch_disk where) {
   if (where == scratch_disk::tmpfs_first) {
     struct ::stat st {};
-    // Only a root-owned sticky /dev/shm: RootedFs and the helper walk the sandbox as a trusted
-    // path, which a directory another user could rename entries in would not be.
+    // Only a root-owned sticky /dev/shm: our base inside it cannot be renamed or removed by
+    // another user, and it is checked to be ours.
     if (::stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && (st.st_mode & S_ISVTX))
-      return "/dev/shm";
+      return ensure_scratch_base("/dev/shm/hostcfg-tests");
   }
-  return "/var/tmp";
+  return ensure_scratch_base("/var/lib/hostcfg-tests");
+}
+
+/// A fresh 0755 directory `<scratch_base(where)>/<tag>-XXXXXX` (mkdtemp), left for the caller to
+/// remove; `root_scratch_dir` removes its own.
+inline std::string make_scratch_dir(const std::string& tag, scratch_disk where = scratch_disk::var_tmp) {
+  std::string templ = scratch_base(where) + "/" + tag + "-XXXXXX";
+  std::vector<char> name(templ.begin(), templ.end());
+  name.push_back('\0');
+  REQUIRE_MESSAGE(::mkdtemp(name.data()) != nullptr, "mkdtemp " << templ);
+  REQUIRE(::chmod(name.data(), 0755) == 0);
+  return name.data();
+}
+
+/// A fresh empty file `<scratch_base>/<tag>-XXXXXX` (mkstemp); its open descriptor in `fd`.
+inline std::string make_scratch_file(const std::string& tag, int& fd) {
+  std::string templ = scratch_base(scratch_disk::var_tmp) + "/" + tag + "-XXXXXX";
+  std::vector<char> name(templ.begin(), templ.end());
+  name.push_back('\0');
+  fd = ::mkstemp(name.data());
+  REQUIRE_MESSAGE(fd >= 0, "mkstemp " << templ);
+  return name.data();
 }
 
 /// A fresh 0755 directory owned by the caller's euid (root in CI), made with mkdtemp as
