@@ -33,7 +33,8 @@
 /// - `other_device_dir`: a directory on another device, writable by root (EXDEV);
 /// - `mount_point_file`: a regular file that is a mount point, e.g. a bind-mounted file (EBUSY);
 /// - `full_dir`: a root-owned directory on a filesystem with less than 256 KiB free (ENOSPC);
-/// - `read_only_dir`: a directory on a read-only filesystem holding a regular file `f` (EROFS);
+/// - `read_only_dir`: a directory on a read-only filesystem holding a regular file `f` and, for the
+///   rmdir case, an empty directory `e` (EROFS);
 /// - `immutable_file`: a regular file with the immutable flag set (EPERM / `errc::locked`).
 /// Cases acting on those paths only ever fail, so the paths are shared between cases.
 ///
@@ -671,6 +672,24 @@ std::vector<conformance_case<Fs>> conformance_cases() {
       [](Fs& fs, A a, P p) { return done(fs.unlink(a, join_path(p.setup->read_only_dir, "f"))); }, {}, conformance_needs::read_only);
   add("chmod: a read-only filesystem gives EROFS", root, {sys(EROFS)},
       [](Fs& fs, A a, P p) { return done(fs.chmod(a, join_path(p.setup->read_only_dir, "f"), 0600)); }, {}, conformance_needs::read_only);
+  add("rename: a read-only filesystem gives EROFS", root, {sys(EROFS)},
+      [](Fs& fs, A a, P p) {
+        return done(fs.rename(a, join_path(p.setup->read_only_dir, "f"), join_path(p.setup->read_only_dir, "g")));
+      },
+      [](Fs& fs, A a, P p) { return detail::expect_object(fs, a, join_path(p.setup->read_only_dir, "f"), file_type::regular); },
+      conformance_needs::read_only);
+  add("replace_symlink: a read-only filesystem gives EROFS", root, {sys(EROFS)},
+      [](Fs& fs, A a, P p) {
+        return done(fs.replace_symlink(a, "x", join_path(p.setup->read_only_dir, "f"), std::nullopt));
+      },
+      [](Fs& fs, A a, P p) { return detail::expect_object(fs, a, join_path(p.setup->read_only_dir, "f"), file_type::regular); },
+      conformance_needs::read_only);
+  add("lchown: a read-only filesystem gives EROFS", root, {sys(EROFS)},
+      [](Fs& fs, A a, P p) { return done(fs.lchown(a, join_path(p.setup->read_only_dir, "f"), 1, 1)); }, {},
+      conformance_needs::read_only);
+  add("rmdir: a read-only filesystem gives EROFS", root, {sys(EROFS), sys(ENOENT)},
+      [](Fs& fs, A a, P p) { return done(fs.rmdir(a, join_path(p.setup->read_only_dir, "e"))); }, {},
+      conformance_needs::read_only);
   add("replace_file: an immutable file is errc::locked, even for root", root, {hc(errc::locked)},
       [](Fs& fs, A a, P p) { return done(fs.replace_file(a, p.setup->immutable_file, "x", replace_options{})); },
       [](Fs& fs, A a, P p) -> std::string {
