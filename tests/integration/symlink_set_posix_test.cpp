@@ -542,3 +542,43 @@ TEST_CASE("posix: cancelled and declined are recorded as which; timed out is not
   }
 }
 
+TEST_CASE("posix parity: a link hostcfg set to an older target reads 'ours, stale' on both, and is re-pointed") {
+  if (!running_as_root()) {
+    HOSTCFG_SKIP("needs root to own the sandbox and act for nobody");
+    return;
+  }
+  sandbox box;
+  twin_tree t(box);
+  t.dir("/home/nobody/bin", 0755, nobody_uid, nobody_gid);
+  SymlinkSet older;
+  older.links.push_back({"/home/nobody/bin/docker", "/App/bin/docker-compose"});
+  SymlinkSet newer;
+  newer.links.push_back({"/home/nobody/bin/docker", "/App/bin/docker"});
+  PosixFs posix;
+  RootedFs<PosixFs> real(posix, box.root);
+  std::vector<std::string> seen;
+  auto stale_then_repointed = [&](auto& fs) {
+    ScriptedPrivilege priv(rooted_user(), answer::declined);
+    context ctx(fs, priv, app);
+    REQUIRE(converge(ctx, older));
+    auto report = converge(ctx, newer);
+    REQUIRE(report);
+    CHECK(report->ok());
+    REQUIRE_FALSE(report->steps.at(0).before.items.empty());
+    const auto& item = report->steps[0].before.items[0];
+    seen.push_back(std::string(item_state_name(item.state)) + ": " + item.detail);
+    auto target = fs.readlink(priv.user().as_actor(), "/home/nobody/bin/docker");
+    REQUIRE(target);
+    CHECK(*target == "/App/bin/docker");
+    auto undone = uninstall(ctx, newer);
+    REQUIRE(undone);
+    CHECK(undone->ok());
+    CHECK_FALSE(fs.lstat(priv.user().as_actor(), "/home/nobody/bin/docker"));
+  };
+  stale_then_repointed(real);
+  stale_then_repointed(t.mem);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == seen[1]);
+  CHECK(seen[0].find("differs: ours, stale: points at /App/bin/docker-compose") == 0);
+}
+
