@@ -391,17 +391,24 @@ inline constexpr const char* system_record_unwritten = "the privileged record co
 
 // Load-merge-store under the record directory's lock (store_record_merged): two runs of one app
 // at once each keep their own items, and a run with nothing to record takes no lock.
-// Items written ahead (context::record_ahead) count as part of the file: one the run put
-// differently is stored again, a withdrawn one it did not put is removed, any other it did not put
-// stays as written ahead (see context::recorded_ahead).
+// Items written ahead (context::record_ahead) count as part of the file: one the run put or erased
+// afterwards is stored as the run left it; one the run left as it was at the start stays as written
+// ahead (its change failed part-way), unless withdrawn (the change failed and changed nothing):
+// then the item from the start comes back (see context::recorded_ahead).
 template <class Ctx>
-void store_ledgers(Ctx& ctx, const ledgers& loaded_at_start, const ledgers& books, converge_report& report) {
+void store_ledgers(Ctx& ctx, const ledgers& loaded_at_start, const ledgers& books_at_end, converge_report& report) {
   ledgers loaded = loaded_at_start;
+  ledgers books = books_at_end;
   bool written_ahead[2] = {false, false};  // user, system
   for (const auto& ahead : ctx.recorded_ahead) {
     written_ahead[ahead.privileged ? 1 : 0] = true;
-    if (ahead.withdrawn || books.scope(ahead.privileged).find(ahead.item.id))
-      loaded.scope(ahead.privileged).put(ahead.item);
+    const record_item* now = books.scope(ahead.privileged).find(ahead.item.id);
+    const record_item* then = loaded_at_start.scope(ahead.privileged).find(ahead.item.id);
+    const bool untouched = now ? then && *now == *then : !then;
+    // Untouched by the run (its change failed part-way, after the write-ahead): the item written
+    // ahead is what describes the disk now, so it stays; a withdrawn one gives way.
+    if (untouched && !ahead.withdrawn) books.scope(ahead.privileged).put(ahead.item);
+    loaded.scope(ahead.privileged).put(ahead.item);
   }
   ctx.recorded_ahead.clear();
   auto user = ctx.read_user_record ? store_record_merged(ctx.fs, ctx.user_record, books.user, loaded.user)

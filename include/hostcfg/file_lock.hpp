@@ -23,7 +23,8 @@ namespace detail {
 
 /// A directory lock this thread took through `lock_for_edit`, shared by its nested requests.
 struct held_dir_lock {
-  /// What the holders share: released when the last of them lets go (from any thread).
+  /// What the holders share: released when the last of them lets go. Holders release on the
+  /// thread that took the lock (a lock is a scope guard of one edit, never handed to another thread).
   struct shared {
     std::size_t depth = 0;
     fs_lock lock;
@@ -68,7 +69,8 @@ inline void release_held(held_dir_lock::shared& state) {
 /// waiting for themselves (a flock on a second open of the directory would block forever): an
 /// edit of `~/.profile` that writes its record item ahead (context::record_ahead) into a record
 /// kept in the same directory. The directory is recognised by name, or by device and inode once a
-/// second lock is asked for while one is held (an extra `lstat` only then).
+/// second lock is asked for while one is held (an extra `lstat` only then). The returned lock must
+/// be released on the thread that took it.
 template <class Fs>
 result<fs_lock> lock_for_edit(Fs& fs, const actor& who, std::string_view path) {
   const std::string dir = parent_path(path);

@@ -19,6 +19,7 @@
 #include <hostcfg/recipes/cli_links.hpp>
 
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -143,6 +144,33 @@ TEST_CASE("how a prompt ended is told apart: declined, cancelled, unavailable") 
   CHECK(classify_elevation_failure(elevation_tool::pkexec, 127, "") == answer::declined);
   CHECK(classify_elevation_failure(elevation_tool::osascript, 1, "execution error: User canceled. (-128)") ==
         answer::cancelled);
+}
+
+TEST_CASE("a runner that exits without reading its request does not kill the caller with SIGPIPE") {
+  // sudo exits at once when its askpass gives up: the request written to its stdin then meets a
+  // closed pipe. The caller must get an answer, not die of SIGPIPE (found by CI: "child died:
+  // wait status 13"). Here the "elevation tool" is /bin/true and the request is larger than a pipe.
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::signal(SIGPIPE, SIG_DFL);
+    elevation_command cmd;
+    cmd.tool_path = "/bin/true";
+    cmd.runner_path = "/bin/true";
+    cmd.timeout_ms = 10000;
+    CommandPrivilege priv(user_identity{65534, 65534, {65534}, "nobody", "/nonexistent", "/bin/sh", std::nullopt,
+                                        std::nullopt},
+                          cmd);
+    record payload{"com.example.pipe", {}};
+    payload.put(record_item{"big", "managed_file", {{"content", std::string(1u << 20, 'x')}}});
+    elevation_request request{"com.example.pipe", "a test", {"one change"}};
+    auto outcome = priv.run_elevated(request, payload);
+    ::_exit(outcome ? 0 : 3);  // either way: alive
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  INFO("wait status " << status);
+  CHECK(WIFEXITED(status));
 }
 
 TEST_CASE("one-shot options: only known options, absolute paths, numeric uid") {

@@ -337,6 +337,94 @@ TEST_CASE("record_ahead: the original bytes are in the record before the file is
   CHECK(rebooted.status_of("/etc/app.conf")->mode == 0640);
 }
 
+TEST_CASE("record_ahead: a change that fails after the rename keeps the item written ahead, so uninstall still restores") {
+  // An update of a file already ours (A -> B): the replace lands, then the lstat after it fails.
+  // The record must say B (written ahead), not go back to A, or uninstall would call it drifted.
+  auto tree = [] {
+    MemoryFs fs = mac_tree();
+    fs.add_file("/etc/app.conf", "theirs\n", 0644, 0, 0);
+    return fs;
+  };
+  ManagedFile v1{"/etc/app.conf", "A\n", 0644};
+  v1.take_over = true;
+  ManagedFile v2 = v1;
+  v2.content = "B\n";
+  std::size_t lstat_after = 0;
+  {
+    MemoryFs fs = tree();
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    REQUIRE(converge(ctx, v1));
+    fs.clear_log();
+    REQUIRE(converge(ctx, v2));
+    bool renamed = false;
+    for (std::size_t i = 0; i < fs.op_log().size() && !lstat_after; ++i) {
+      const auto& op = fs.op_log()[i];
+      if (op.op == "replace_file:rename" && op.path2 == "/etc/app.conf") renamed = true;
+      if (renamed && op.op == "lstat" && op.path == "/etc/app.conf") lstat_after = i + 1;
+    }
+  }
+  REQUIRE(lstat_after > 0);
+  MemoryFs fs = tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  REQUIRE(converge(ctx, v1));
+  fs.clear_log();
+  fs.fail_at(lstat_after, EIO);
+  auto failed = converge(ctx, v2);
+  fs.disarm();
+  REQUIRE(failed);
+  CHECK_FALSE(failed->ok());
+  CHECK(fs.file_bytes("/etc/app.conf") == std::optional<std::string>("B\n"));
+  auto rec = parse_record(*fs.file_bytes(ctx.system_record.path), "r");
+  REQUIRE(rec);
+  REQUIRE(rec->find("file:/etc/app.conf"));
+  CHECK(rec->find("file:/etc/app.conf")->get("written") == "B\n");
+  CHECK(rec->find("file:/etc/app.conf")->get("was_written") == "A\n");
+  auto undone = uninstall(ctx, v2);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(fs.file_bytes("/etc/app.conf") == std::optional<std::string>("theirs\n"));
+}
+
+TEST_CASE("record_ahead: an item written ahead of a create that never happened does not make a later file ours") {
+  ManagedFile conf{"/Users/alice/app.conf", "ours\n", 0644};
+  MemoryFs before = mac_tree();
+  std::size_t create_at = 0;
+  {
+    MemoryFs fs = before;
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    fs.clear_log();
+    REQUIRE(converge(ctx, conf));
+    for (std::size_t i = 0; i < fs.op_log().size() && !create_at; ++i)
+      if (fs.op_log()[i].op == "replace_file" && fs.op_log()[i].path == "/Users/alice/app.conf") create_at = i;
+  }
+  REQUIRE(create_at > 0);
+  MemoryFs fs = before;
+  {
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    fs.clear_log();
+    fs.crash_after(create_at);  // the item is written ahead; the file is never written
+    (void)converge(ctx, conf);
+  }
+  MemoryFs rebooted = fs.after_crash(MemoryFs::crash_keep::all);
+  REQUIRE_FALSE(rebooted.file_bytes("/Users/alice/app.conf"));
+  rebooted.add_file("/Users/alice/app.conf", "the user's own\n", 0644, 501, 20);  // made meanwhile
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(rebooted, priv, app);
+  auto again = converge(ctx, conf);  // no take_over: the user's file is a conflict, left alone
+  REQUIRE(again);
+  REQUIRE(again->steps.at(0).before.items.size() == 1);
+  CHECK(again->steps[0].before.items[0].state == item_state::conflict);
+  CHECK(rebooted.file_bytes("/Users/alice/app.conf") == std::optional<std::string>("the user's own\n"));
+  auto undone = uninstall(ctx, conf);  // and uninstall does not remove it
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(rebooted.file_bytes("/Users/alice/app.conf") == std::optional<std::string>("the user's own\n"));
+}
+
 TEST_CASE("record_ahead writes nothing in a dry run, nothing twice, and never the user's record in a runner") {
   MemoryFs fs = mac_tree();
   ScriptedPrivilege priv(mac_user(), answer::granted);

@@ -6,7 +6,9 @@
 #include <hostcfg/helper/server.hpp>
 #include <hostcfg/primitives/privileged_port_bind.hpp>
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -215,3 +217,47 @@ TEST_CASE("a non-canonical address is refused by probe") {
   REQUIRE(!probed);
   CHECK(probed.error().is(errc::invalid_input));
 }
+
+TEST_CASE("a helper of another protocol version: probe says so (conflict, no prompt) and names the fix") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a root-owned socket directory)"); return; }
+  helper_dir dir;
+  // An "older helper": answers the hello with a frame of protocol version 2.
+  int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string path = dir.socket();
+  REQUIRE(path.size() < sizeof addr.sun_path);
+  std::copy(path.begin(), path.end(), addr.sun_path);
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(listener, 4) == 0);
+  std::thread older([listener] {
+    int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return;
+    char buf[256];
+    (void)::read(c, buf, sizeof buf);
+    const std::string reply = helper::detail::header(helper::frame_type::hello_reply, 0, helper::protocol_version + 1);
+    (void)::write(c, reply.data(), reply.size());
+    ::close(c);
+  });
+  MemoryFs fs = tree();
+  ScriptedPrivilege priv(user(), answer::granted);
+  context ctx(fs, priv, app);
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, path};
+  web.helper_only = true;
+  web.helper_timeout_ms = 2000;
+  auto report = converge(ctx, web);
+  older.join();
+  ::close(listener);
+  REQUIRE(report);
+  CHECK(priv.prompts() == 0);  // a prompt cannot fix another version
+  CHECK_FALSE(*web.socket);
+  REQUIRE(report->steps.at(0).before.items.size() == 1);
+  const auto& item = report->steps[0].before.items[0];
+  CHECK(item.state == item_state::conflict);
+  CHECK(item.current.find("version mismatch") != std::string::npos);
+  CHECK(item.detail.find("protocol version 2") != std::string::npos);
+  CHECK(item.detail.find("reinstall the app") != std::string::npos);
+  CHECK(report->out_of_sync.size() == 1);
+}
+

@@ -15,6 +15,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/types.h>
@@ -81,6 +82,36 @@ inline std::string applescript_string(std::string_view text) {
 }
 
 namespace detail {
+
+/// write(2) to the runner's stdin without SIGPIPE ending this process when the runner is already
+/// gone (sudo exits at once when its askpass gives up): EPIPE is returned instead. Linux: SIGPIPE
+/// is blocked around the call and a SIGPIPE the call raised is consumed (never one that was already
+/// pending); macOS: the pipe carries F_SETNOSIGPIPE.
+inline ssize_t write_without_sigpipe(int fd, const void* buf, std::size_t size) {
+#if defined(__APPLE__)
+  (void)::fcntl(fd, F_SETNOSIGPIPE, 1);
+  return ::write(fd, buf, size);
+#else
+  sigset_t pipe_only, saved, pending;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  sigemptyset(&pending);
+  (void)sigpending(&pending);
+  const bool already_pending = sigismember(&pending, SIGPIPE) == 1;
+  (void)pthread_sigmask(SIG_BLOCK, &pipe_only, &saved);
+  ssize_t w = ::write(fd, buf, size);
+  const int err = errno;
+  if (w < 0 && err == EPIPE && !already_pending) {
+    const timespec now{0, 0};
+    while (sigtimedwait(&pipe_only, nullptr, &now) < 0 && errno == EINTR) {
+    }
+  }
+  (void)pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  errno = err;
+  return w;
+#endif
+}
+
 inline result<void> check_word(std::string_view what, std::string_view word, bool absolute) {
   if (absolute && (word.empty() || word.front() != '/'))
     return fail(errc::invalid_input, "build elevation command", std::string(word), std::string(what) + " must be an absolute path");
@@ -278,7 +309,7 @@ class CommandPrivilege {
       for (int i = 0; i < n; ++i) {
         if (!fds[i].revents) continue;
         if (in_w && fds[i].fd == in_w.get()) {
-          ssize_t w = ::write(in_w.get(), input.data() + written, input.size() - written);
+          ssize_t w = detail::write_without_sigpipe(in_w.get(), input.data() + written, input.size() - written);
           if (w > 0) written += static_cast<std::size_t>(w);
           if (w < 0 && errno != EAGAIN && errno != EINTR) in_w.reset();
           if (written == input.size()) in_w.reset();

@@ -641,6 +641,16 @@ class PosixFs {
       auto wb = walk_mutating(who, "exchange", b);
       if (!wb) return tl::unexpected(wb.error());
       if (wa->name.empty() || wb->name.empty()) return fail_errno(EBUSY, "exchange", std::string(a), std::string(b));
+      if (!sys_->exchangeat) return fail_errno(ENOSYS, "exchange", std::string(a), std::string(b));
+      // Non-directories only (as MemoryFs): RENAME_EXCHANGE would also swap in a directory.
+      for (const auto* w : {&*wa, &*wb}) {
+        struct ::stat st {};
+        if (call_fstatat(w->dir.get(), w->at_name(), &st) != 0) {
+          if (errno == ENOENT) continue;  // the kernel's own order of errors decides (EXDEV first)
+          return fail_errno(errno, "exchange", std::string(a), std::string(b));
+        }
+        if (S_ISDIR(st.st_mode)) return fail_errno(EISDIR, "exchange", std::string(a), std::string(b));
+      }
       int rc = sys_->exchangeat(sys_->context, wa->dir.get(), wa->at_name(), wb->dir.get(), wb->at_name());
       int err = errno;
       forget_walked(*wa);

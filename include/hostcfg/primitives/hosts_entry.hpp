@@ -536,7 +536,8 @@ struct HostsEntry {
       options.only_if_different = false;  // the bytes differ: no second read to find that out
       auto written = ctx.replace_file(who, path, applied->bytes, options);
       if (!written) {
-        ctx.withdraw_ahead(privileged, id());  // a failed replace changed nothing
+        // A failed atomic replace changed nothing; an in-place rewrite may have written part-way.
+        if (!allow_in_place) ctx.withdraw_ahead(privileged, id());
         auto e = written.error();
         if ((e.is_errno(EBUSY) || e.is_errno(EXDEV)) && !allow_in_place)
           e.hint = path + " cannot be replaced atomically (a bind mount?); set allow_in_place to rewrite it in place";

@@ -123,6 +123,16 @@ struct ManagedFile {
     return f;
   }
 
+  /// Whether record item `mine` makes the file with `bytes` ours. An item written ahead
+  /// (`pending`, context::record_ahead) whose write never happened proves nothing: the file there
+  /// may have been made by someone else since, so it is ours only if it holds what we wrote.
+  static bool claims(const record_item* mine, const std::string& bytes) {
+    if (!mine) return false;
+    if (mine->get("pending") != "1") return true;
+    return bytes == mine->get("written") ||
+           (mine->fields.count("was_written") != 0 && bytes == mine->get("was_written"));
+  }
+
   /// With `refreshable`: the file is exactly as this value wants it (content, mode, owner when
   /// set), so a refresh of ours wrote it, not someone else.
   bool refreshed(const file_contents& current) const {
@@ -176,7 +186,7 @@ struct ManagedFile {
       } else if (st.flags.immutable || st.flags.append_only) {
         item.state = item_state::locked;
         item.detail = "the file is immutable or append-only (chflags/chattr); hostcfg never clears that";
-      } else if (!mine && !take_over) {
+      } else if (!claims(mine, current->bytes) && !take_over) {
         item.state = item_state::conflict;
         item.detail = "a file hostcfg did not create is there (set take_over to replace it, keeping its bytes)";
       } else {
@@ -304,6 +314,14 @@ struct ManagedFile {
     }
     const bool ours = current && (current->bytes == mine.get("written") ||
                                   (mine.fields.count("was_written") != 0 && current->bytes == mine.get("was_written")));
+    if (current && !ours && mine.get("pending") == "1" && !refreshed(*current)) {
+      // Written ahead, never written: the file there now is someone else's.
+      books.scope(privileged).erase(id());
+      report.events.push_back(event{id(), event_kind::kept, path,
+                                    "left alone: hostcfg's write never happened and the file there is not its",
+                                    std::nullopt, privileged});
+      return report;
+    }
     if (current && !ours && !refreshed(*current)) {
       auto drift = fail(errc::drifted, "revert", path, "the file changed since hostcfg wrote it",
                         "it was left as it is; remove it by hand if it is no longer needed")
@@ -354,8 +372,18 @@ struct ManagedFile {
   result<void> apply_one(Ctx& ctx, const change& c, const actor& who, record& scope, const ledgers& books) const {
     // Only the record of this change's scope: a forged user record never reaches root's undo data.
     const record_item* previous = books.scope(c.needs_elevation).find(id());
+    if (previous && previous->get("pending") == "1") {
+      // Written ahead by a run that ended before its write: its undo data holds only if the file
+      // is still as that run left it (absent for a create, our bytes); else start afresh.
+      auto now = ctx.fs.read_file(who, path, max_bytes);
+      const bool created = previous->get("created") == "1";
+      const bool as_left = now ? claims(previous, now->bytes) || (!created && now->bytes == previous->get("original"))
+                               : created && now.error().is_errno(ENOENT);
+      if (!as_left) previous = nullptr;
+    }
     record_item item = previous ? *previous : record_item{id(), kind(), {}};
     if (!previous) item.fields["created"] = c.kind == change_kind::create ? "1" : "0";
+    item.fields.erase("pending");
     // Recorded before anything changes (context::record_ahead): the original bytes, the
     // directories made and that the file is ours survive a crash at any point after.
     // `was_written` lets a revert recognise the bytes we wrote before, should the crash come
@@ -372,6 +400,7 @@ struct ManagedFile {
       ahead.fields["dirs"] = dirs_before;
       for (const auto& d : dirs) ahead.fields["dirs"] += d + "\n";
       if (previous && was_written != content) ahead.fields["was_written"] = was_written;
+      ahead.fields["pending"] = "1";  // until the final item replaces it (see `claims`)
       return ctx.record_ahead(books, c.needs_elevation, {ahead});
     };
     // Missing directories: the file cannot exist yet, so the item is complete before the mkdirs.

@@ -1053,7 +1053,11 @@ struct SymlinkSet {
       if (!swapped) {
         (void)unlink_durably(ctx.fs, who, backup);
         const error& e = swapped.error();
-        if (e.is_errno(EINVAL) || e.is_errno(ENOSYS) || e.is_errno(ENOTSUP) || e.is_errno(EOPNOTSUPP)) return false;
+        // Cannot swap here (an old kernel, a filesystem without it, a seccomp filter's EPERM):
+        // the caller moves aside, then links; a real refusal shows again there.
+        if (e.is_errno(EINVAL) || e.is_errno(ENOSYS) || e.is_errno(ENOTSUP) || e.is_errno(EOPNOTSUPP) ||
+            e.is_errno(EPERM))
+          return false;
         return tl::unexpected(e);
       }
       if constexpr (detail::fs_has_sync_dir<std::decay_t<decltype(ctx.fs)>>::value)
@@ -1155,7 +1159,8 @@ struct SymlinkSet {
       if (auto in_way = ctx.fs.lstat(who, backup)) {
         // Our new link, left at the backup's name by a run that ended before the swap below.
         auto leftover = in_way->type == file_type::symlink ? ctx.fs.readlink(who, backup) : result<std::string>("");
-        if (!leftover || *leftover != c.after)
+        const bool ours = leftover && (*leftover == c.after || (previous && *leftover == previous->get("written")));
+        if (!ours)
           return fail(errc::conflict, "take over", c.path, "a backup from an earlier take-over is still at " + backup,
                       "move it away by hand, then run again");
         if (auto gone = unlink_durably(ctx.fs, who, backup); !gone) return tl::unexpected(gone.error());
@@ -1272,9 +1277,12 @@ struct SymlinkSet {
     std::string message;
     if (!st && st.error().is_errno(ENOENT)) {
       message = "already gone";
-      if (backup == "file" && ctx.fs.lstat(who, backup_path)) {
+      auto aside = backup == "file" ? ctx.fs.lstat(who, backup_path) : result<file_status>(file_status{});
+      if (backup == "file" && aside && aside->type == file_type::regular) {  // never our leftover link
         undone = ctx.fs.rename(who, backup_path, path);
         message = "already gone; restored the file hostcfg had moved aside";
+      } else if (!aside && !aside.error().is_errno(ENOENT)) {
+        undone = tl::unexpected(aside.error());  // cannot tell whether the file is there: keep the item
       }
     } else if (!st) {
       undone = tl::unexpected(st.error());
@@ -1290,19 +1298,29 @@ struct SymlinkSet {
       // Written ahead (context::record_ahead) by a run that ended before its change: what was
       // there is there still, and the item goes.
       // (A take-over of a file makes its link at the backup's name first, then swaps the two.)
-      auto leftover_at_backup = [&] {
-        auto b = ctx.fs.lstat(who, backup_path);
-        if (!b) return false;
-        auto text = b->type == file_type::symlink ? ctx.fs.readlink(who, backup_path) : result<std::string>("");
-        return text && *text == mine.get("written");
-      };
       const bool file_in_place = backup == "file" && st->type == file_type::regular;
+      // What stands at the backup's name: nothing, the file moved aside, or our new link left by
+      // a take-over that ended before its swap. Only ENOENT means nothing: any other error keeps
+      // the item (the user's file may be there).
+      bool backup_absent = false, leftover_at_backup = false;
+      if (file_in_place) {
+        auto b = ctx.fs.lstat(who, backup_path);
+        if (!b && !b.error().is_errno(ENOENT)) {
+          push(event_kind::failed, b.error().message(), b.error());
+          return;
+        }
+        backup_absent = !b;
+        if (b && b->type == file_type::symlink) {
+          auto text = ctx.fs.readlink(who, backup_path);
+          leftover_at_backup = text && *text == mine.get("written");
+        }
+      }
       const bool never_changed =
           (backup == "link" && is_link &&
            *current_abs == resolve_link_target(path, mine.get("backup_target")).value_or("")) ||
-          (file_in_place && (!ctx.fs.lstat(who, backup_path) || leftover_at_backup()));
+          (file_in_place && (backup_absent || leftover_at_backup));
       if (never_changed) {
-        if (file_in_place && leftover_at_backup()) {
+        if (leftover_at_backup) {
           if (auto gone = unlink_durably(ctx.fs, who, backup_path); !gone) {
             push(event_kind::failed, gone.error().message(), gone.error());
             return;

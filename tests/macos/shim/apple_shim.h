@@ -21,6 +21,7 @@
 #define SF_APPEND 0x00040000
 // <fcntl.h>
 #define F_FULLFSYNC 51
+#define F_SETNOSIGPIPE 73
 // <sys/socket.h>, <sys/un.h>
 #define SO_NOSIGPIPE 0x1022
 #define SOL_LOCAL 0
