@@ -30,7 +30,7 @@ TEST_CASE("domains are always named explicitly") {
   CHECK(launchd_domain::gui(501) != launchd_domain::gui(502));
 }
 
-TEST_CASE("launchctl argument vectors use bootstrap/bootout/enable/print with explicit domains") {
+TEST_CASE("launchctl argument vectors use bootstrap/bootout/enable/kickstart/print with explicit domains") {
   CHECK(*launchctl_bootstrap_args(launchd_domain::system(), "/Library/LaunchDaemons/com.docker.vmnetd.plist") ==
         strings{"bootstrap", "system", "/Library/LaunchDaemons/com.docker.vmnetd.plist"});
   CHECK(*launchctl_bootstrap_args(launchd_domain::gui(501), "/Users/me/Library/LaunchAgents/a.b.plist") ==
@@ -40,6 +40,10 @@ TEST_CASE("launchctl argument vectors use bootstrap/bootout/enable/print with ex
   CHECK(*launchctl_enable_args(launchd_domain::user(501), "com.docker.socket") ==
         strings{"enable", "user/501/com.docker.socket"});
   CHECK(*launchctl_print_args(launchd_domain::gui(0), "x") == strings{"print", "gui/0/x"});
+  // kickstart without -k: a running helper and the clients it serves are left alone.
+  CHECK(*launchctl_kickstart_args(launchd_domain::system(), "com.docker.vmnetd") ==
+        strings{"kickstart", "system/com.docker.vmnetd"});
+  CHECK_FALSE(launchctl_kickstart_args(launchd_domain::system(), "-k"));
   CHECK(launchctl_print_disabled_args(launchd_domain::system()) == strings{"print-disabled", "system"});
   // A relative or unnormalized path is refused: launchctl would resolve it against its cwd.
   for (const char* path : {"LaunchDaemons/x.plist", "/Library//x.plist", "/Library/../x.plist", ""}) {
@@ -167,6 +171,28 @@ TEST_CASE("fake launchd fails like launchd: EIO on a loaded label, not found on 
   CHECK(sm.bootstrap(launchd_domain::user(501), "a.b", "/Users/u/Library/LaunchAgents/a.b.plist"));
 }
 
+TEST_CASE("fake launchd: kickstart starts a loaded job, ESRCH for one not loaded, and is counted") {
+  FakeServiceManager sm;
+  auto sys = launchd_domain::system();
+  auto absent = sm.kickstart(sys, "com.example.helper");
+  REQUIRE_FALSE(absent);
+  CHECK(absent.error().is_errno(ESRCH));
+  CHECK(absent.error().message() == "launchctl kickstart system/com.example.helper: service not found (exit 113)");
+  CHECK(sm.kickstarts(sys, "com.example.helper") == 0);
+  sm.set_loaded(sys, "com.example.helper", "/Library/LaunchDaemons/com.example.helper.plist");
+  int seen = 0;
+  sm.on_call([&](const FakeServiceManager::call& c) { seen += c.op == "kickstart"; });
+  REQUIRE(sm.kickstart(sys, "com.example.helper"));
+  CHECK(sm.kickstarts(sys, "com.example.helper") == 1);
+  CHECK(seen == 1);
+  sm.fail_next("kickstart", EPERM);
+  auto refused = sm.kickstart(sys, "com.example.helper");
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().is_errno(EPERM));
+  CHECK(sm.kickstarts(sys, "com.example.helper") == 1);
+  CHECK(sm.call_lines().back() == "kickstart system/com.example.helper");
+}
+
 TEST_CASE("fake launchd: scripted failures fire once each, in order") {
   FakeServiceManager sm;
   auto sys = launchd_domain::system();
@@ -209,7 +235,8 @@ TEST_CASE("file-only backend skips loading with a note instead of failing") {
   auto sys = launchd_domain::system();
   CHECK(*sm.is_loaded(sys, "a.b") == service_query::unknown);
   CHECK(*sm.is_enabled(sys, "a.b") == service_query::unknown);
-  for (auto outcome : {sm.bootstrap(sys, "a.b", "/x.plist"), sm.bootout(sys, "a.b"), sm.enable(sys, "a.b")}) {
+  for (auto outcome : {sm.bootstrap(sys, "a.b", "/x.plist"), sm.bootout(sys, "a.b"), sm.enable(sys, "a.b"),
+                       sm.kickstart(sys, "a.b")}) {
     REQUIRE(outcome);
     CHECK(outcome->skipped);
     CHECK(outcome->note == "skipped: no launchd here");
@@ -245,6 +272,8 @@ std::string make_fake_launchctl(const std::string& dir) {
          "  'bootstrap '*) exit 0;;\n"
          "  'bootout '*) exit 0;;\n"
          "  'enable '*) exit 0;;\n"
+         "  'kickstart system/loaded.job') exit 0;;\n"
+         "  'kickstart '*) echo 'Could not find service' >&2; exit 113;;\n"
          "esac\n"
          "exit 64\n";
   out.close();
@@ -278,6 +307,10 @@ TEST_CASE("launchctl runner spawns the program without a shell and maps its answ
   CHECK_FALSE(agent->skipped);
   CHECK(sm.bootout(launchd_domain::gui(501), "a.b"));
   CHECK(sm.enable(sys, "a.b"));
+  CHECK(sm.kickstart(sys, "loaded.job"));
+  auto not_loaded = sm.kickstart(sys, "other.job");
+  REQUIRE_FALSE(not_loaded);
+  CHECK(not_loaded.error().is_errno(ESRCH));
   auto bad_label = sm.bootout(sys, "a/b");
   REQUIRE_FALSE(bad_label);
   CHECK(bad_label.error().is(errc::invalid_input));
@@ -292,7 +325,9 @@ TEST_CASE("launchctl runner spawns the program without a shell and maps its answ
         "[bootstrap][system][/Library/LaunchDaemons/a b;rm -rf x.plist]\n"
         "[bootstrap][gui/501][/Users/u/Library/LaunchAgents/a.b.plist]\n"
         "[bootout][gui/501/a.b]\n"
-        "[enable][system/a.b]\n");
+        "[enable][system/a.b]\n"
+        "[kickstart][system/loaded.job]\n"
+        "[kickstart][system/other.job]\n");
   auto missing = detail::run_program(dir + "/does-not-exist", {});
   // posix_spawn reports a missing program either at spawn time or as exit 127, by libc.
   CHECK((!missing || missing->exit_status == 127));

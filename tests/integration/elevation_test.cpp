@@ -13,11 +13,15 @@
 #include <hostcfg/primitives/hosts_entry.hpp>
 #include <hostcfg/primitives/launchd_plist.hpp>
 #include <hostcfg/primitives/managed_file.hpp>
+#include <hostcfg/primitives/privileged_port_bind.hpp>
 #include <hostcfg/primitives/protected_file.hpp>
 #include <hostcfg/primitives/shell_profile_path_edit.hpp>
 #include <hostcfg/primitives/symlink_set.hpp>
 #include <hostcfg/recipes/cli_links.hpp>
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -34,6 +38,44 @@
 using namespace hostcfg;
 
 namespace {
+
+/// The test helper's launchd label; its socket is <fixture dir>/h.sock.
+const char* const test_helper_label = "com.example.porthelper";
+
+// The runner's launchd in these tests (the fixture's tree is a --root tree: file-only), except
+// that a kickstart of the test helper's label starts a real privileged helper: a detached daemon
+// (double fork, new session, stdio on /dev/null so the runner's reply pipe still closes when the
+// runner exits) serving the requesting user (SUDO_UID) on <fixture dir>/h.sock, its pid in
+// <fixture dir>/helper.pid for the fixture to stop.
+struct helper_starting_launchd : FileOnlyServiceManager {
+  result<service_outcome> kickstart(const launchd_domain& domain, std::string_view label) {
+    if (label != test_helper_label) return FileOnlyServiceManager::kickstart(domain, label);
+    auto self = helper::own_binary_path();  // <dir>/bin/runner
+    if (!self) return tl::unexpected(self.error());
+    const std::string dir = self->substr(0, self->rfind("/bin/"));
+    const char* sudo_uid = std::getenv("SUDO_UID");
+    if (!sudo_uid) return fail(errc::unavailable, "kickstart", std::string(label), "no SUDO_UID");
+    helper::server_config config;
+    config.socket_path = dir + "/h.sock";
+    config.allowed_uid = static_cast<uid_type>(std::atol(sudo_uid));
+    const pid_t first = ::fork();
+    if (first < 0) return fail_errno(errno, "fork", dir);
+    if (first == 0) {
+      ::setsid();
+      if (::fork() != 0) ::_exit(0);
+      const int null_fd = ::open("/dev/null", O_RDWR);
+      for (int fd = 0; fd < 3; ++fd) ::dup2(null_fd, fd);
+      std::ofstream(dir + "/helper.pid") << ::getpid() << "\n";
+      auto server = helper::Server::listen(config);
+      if (!server) ::_exit(1);
+      (void)server->run();
+      ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(first, &status, 0);
+    return service_outcome{};
+  }
+};
 
 // Runner mode: if this process was started with --one-shot, be the runner and exit.
 const bool runner_mode = [] {
@@ -54,8 +96,10 @@ const bool runner_mode = [] {
   if (!one_shot) return false;
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
-  int status = helper::run_one_shot<ManagedFile, HostsEntry, SymlinkSet>(0, 1, 2,
-                                                 helper::parse_one_shot_options(static_cast<int>(argv.size()), argv.data()));
+  helper_starting_launchd launchd;
+  any_service_manager services(launchd);
+  int status = helper::run_one_shot<ManagedFile, HostsEntry, SymlinkSet, PrivilegedPortBind>(
+      0, 1, 2, helper::parse_one_shot_options(static_cast<int>(argv.size()), argv.data()), &services);
   std::fflush(nullptr);
   ::_exit(status);
 }();
@@ -277,6 +321,12 @@ struct sudo_fixture {
     ready = true;
   }
   ~sudo_fixture() {
+    // A helper the runner started (helper_starting_launchd) is not our child: stop it by pid.
+    if (!dir.empty()) {
+      std::ifstream pid_file(dir + "/helper.pid");
+      long pid = 0;
+      if (pid_file >> pid && pid > 1) ::kill(static_cast<pid_t>(pid), SIGKILL);
+    }
     if (!sudoers.empty()) ::unlink(sudoers.c_str());
     if (uid != 0) shell_output("userdel " + user + " 2>/dev/null");
     if (!dir.empty()) shell_output("rm -rf '" + dir + "'");
@@ -571,4 +621,90 @@ TEST_CASE("port-helper --one-shot: the real program applies hosts, a protected f
                                      "' < '" + dir + "/payload' 2>&1");
   CHECK(refused.find("could replace the elevated runner") != std::string::npos);
   shell_output("rm -rf '" + dir + "'");
+}
+
+namespace {
+
+// A port below 1024 free on 127.0.0.1 (checked by binding it as root), or 0.
+std::uint16_t free_low_port(std::uint16_t from) {
+  for (std::uint16_t p = from; p > 600; --p)
+    if (helper::detail::bind_socket(*helper::make_bind_request(helper::transport::tcp, "127.0.0.1", p), true, true))
+      return p;
+  return 0;
+}
+
+// One converge of a PrivilegedPortBind as the test user through sudo; a summary, and whether the
+// socket it got accepts a connection.
+std::string port_as_user(const sudo_fixture& f, const std::string& askpass, std::uint16_t port) {
+  return f.as_user([&] {
+    PosixFs posix;
+    RootedFs<PosixFs> fs(posix, f.root);
+    CommandPrivilege priv(f.identity(), f.command(askpass));
+    context ctx(fs, priv, "com.example.elevate");
+    PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", port, f.dir + "/h.sock"};
+    web.helper_only = true;  // a machine where anyone may bind low ports still takes the helper path
+    web.helper_label = test_helper_label;
+    auto report = converge(ctx, web);
+    if (!report) return "error " + report.error().message();
+    std::string out = "euid=" + std::to_string(::geteuid()) + " prompts=" + std::to_string(priv.prompts()) +
+                      " answer=" + (report->prompt_answer ? answer_name(*report->prompt_answer) : "none") +
+                      " ok=" + (report->ok() ? "1" : "0") + "\n";
+    for (const auto& e : report->steps.at(0).applied.events)
+      out += std::string(event_kind_name(e.kind)) + (e.elevated ? " (elevated): " : ": ") + e.message + "\n";
+    if (!*web.socket) return out + "no socket\n";
+    // The socket is listening on the port: connect to it and accept.
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    unique_fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const bool connected = ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    unique_fd accepted(connected ? ::accept4(web.socket->get(), nullptr, nullptr, SOCK_CLOEXEC) : -1);
+    out += std::string("accepts a connection: ") + (accepted ? "yes" : "no") + "\n";
+    // In sync now: a second run in the same process plans nothing and asks nothing.
+    auto again = converge(ctx, web);
+    out += std::string("second run planned nothing: ") + (again && again->steps.at(0).planned.empty() ? "yes" : "no") +
+           ", prompts=" + std::to_string(priv.prompts()) + "\n";
+    return out;
+  });
+}
+
+}  // namespace
+
+TEST_CASE("a privileged port through sudo: the runner starts the helper as root, the user binds through it") {
+  sudo_fixture f;
+  if (!f.ready) {
+    HOSTCFG_SKIP(f.why_not);
+    return;
+  }
+  const std::uint16_t port = free_low_port(714);
+  REQUIRE(port != 0);
+  const std::string socket = f.dir + "/h.sock";
+  const std::string endpoint = "TCP 127.0.0.1:" + std::to_string(port);
+  // Cancelled at the password prompt: nothing started, the seed's message with the reason.
+  const std::string cancelled = port_as_user(f, "askpass-cancel", port);
+  INFO(cancelled);
+  CHECK(cancelled == "euid=" + std::to_string(f.uid) + " prompts=1 answer=cancelled ok=1\n" +
+                         "skipped: Ports are not available: exposing port " + endpoint +
+                         " -> 0.0.0.0:0: failed to connect to " + socket +
+                         ": is the privileged helper running?: the prompt to start it was cancelled: dial unix " +
+                         socket + ": connect: No such file or directory [retry and allow the prompt, or use a port "
+                         ">= 1024 such as 8080]\nno socket\n");
+  CHECK_FALSE(exists(socket));
+  // Cancelled is a recorded decision: asked again only on request. Forget it, then allow.
+  shell_output("rm -f '" + f.root + "/home/" + f.user + "/.local/state/hostcfg/com.example.elevate.record'");
+  const std::string granted = port_as_user(f, "askpass-ok", port);
+  INFO(granted);
+  CHECK(granted == "euid=" + std::to_string(f.uid) + " prompts=1 answer=granted ok=1\n" +
+                       "changed (elevated): started the privileged helper at " + socket +
+                       " (launchctl kickstart system/com.example.porthelper)\n"
+                       "changed: bound through the privileged helper at " + socket + "\n"
+                       "accepts a connection: yes\n"
+                       "second run planned nothing: yes, prompts=1\n");
+  // The helper runs as root and serves only the test user: its socket is theirs, mode 0600.
+  struct stat st;
+  REQUIRE(::lstat(socket.c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK(st.st_uid == f.uid);
+  CHECK((st.st_mode & 07777) == 0600);
 }

@@ -2,7 +2,9 @@
 // when the helper runs, one prompt to start it, decline in the seed's words, port-in-use as a
 // conflict, uninstall closes the socket.
 #include <hostcfg/backend/memory_fs.hpp>
+#include <hostcfg/backend/service_manager.hpp>
 #include <hostcfg/converge.hpp>
+#include <hostcfg/runner.hpp>
 #include <hostcfg/helper/server.hpp>
 #include <hostcfg/primitives/privileged_port_bind.hpp>
 
@@ -15,11 +17,13 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "support/real_fs.hpp"
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
+using strings = std::vector<std::string>;
 
 namespace {
 
@@ -146,8 +150,9 @@ TEST_CASE("helper not running: one prompt; declined gives the seed's message and
   REQUIRE(report);
   CHECK(priv.prompts() == 1);
   REQUIRE(priv.requests()[0].changes.size() == 1);
-  CHECK(priv.requests()[0].changes[0] == "create listening socket TCP 127.0.0.1:80 (start the privileged helper at " +
-                                             dir.socket() + ", then bind through it)");
+  // The prompt names the one change that needs it; the bind itself is the user's part.
+  CHECK(priv.requests()[0].changes[0] == "modify privileged helper " + dir.socket() +
+                                             " (start it, then bind TCP 127.0.0.1:80 through it)");
   REQUIRE(report->steps[0].applied.events.size() == 1);
   const auto& e = report->steps[0].applied.events[0];
   CHECK(e.kind == event_kind::skipped);
@@ -261,3 +266,338 @@ TEST_CASE("a helper of another protocol version: probe says so (conflict, no pro
   CHECK(report->out_of_sync.size() == 1);
 }
 
+
+namespace {
+
+/// A fake launchd whose kickstart of `label` really starts a helper on a thread (serving uid 0).
+struct launchd_with_helper {
+  FakeServiceManager fake;
+  any_service_manager sm{fake};
+  std::unique_ptr<helper_thread> started;
+  launchd_with_helper(const std::string& label, const std::string& socket) {
+    fake.on_call([this, label, socket](const FakeServiceManager::call& c) {
+      if (c.op == "kickstart" && c.label == label && fake.loaded(launchd_domain::system(), label) && !started)
+        started = std::make_unique<helper_thread>(socket);
+    });
+  }
+};
+
+const char* label = "com.example.porthelper";
+
+// A user process that cannot elevate in process: the elevated part goes to the runner, which
+// here runs in process as RootFor(user) with the fake launchd attached, through the
+// record-format payload and reply, as the one-shot runner does over a pipe.
+struct HandoffPrivilege {
+  user_identity who;
+  any_service_manager* services;
+  answer script = answer::granted;
+  std::vector<elevation_request> requests;
+  std::vector<record> payloads;
+  const user_identity& user() const { return who; }
+  actor elevated_actor() const { return actor::root(); }
+  bool elevates_in_process() const { return false; }
+  answer ask(const elevation_request&) { return answer::unavailable; }
+  result<elevated_outcome> run_elevated(const elevation_request& request, const record& payload) {
+    requests.push_back(request);
+    auto wire = parse_record(serialize_record(payload));
+    if (!wire) return tl::unexpected(wire.error());
+    payloads.push_back(*wire);
+    if (script != answer::granted) return elevated_outcome{script, {}, std::nullopt};
+    MemoryFs root_fs = tree();
+    RootFor root(who);
+    context ctx(root_fs, root, wire->app_id);
+    ctx.attach(*services);
+    auto outcome = execute_handoff<PrivilegedPortBind>(ctx, *wire);
+    auto reply = parse_record(serialize_record(encode_outcome(outcome, wire->app_id)));
+    if (!reply) return tl::unexpected(reply.error());
+    return decode_outcome(*reply);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("helper down: the plan is 'start the helper' (elevated) then 'bind through it' (the user's part)") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a root-owned socket directory)"); return; }
+  helper_dir dir;
+  MemoryFs fs = tree();
+  ScriptedPrivilege priv(user(), answer::declined);
+  context ctx(fs, priv, app);
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
+  web.helper_only = true;
+  web.helper_label = label;
+  auto probed = web.probe(ctx, ledgers{});
+  REQUIRE(probed);
+  const plan p = web.make_plan(*probed);
+  REQUIRE(p.changes.size() == 2);
+  CHECK(p.changes[0].needs_elevation);
+  CHECK(p.changes[0].summary() == "modify privileged helper " + dir.socket() +
+                                      " (start it as launchd job system/com.example.porthelper, then bind TCP "
+                                      "127.0.0.1:80 through it)");
+  CHECK(p.changes[0].elevation_reason == "the privileged helper is not installed; starting it needs administrator rights");
+  CHECK_FALSE(p.changes[1].needs_elevation);
+  CHECK(p.changes[1].summary() == "create listening socket TCP 127.0.0.1:80 (through the privileged helper at " +
+                                      dir.socket() + ", once it has started)");
+}
+
+TEST_CASE("granted in process: the context's service manager kickstarts the helper's job, then the bind goes through it") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a real helper)"); return; }
+  helper_dir dir;
+  launchd_with_helper launchd(label, dir.socket());
+  launchd.fake.set_loaded(launchd_domain::system(), label, "/Library/LaunchDaemons/com.example.porthelper.plist");
+  MemoryFs fs = tree();
+  ScriptedPrivilege priv(user(), answer::granted);
+  context ctx(fs, priv, app);
+  ctx.attach(launchd.sm);
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", free_port(717), dir.socket()};
+  web.helper_only = true;
+  web.helper_label = label;
+  auto report = converge(ctx, web);
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(priv.prompts() == 1);
+  CHECK(launchd.fake.kickstarts(launchd_domain::system(), label) == 1);
+  REQUIRE(*web.socket);
+  const auto& events = report->steps[0].applied.events;
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].message == "started the privileged helper at " + dir.socket() +
+                                 " (launchctl kickstart system/com.example.porthelper)");
+  CHECK(events[1].message == "bound through the privileged helper at " + dir.socket());
+  CHECK(report->out_of_sync.empty());
+  // Idempotent: held, nothing planned, no second kickstart.
+  auto again = converge(ctx, web);
+  REQUIRE(again);
+  CHECK(again->steps[0].planned.empty());
+  CHECK(launchd.fake.count("kickstart") == 1);
+}
+
+TEST_CASE("a helper job that is not loaded is bootstrapped from helper_plist first; without one, the error says so") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a real helper)"); return; }
+  helper_dir dir;
+  {
+    launchd_with_helper launchd(label, dir.socket());
+    MemoryFs fs = tree();
+    ScriptedPrivilege priv(user(), answer::granted);
+    context ctx(fs, priv, app);
+    ctx.attach(launchd.sm);
+    PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", free_port(716), dir.socket()};
+    web.helper_only = true;
+    web.helper_label = label;
+    auto report = converge(ctx, web);
+    REQUIRE(report);
+    CHECK_FALSE(report->ok());
+    CHECK_FALSE(*web.socket);
+    REQUIRE(report->steps[0].applied.events.size() == 1);
+    const auto& e = report->steps[0].applied.events[0];
+    CHECK(e.kind == event_kind::failed);
+    CHECK(e.message == "launchctl kickstart system/com.example.porthelper: service not found (exit 113)");
+    CHECK(launchd.fake.call_lines() == strings{"kickstart system/com.example.porthelper"});
+  }
+  launchd_with_helper launchd(label, dir.socket());
+  MemoryFs fs = tree();
+  ScriptedPrivilege priv(user(), answer::granted);
+  context ctx(fs, priv, app);
+  ctx.attach(launchd.sm);
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", free_port(716), dir.socket()};
+  web.helper_only = true;
+  web.helper_label = label;
+  web.helper_plist = "/Library/LaunchDaemons/com.example.porthelper.plist";
+  auto report = converge(ctx, web);
+  REQUIRE(report);
+  CHECK(report->ok());
+  CHECK(*web.socket);
+  CHECK(launchd.fake.call_lines() == strings{"kickstart system/com.example.porthelper",
+                                             "bootstrap system /Library/LaunchDaemons/com.example.porthelper.plist",
+                                             "kickstart system/com.example.porthelper"});
+}
+
+TEST_CASE("a started helper that never answers: a failed event after start_wait_ms, no socket, no bind attempt") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a root-owned socket directory)"); return; }
+  helper_dir dir;
+  FakeServiceManager fake;  // kickstart "succeeds" but nothing listens
+  fake.set_loaded(launchd_domain::system(), label);
+  any_service_manager sm(fake);
+  MemoryFs fs = tree();
+  ScriptedPrivilege priv(user(), answer::granted);
+  context ctx(fs, priv, app);
+  ctx.attach(sm);
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
+  web.helper_only = true;
+  web.helper_label = label;
+  web.start_wait_ms = 200;
+  auto report = converge(ctx, web);
+  REQUIRE(report);
+  REQUIRE(report->steps[0].applied.events.size() == 1);
+  const auto& e = report->steps[0].applied.events[0];
+  CHECK(e.kind == event_kind::failed);
+  REQUIRE(e.failure);
+  CHECK(e.failure->is(errc::helper_not_running));
+  CHECK(e.message == "start privileged helper " + dir.socket() +
+                         ": started, but its socket did not accept a connection within 200 ms: dial unix " +
+                         dir.socket() + ": connect: No such file or directory");
+  CHECK_FALSE(*web.socket);
+}
+
+TEST_CASE("desired state round-trips into the runner's helper-only form; every bad field is refused by name") {
+  PrivilegedPortBind web{helper::transport::udp, "::1", 53, "/var/run/com.example.porthelper.sock"};
+  web.helper_label = label;
+  web.helper_plist = "/Library/LaunchDaemons/com.example.porthelper.plist";
+  web.start_wait_ms = 1500;
+  const record_item good = web.desired_state();
+  auto rebuilt = PrivilegedPortBind::from_desired_state(good);
+  REQUIRE(rebuilt);
+  CHECK(rebuilt->helper_part_only);
+  CHECK(rebuilt->id() == "port:udp:[::1]:53");
+  CHECK(rebuilt->helper_label == label);
+  CHECK(rebuilt->helper_plist == web.helper_plist);
+  CHECK(rebuilt->start_wait_ms == 1500);
+  CHECK(rebuilt->desired_state() == good);
+  struct row {
+    const char* field;
+    std::string value;
+    std::string message;
+  };
+  const std::string id = "port:udp:[::1]:53";
+  const row rows[] = {
+      {"proto", "sctp", "read desired state " + id + ": proto must be tcp or udp"},
+      {"port", "0", "read desired state " + id + ": port must be a number from 1 to 65535"},
+      {"port", "65536", "read desired state " + id + ": port must be a number from 1 to 65535"},
+      {"port", "53; rm", "read desired state " + id + ": port must be a number from 1 to 65535"},
+      {"address", "0:0:0:0:0:0:0:1", "parse address 0:0:0:0:0:0:0:1: not in canonical form; write ::1"},
+      {"address", "fe80::1%lo0", "parse address fe80::1%lo0: not an IPv6 address (zone ids are refused)"},
+      {"socket_path", "run/helper.sock", "read desired state run/helper.sock: socket path must be absolute and normal"},
+      {"socket_path", "/var/run/../tmp/h.sock", "read desired state /var/run/../tmp/h.sock: socket path must be absolute and normal"},
+      {"helper_label", "", "read desired state " + id + ": helper_label is empty: the elevated runner starts the helper "
+                           "only through its launchd job (a start_helper callback cannot be handed off)"},
+      {"helper_label", "a/../b", ""},
+      {"helper_label", "-k", ""},
+      {"helper_plist", "LaunchDaemons/x.plist", "read desired state " + id + ": helper_plist must be an absolute, normal path ending in .plist"},
+      {"helper_plist", "/etc/sudoers", "read desired state " + id + ": helper_plist must be an absolute, normal path ending in .plist"},
+      {"start_wait_ms", "60001", "read desired state " + id + ": start_wait_ms must be a number of milliseconds up to 60000"},
+      {"start_wait_ms", "-1", "read desired state " + id + ": start_wait_ms must be a number of milliseconds up to 60000"},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(r.field);
+    CAPTURE(r.value);
+    record_item bad = good;
+    bad.fields[r.field] = r.value;
+    auto refused = PrivilegedPortBind::from_desired_state(bad);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().is(errc::invalid_input));
+    if (!r.message.empty()) CHECK(refused.error().message() == r.message);
+  }
+  // The id must match the parameters (the runner keys events and records by it).
+  record_item moved = good;
+  moved.id = "port:udp:[::1]:54";
+  auto mismatch = PrivilegedPortBind::from_desired_state(moved);
+  REQUIRE_FALSE(mismatch);
+  CHECK(mismatch.error().message() == "read desired state port:udp:[::1]:54: the step id does not match its parameters");
+  // A socket path too long for sockaddr_un.
+  record_item longer = good;
+  longer.fields["socket_path"] = "/var/run/" + std::string(100, 'x') + ".sock";
+  auto too_long = PrivilegedPortBind::from_desired_state(longer);
+  REQUIRE_FALSE(too_long);
+  CHECK(too_long.error().reason.find("at most 103 fit") != std::string::npos);
+}
+
+TEST_CASE("hand-off: the runner starts the helper as root through launchd; the user's process binds through it") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a real helper)"); return; }
+  helper_dir dir;
+  launchd_with_helper launchd(label, dir.socket());
+  launchd.fake.set_loaded(launchd_domain::system(), label);
+  MemoryFs fs = tree();
+  HandoffPrivilege priv{user(), &launchd.sm, answer::granted, {}, {}};
+  context ctx(fs, priv, app);
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", free_port(715), dir.socket()};
+  web.helper_only = true;
+  web.helper_label = label;
+  auto report = converge(ctx, web);
+  REQUIRE(report);
+  CHECK(report->ok());
+  REQUIRE(priv.requests.size() == 1);
+  CHECK(priv.requests[0].changes.size() == 1);  // the start only: the bind is not root's to do
+  REQUIRE(priv.payloads.size() == 1);
+  const record_item* handed = priv.payloads[0].find(web.id());
+  REQUIRE(handed);
+  CHECK(handed->get("helper_label") == label);
+  CHECK(launchd.fake.kickstarts(launchd_domain::system(), label) == 1);
+  REQUIRE(*web.socket);
+  const auto& events = report->steps[0].applied.events;
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].message == "started the privileged helper at " + dir.socket() +
+                                 " (launchctl kickstart system/com.example.porthelper)");
+  CHECK(events[0].elevated);
+  CHECK(events[1].message == "bound through the privileged helper at " + dir.socket());
+  CHECK_FALSE(events[1].elevated);
+  // The decision is the user's record; the root-owned record got nothing.
+  const auto rec = fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record");
+  REQUIRE(rec);
+  CHECK(rec->find("field via helper\n") != std::string::npos);
+  CHECK(report->out_of_sync.empty());
+  // A second run holds the socket: no prompt, no hand-off.
+  auto again = converge(ctx, web);
+  REQUIRE(again);
+  CHECK(again->steps[0].planned.empty());
+  CHECK(priv.requests.size() == 1);
+}
+
+TEST_CASE("hand-off declined: the seed's message, nothing started; a runner asked while the helper runs does nothing") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a real helper)"); return; }
+  helper_dir dir;
+  launchd_with_helper launchd(label, dir.socket());
+  launchd.fake.set_loaded(launchd_domain::system(), label);
+  MemoryFs fs = tree();
+  HandoffPrivilege priv{user(), &launchd.sm, answer::declined, {}, {}};
+  context ctx(fs, priv, app);
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
+  web.helper_only = true;
+  web.helper_label = label;
+  auto report = converge(ctx, web);
+  REQUIRE(report);
+  CHECK(launchd.fake.count("kickstart") == 0);
+  CHECK_FALSE(*web.socket);
+  REQUIRE(report->steps[0].applied.events.size() == 1);
+  const auto& e = report->steps[0].applied.events[0];
+  CHECK(e.kind == event_kind::skipped);
+  CHECK(e.message.find("Ports are not available: exposing port TCP 127.0.0.1:80 -> 0.0.0.0:0: failed to connect to " +
+                       dir.socket() + ": is the privileged helper running?: the prompt to start it was declined") == 0);
+
+  // The runner given the step while the helper already answers: in sync, no kickstart, no bind.
+  helper_thread running(dir.socket());
+  REQUIRE(running.server);
+  MemoryFs root_fs = tree();
+  RootFor root(user());
+  context root_ctx(root_fs, root, app);
+  root_ctx.attach(launchd.sm);
+  record payload{app, {}};
+  set_handoff_mode(payload, handoff_mode::apply);
+  payload.put(web.desired_state());
+  auto outcome = execute_handoff<PrivilegedPortBind>(root_ctx, payload);
+  REQUIRE(outcome.events[web.id()].size() == 1);
+  CHECK(outcome.events[web.id()][0].kind == event_kind::kept);
+  CHECK(launchd.fake.count("kickstart") == 0);
+}
+
+TEST_CASE("a dry run plans the start and the bind but starts and binds nothing") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a root-owned socket directory)"); return; }
+  helper_dir dir;
+  FakeServiceManager fake;
+  fake.set_loaded(launchd_domain::system(), label);
+  any_service_manager sm(fake);
+  MemoryFs fs = tree();
+  ScriptedPrivilege priv(user(), answer::granted);
+  context ctx(fs, priv, app);
+  ctx.attach(sm);
+  ctx.policy.dry_run = true;
+  ctx.policy.dry_run_answer = answer::granted;
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
+  web.helper_only = true;
+  web.helper_label = label;
+  auto report = converge(ctx, web);
+  REQUIRE(report);
+  CHECK(fake.count("kickstart") == 0);
+  CHECK_FALSE(*web.socket);
+  const auto& events = report->steps[0].applied.events;
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].kind == event_kind::would_change);
+  CHECK(events[1].kind == event_kind::would_change);
+}

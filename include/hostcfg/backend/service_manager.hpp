@@ -15,6 +15,7 @@
 /// | `bootstrap(domain, label, plist_path)` | `result<service_outcome>` | load the job; EIO while a previous instance is still unloading |
 /// | `bootout(domain, label)` | `result<service_outcome>` | unload; may return before the label is gone (home-manager#8829) |
 /// | `enable(domain, label)` | `result<service_outcome>` | clear a "disabled" override |
+/// | `kickstart(domain, label)` | `result<service_outcome>` | start a loaded job now (not `-k`: a running instance is kept); ESRCH when not loaded |
 ///
 /// - `FakeServiceManager`: an in-memory launchd for tests that records every call and fails like
 ///   the real one (EIO once, not found, a bootout that lingers for N polls, a missing gui domain,
@@ -128,6 +129,14 @@ inline result<std::vector<std::string>> launchctl_enable_args(const launchd_doma
   return std::vector<std::string>{"enable", *target};
 }
 
+/// {"kickstart", "<domain>/<label>"}: starts a loaded job that is not running (an on-demand
+/// helper); never `-k`, which would kill a running instance and the clients it serves.
+inline result<std::vector<std::string>> launchctl_kickstart_args(const launchd_domain& domain, std::string_view label) {
+  auto target = launchd_service_target(domain, label);
+  if (!target) return tl::unexpected(target.error());
+  return std::vector<std::string>{"kickstart", *target};
+}
+
 /// {"print", "<domain>/<label>"}: exit 0 when loaded, 113 when not.
 inline result<std::vector<std::string>> launchctl_print_args(const launchd_domain& domain, std::string_view label) {
   auto target = launchd_service_target(domain, label);
@@ -221,6 +230,11 @@ struct sm_has_enable : std::false_type {};
 template <class S>
 struct sm_has_enable<S, std::void_t<decltype(std::declval<S&>().enable(std::declval<const launchd_domain&>(), std::string_view{}))>>
     : std::true_type {};
+template <class S, class = void>
+struct sm_has_kickstart : std::false_type {};
+template <class S>
+struct sm_has_kickstart<S, std::void_t<decltype(std::declval<S&>().kickstart(std::declval<const launchd_domain&>(), std::string_view{}))>>
+    : std::true_type {};
 }  // namespace detail
 
 /// Compile-time contract check for a service-manager backend; one message per missing operation.
@@ -231,6 +245,7 @@ constexpr bool check_service_manager() {
   static_assert(detail::sm_has_bootstrap<S>::value, "ServiceManager needs: result<service_outcome> bootstrap(const launchd_domain&, std::string_view label, std::string_view plist_path)");
   static_assert(detail::sm_has_bootout<S>::value, "ServiceManager needs: result<service_outcome> bootout(const launchd_domain&, std::string_view label)");
   static_assert(detail::sm_has_enable<S>::value, "ServiceManager needs: result<service_outcome> enable(const launchd_domain&, std::string_view label)");
+  static_assert(detail::sm_has_kickstart<S>::value, "ServiceManager needs: result<service_outcome> kickstart(const launchd_domain&, std::string_view label)");
   return true;
 }
 
@@ -277,7 +292,7 @@ class FakeServiceManager {
   /// Forgets the recorded calls (the jobs' states stay).
   void clear_calls() { calls_.clear(); }
 
-  /// The next call of `op` ("bootstrap", "bootout", "enable", "is_loaded", "is_enabled") fails
+  /// The next call of `op` ("bootstrap", "bootout", "enable", "kickstart", "is_loaded", "is_enabled") fails
   /// with errno `err`; several calls queue up.
   void fail_next(std::string op, int err) { failures_.push_back({std::move(op), err}); }
   /// After each bootout, the label still reads as loaded for `polls` more `is_loaded` calls (and a
@@ -383,11 +398,29 @@ class FakeServiceManager {
     return service_outcome{};
   }
 
+  /// Starts a loaded job (counted by `kickstarts`); ESRCH (exit 113) when the label is not
+  /// loaded. What "started" does is the test's: an `on_call` observer may start a real helper.
+  result<service_outcome> kickstart(const launchd_domain& domain, std::string_view label) {
+    record({"kickstart", domain.name(), std::string(label), {}});
+    if (auto e = scripted("kickstart", domain, label)) return tl::unexpected(*e);
+    auto it = jobs_.find(key(domain, label));
+    if (it == jobs_.end() || !it->second.loaded)
+      return tl::unexpected(launchctl_exit_error(113, {"kickstart", key(domain, label)}, {}));
+    ++it->second.kickstarts;
+    return service_outcome{};
+  }
+  /// How many kickstarts of the label succeeded.
+  std::size_t kickstarts(const launchd_domain& domain, std::string_view label) const {
+    auto it = jobs_.find(key(domain, label));
+    return it == jobs_.end() ? 0 : it->second.kickstarts;
+  }
+
  private:
   struct job_state {
     bool loaded = false;
     bool enabled = true;
     std::size_t lingering = 0;
+    std::size_t kickstarts = 0;
     std::string plist_path;
   };
   void record(call c) {
@@ -437,6 +470,7 @@ class FileOnlyServiceManager {
   result<service_outcome> bootstrap(const launchd_domain&, std::string_view, std::string_view) { return skipped(); }
   result<service_outcome> bootout(const launchd_domain&, std::string_view) { return skipped(); }
   result<service_outcome> enable(const launchd_domain&, std::string_view) { return skipped(); }
+  result<service_outcome> kickstart(const launchd_domain&, std::string_view) { return skipped(); }
 
  private:
   static service_outcome skipped() { return service_outcome{true, skip_note}; }
@@ -461,6 +495,7 @@ class any_service_manager {
     };
     bootout_ = [&backend](const launchd_domain& d, std::string_view l) { return backend.bootout(d, l); };
     enable_ = [&backend](const launchd_domain& d, std::string_view l) { return backend.enable(d, l); };
+    kickstart_ = [&backend](const launchd_domain& d, std::string_view l) { return backend.kickstart(d, l); };
   }
   result<service_query> is_loaded(const launchd_domain& d, std::string_view label) { return is_loaded_(d, label); }
   result<service_query> is_enabled(const launchd_domain& d, std::string_view label) { return is_enabled_(d, label); }
@@ -469,11 +504,12 @@ class any_service_manager {
   }
   result<service_outcome> bootout(const launchd_domain& d, std::string_view label) { return bootout_(d, label); }
   result<service_outcome> enable(const launchd_domain& d, std::string_view label) { return enable_(d, label); }
+  result<service_outcome> kickstart(const launchd_domain& d, std::string_view label) { return kickstart_(d, label); }
 
  private:
   std::function<result<service_query>(const launchd_domain&, std::string_view)> is_loaded_, is_enabled_;
   std::function<result<service_outcome>(const launchd_domain&, std::string_view, std::string_view)> bootstrap_;
-  std::function<result<service_outcome>(const launchd_domain&, std::string_view)> bootout_, enable_;
+  std::function<result<service_outcome>(const launchd_domain&, std::string_view)> bootout_, enable_, kickstart_;
 };
 
 /// What a program run by `detail::run_program` did.
@@ -557,6 +593,9 @@ class launchctl_runner {
   result<service_outcome> enable(const launchd_domain& domain, std::string_view label) {
     return simple(launchctl_enable_args(domain, label));
   }
+  result<service_outcome> kickstart(const launchd_domain& domain, std::string_view label) {
+    return simple(launchctl_kickstart_args(domain, label));
+  }
 
  private:
   result<service_outcome> simple(result<std::vector<std::string>> args) {
@@ -588,6 +627,7 @@ class LaunchctlServiceManager {
   }
   result<service_outcome> bootout(const launchd_domain&, std::string_view label) { return unsupported(label); }
   result<service_outcome> enable(const launchd_domain&, std::string_view label) { return unsupported(label); }
+  result<service_outcome> kickstart(const launchd_domain&, std::string_view label) { return unsupported(label); }
 
  private:
   static tl::unexpected<error> unsupported(std::string_view label) {

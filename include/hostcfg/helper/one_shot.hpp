@@ -209,8 +209,12 @@ inline int refuse(int err_fd, const error& e) {
 
 /// Runs the one-shot mode: payload on `in_fd`, reply on `out_fd`, diagnostics on `err_fd`.
 /// Returns the process exit status (0: a reply was written, whatever its events say).
+/// `services` replaces the service manager the runner picks itself (launchctl on the real root,
+/// file-only under `--root`): the program's own choice, compiled in, never taken from the
+/// command line or the payload (a test runner passes one whose kickstart starts a helper).
 template <class... Primitives>
-int run_one_shot(int in_fd, int out_fd, int err_fd, const result<one_shot_options>& parsed) {
+int run_one_shot(int in_fd, int out_fd, int err_fd, const result<one_shot_options>& parsed,
+                 any_service_manager* services_override = nullptr) {
   if (!parsed) return detail::refuse(err_fd, parsed.error());
   const one_shot_options& options = *parsed;
   if (::geteuid() != 0)
@@ -237,7 +241,7 @@ int run_one_shot(int in_fd, int out_fd, int err_fd, const result<one_shot_option
   auto execute = [&](auto& fs) {
     RootFor root(*user);
     context ctx(fs, root, payload->app_id);
-    ctx.attach(services);
+    ctx.attach(services_override ? *services_override : services);
     if (options.record) ctx.system_record.path = *options.record;
     auto outcome = execute_handoff<Primitives...>(ctx, *payload);
     return serialize_record(encode_outcome(outcome, payload->app_id));
