@@ -160,7 +160,9 @@ class context {
   /// caller puts its final item after the change; when it does not (the change failed), the
   /// written-ahead item stays in the file (see `recorded_ahead`). Writes nothing in a dry run,
   /// for the user's record in an elevated runner (which never writes it), or when `books` already
-  /// holds exactly these items. On an error the caller must not make the change.
+  /// holds exactly these items. On an error the caller must not make the change; that includes
+  /// a record renamed into place whose directory could not be synced (`errc::not_durable`: a
+  /// crash could still lose it), whose items are then marked withdrawn.
   result<void> record_ahead(const ledgers& books, bool privileged, const std::vector<record_item>& items) {
     if (policy.dry_run || items.empty()) return {};
     if (!privileged && !read_user_record) return {};
@@ -175,12 +177,16 @@ class context {
       mine.put(item);
     }
     if (mine.empty()) return {};
-    auto stored = store_record_merged(fs, privileged ? system_record : user_record, mine, base);
-    if (!stored) return tl::unexpected(stored.error());
+    auto stored = store_record_merged(fs, privileged ? system_record : user_record, mine, base, record_sync::required);
+    // Renamed into place but not synced: the items are in the file, so the run's final store
+    // must know them - as withdrawn, since the change they announce will not be made.
+    const bool in_file_only = !stored && stored.error().is(errc::not_durable);
+    if (!stored && !in_file_only) return tl::unexpected(stored.error());
     for (const auto& entry : mine.items) {
-      if (ahead_entry* ahead = find_ahead(privileged, entry.first)) *ahead = ahead_entry{privileged, entry.second, false};
-      else recorded_ahead.push_back(ahead_entry{privileged, entry.second, false});
+      if (ahead_entry* ahead = find_ahead(privileged, entry.first)) *ahead = ahead_entry{privileged, entry.second, in_file_only};
+      else recorded_ahead.push_back(ahead_entry{privileged, entry.second, in_file_only});
     }
+    if (in_file_only) return tl::unexpected(stored.error());
     return {};
   }
 

@@ -290,12 +290,20 @@ result<record> load_record(Fs& fs, const record_location& where, const std::stri
   return parsed;
 }
 
+/// How much a record store must promise about surviving a crash.
+enum class record_sync {
+  best_effort,  ///< a failed directory fsync after the rename is not an error (the file is in place)
+  required,     ///< ... is `errc::not_durable`: a write-ahead item must be on disk before its change
+};
+
 /// Writes a record atomically (mode 0600 user / 0644 privileged), creating its directory
 /// (0700 / 0755) when needed. An empty record removes the file, and the directories a previous
 /// store created for it when they are empty (the item "record-dirs" lists them). Writes nothing
-/// when `r` equals `loaded` (a no-op run makes no write at all).
+/// when `r` equals `loaded` (a no-op run makes no write at all). With `record_sync::required`, a
+/// record renamed into place whose directory could not be synced is `errc::not_durable`.
 template <class Fs>
-result<bool> store_record(Fs& fs, const record_location& where, record r, const record& loaded) {
+result<bool> store_record(Fs& fs, const record_location& where, record r, const record& loaded,
+                          record_sync sync = record_sync::best_effort) {
   if (r == loaded) {
     remove_stale_temps(fs, where.owner, where.path);  // a crash between temp and rename
     return false;
@@ -328,6 +336,9 @@ result<bool> store_record(Fs& fs, const record_location& where, record r, const 
   options.gid = where.owner.gid;
   auto written = fs.replace_file(where.owner, where.path, serialize_record(r), options);
   if (!written) return tl::unexpected(written.error());
+  if (!written->durable && sync == record_sync::required)
+    return fail(errc::not_durable, "store record", where.path,
+                "the record was written but its directory could not be synced: a crash could lose it");
   return written->changed;
 }
 
@@ -341,14 +352,15 @@ result<bool> store_record(Fs& fs, const record_location& where, record r, const 
 /// `store_record` would. A record that became corrupt or newer meanwhile is an error and is left
 /// as it is.
 template <class Fs>
-result<bool> store_record_merged(Fs& fs, const record_location& where, const record& mine, const record& loaded) {
-  if (mine == loaded) return store_record(fs, where, mine, loaded);
+result<bool> store_record_merged(Fs& fs, const record_location& where, const record& mine, const record& loaded,
+                                 record_sync sync = record_sync::best_effort) {
+  if (mine == loaded) return store_record(fs, where, mine, loaded, sync);
   std::string made_dirs;
   auto held = lock_for_edit(fs, where.owner, where.path);
   if (!held && !held.error().is_errno(ENOENT)) return tl::unexpected(held.error());
   if (!held) {
     record next = rebase_record(record{mine.app_id, {}}, loaded, mine);
-    if (next.empty()) return store_record(fs, where, next, loaded);  // nothing to keep: no directory
+    if (next.empty()) return store_record(fs, where, next, loaded, sync);  // nothing to keep: no directory
     const std::string dir = parent_path(where.path);
     const mode_type mode = where.privileged ? 0755 : 0700;
     auto made = make_parents(fs, where.owner, dir, mode);
@@ -366,7 +378,7 @@ result<bool> store_record_merged(Fs& fs, const record_location& where, const rec
     const record_item* listed = next.find("record-dirs");
     next.put(record_item{"record-dirs", "record", {{"dirs", (listed ? listed->get("dirs") : std::string()) + made_dirs}}});
   }
-  return store_record(fs, where, std::move(next), *fresh);
+  return store_record(fs, where, std::move(next), *fresh, sync);
 }
 
 HOSTCFG_END_NAMESPACE

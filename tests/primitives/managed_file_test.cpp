@@ -387,6 +387,66 @@ TEST_CASE("record_ahead: a change that fails after the rename keeps the item wri
   CHECK(fs.file_bytes("/etc/app.conf") == std::optional<std::string>("theirs\n"));
 }
 
+TEST_CASE("record_ahead: a record whose directory sync fails stops the change; the item is withdrawn; a re-run converges") {
+  auto tree = [] {
+    MemoryFs fs = mac_tree();
+    fs.add_file("/etc/app.conf", "theirs\n", 0640, 0, 0);
+    return fs;
+  };
+  ManagedFile conf{"/etc/app.conf", "ours\n", 0644};
+  conf.take_over = true;
+  // Find the directory fsync of the first record store (the write-ahead, before the file changes).
+  std::size_t record_sync_at = 0;
+  std::string record_dir;
+  {
+    MemoryFs fs = tree();
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    record_dir = parent_path(ctx.system_record.path);
+    fs.clear_log();
+    REQUIRE(converge(ctx, conf));
+    for (std::size_t i = 0; i < fs.op_log().size() && !record_sync_at; ++i) {
+      const auto& op = fs.op_log()[i];
+      if (op.op == "replace_file:fsync_dir" && op.path == record_dir) record_sync_at = i + 1;
+      if (op.op == "replace_file:rename" && op.path2 == "/etc/app.conf") break;  // too late: not ahead
+    }
+  }
+  REQUIRE(record_sync_at > 0);
+  MemoryFs fs = tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  fs.clear_log();
+  fs.fail_at(record_sync_at, EIO);
+  auto stopped = converge(ctx, conf);
+  fs.disarm();
+  REQUIRE(stopped);
+  CHECK_FALSE(stopped->ok());
+  // The change was not made, and the report says why.
+  CHECK(fs.file_bytes("/etc/app.conf") == std::optional<std::string>("theirs\n"));
+  bool named = false;
+  for (const auto& step : stopped->steps)
+    for (const auto& e : step.applied.events)
+      named = named || (e.failure && e.failure->is(errc::not_durable) &&
+                        e.message.find("its directory could not be synced") != std::string::npos);
+  CHECK(named);
+  // The item written ahead was withdrawn by the run's final store: nothing claims the file.
+  if (auto bytes = fs.file_bytes(ctx.system_record.path)) {
+    auto rec = parse_record(*bytes, "r");
+    REQUIRE(rec);
+    CHECK_FALSE(rec->find("file:/etc/app.conf"));
+  }
+  // A re-run converges; uninstall gives the user's file back.
+  auto again = converge(ctx, conf);
+  REQUIRE(again);
+  CHECK(again->ok());
+  CHECK(fs.file_bytes("/etc/app.conf") == std::optional<std::string>("ours\n"));
+  auto undone = uninstall(ctx, conf);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(fs.file_bytes("/etc/app.conf") == std::optional<std::string>("theirs\n"));
+  CHECK(fs.status_of("/etc/app.conf")->mode == 0640);
+}
+
 TEST_CASE("record_ahead: an item written ahead of a create that never happened does not make a later file ours") {
   ManagedFile conf{"/Users/alice/app.conf", "ours\n", 0644};
   MemoryFs before = mac_tree();
