@@ -239,7 +239,12 @@ void apply_step(Ctx& ctx, ledgers& books, const P& p, step_report& step, const g
     // record) is done here, as the user: the runner refuses steps the user could do alone.
     const plan local = user_part(step.planned);
     if (!local.empty()) {
-      auto mine = p.apply(ctx, local, grant{}, books);
+      // Not elevated, but the user's part may depend on what the runner did (PrivilegedPortBind
+      // binds through the helper the runner started): it sees the runner's events.
+      grant after_runner;
+      after_runner.handed_off = true;
+      after_runner.runner_events = g.runner_events;
+      auto mine = p.apply(ctx, local, after_runner, books);
       for (auto& e : mine.events) step.applied.events.push_back(std::move(e));
       for (auto& n : mine.notes) step.applied.notes.push_back(std::move(n));
     }

@@ -58,19 +58,25 @@ struct helper_starting_launchd : FileOnlyServiceManager {
     helper::server_config config;
     config.socket_path = dir + "/h.sock";
     config.allowed_uid = static_cast<uid_type>(std::atol(sudo_uid));
+    const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd < 0) return fail_errno(errno, "open", "/dev/null");
     const pid_t first = ::fork();
     if (first < 0) return fail_errno(errno, "fork", dir);
     if (first == 0) {
       ::setsid();
       if (::fork() != 0) ::_exit(0);
-      const int null_fd = ::open("/dev/null", O_RDWR);
+      // Keep nothing of the runner's: stdio on /dev/null (its reply pipe must close when it exits),
+      // every other descriptor closed.
       for (int fd = 0; fd < 3; ++fd) ::dup2(null_fd, fd);
-      std::ofstream(dir + "/helper.pid") << ::getpid() << "\n";
+      for (int fd = 3; fd < 1024; ++fd) ::close(fd);
       auto server = helper::Server::listen(config);
       if (!server) ::_exit(1);
+      // The pid only once listening: the fixture kills exactly this process, never a reused pid.
+      std::ofstream(dir + "/helper.pid") << ::getpid() << "\n";
       (void)server->run();
       ::_exit(0);
     }
+    ::close(null_fd);
     int status = 0;
     ::waitpid(first, &status, 0);
     return service_outcome{};
@@ -98,8 +104,11 @@ const bool runner_mode = [] {
   for (auto& a : args) argv.push_back(a.data());
   helper_starting_launchd launchd;
   any_service_manager services(launchd);
+  helper::one_shot_environment environment;
+  environment.services = &services;
+  environment.startable_jobs.labels = {test_helper_label};
   int status = helper::run_one_shot<ManagedFile, HostsEntry, SymlinkSet, PrivilegedPortBind>(
-      0, 1, 2, helper::parse_one_shot_options(static_cast<int>(argv.size()), argv.data()), &services);
+      0, 1, 2, helper::parse_one_shot_options(static_cast<int>(argv.size()), argv.data()), environment);
   std::fflush(nullptr);
   ::_exit(status);
 }();
@@ -321,11 +330,17 @@ struct sudo_fixture {
     ready = true;
   }
   ~sudo_fixture() {
-    // A helper the runner started (helper_starting_launchd) is not our child: stop it by pid.
+    // A helper the runner started (helper_starting_launchd) is not our child: stop it by pid,
+    // after checking that the pid is still a copy of our runner.
     if (!dir.empty()) {
       std::ifstream pid_file(dir + "/helper.pid");
       long pid = 0;
-      if (pid_file >> pid && pid > 1) ::kill(static_cast<pid_t>(pid), SIGKILL);
+      if (pid_file >> pid && pid > 1) {
+        char exe[4096] = {};
+        const std::string link = "/proc/" + std::to_string(pid) + "/exe";
+        const ssize_t n = ::readlink(link.c_str(), exe, sizeof exe - 1);
+        if (n > 0 && std::string(exe, static_cast<std::size_t>(n)) == runner) ::kill(static_cast<pid_t>(pid), SIGKILL);
+      }
     }
     if (!sudoers.empty()) ::unlink(sudoers.c_str());
     if (uid != 0) shell_output("userdel " + user + " 2>/dev/null");
@@ -661,9 +676,17 @@ std::string port_as_user(const sudo_fixture& f, const std::string& askpass, std:
     const bool connected = ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     unique_fd accepted(connected ? ::accept4(web.socket->get(), nullptr, nullptr, SOCK_CLOEXEC) : -1);
     out += std::string("accepts a connection: ") + (accepted ? "yes" : "no") + "\n";
-    // In sync now: a second run in the same process plans nothing and asks nothing.
+    // A second run in the same process holds the socket: nothing planned.
     auto again = converge(ctx, web);
     out += std::string("second run planned nothing: ") + (again && again->steps.at(0).planned.empty() ? "yes" : "no") +
+           ", prompts=" + std::to_string(priv.prompts()) + "\n";
+    // A fresh step (another port, as after an app restart) finds the helper running: it binds
+    // through it with no prompt and no second start.
+    PrivilegedPortBind other{helper::transport::tcp, "127.0.0.1", static_cast<std::uint16_t>(port - 1), f.dir + "/h.sock"};
+    other.helper_only = true;
+    other.helper_label = test_helper_label;
+    auto fresh = converge(ctx, other);
+    out += std::string("fresh step: ") + (fresh && fresh->ok() && *other.socket ? "bound" : "not bound") +
            ", prompts=" + std::to_string(priv.prompts()) + "\n";
     return out;
   });
@@ -679,6 +702,7 @@ TEST_CASE("a privileged port through sudo: the runner starts the helper as root,
   }
   const std::uint16_t port = free_low_port(714);
   REQUIRE(port != 0);
+  REQUIRE(free_low_port(static_cast<std::uint16_t>(port - 1)) == port - 1);  // the fresh step's port
   const std::string socket = f.dir + "/h.sock";
   const std::string endpoint = "TCP 127.0.0.1:" + std::to_string(port);
   // Cancelled at the password prompt: nothing started, the seed's message with the reason.
@@ -700,7 +724,8 @@ TEST_CASE("a privileged port through sudo: the runner starts the helper as root,
                        " (launchctl kickstart system/com.example.porthelper)\n"
                        "changed: bound through the privileged helper at " + socket + "\n"
                        "accepts a connection: yes\n"
-                       "second run planned nothing: yes, prompts=1\n");
+                       "second run planned nothing: yes, prompts=1\n"
+                       "fresh step: bound, prompts=1\n");
   // The helper runs as root and serves only the test user: its socket is theirs, mode 0600.
   struct stat st;
   REQUIRE(::lstat(socket.c_str(), &st) == 0);

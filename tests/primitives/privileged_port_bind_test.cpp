@@ -146,13 +146,15 @@ TEST_CASE("helper not running: one prompt; declined gives the seed's message and
   context ctx(fs, priv, app);
   PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
   web.helper_only = true;
+  web.helper_label = "com.example.porthelper";
   auto report = converge(ctx, web);
   REQUIRE(report);
   CHECK(priv.prompts() == 1);
   REQUIRE(priv.requests()[0].changes.size() == 1);
   // The prompt names the one change that needs it; the bind itself is the user's part.
   CHECK(priv.requests()[0].changes[0] == "modify privileged helper " + dir.socket() +
-                                             " (start it, then bind TCP 127.0.0.1:80 through it)");
+                                             " (start it as launchd job system/com.example.porthelper, then bind "
+                                             "TCP 127.0.0.1:80 through it)");
   REQUIRE(report->steps[0].applied.events.size() == 1);
   const auto& e = report->steps[0].applied.events[0];
   CHECK(e.kind == event_kind::skipped);
@@ -293,6 +295,8 @@ struct HandoffPrivilege {
   answer script = answer::granted;
   std::vector<elevation_request> requests;
   std::vector<record> payloads;
+  launchd_job_allowlist startable{{label}};  ///< compiled into a real runner
+  MemoryFs root_fs = tree();                 ///< the runner's disk
   const user_identity& user() const { return who; }
   actor elevated_actor() const { return actor::root(); }
   bool elevates_in_process() const { return false; }
@@ -303,10 +307,10 @@ struct HandoffPrivilege {
     if (!wire) return tl::unexpected(wire.error());
     payloads.push_back(*wire);
     if (script != answer::granted) return elevated_outcome{script, {}, std::nullopt};
-    MemoryFs root_fs = tree();
     RootFor root(who);
     context ctx(root_fs, root, wire->app_id);
     ctx.attach(*services);
+    ctx.attach(startable);
     auto outcome = execute_handoff<PrivilegedPortBind>(ctx, *wire);
     auto reply = parse_record(serialize_record(encode_outcome(outcome, wire->app_id)));
     if (!reply) return tl::unexpected(reply.error());
@@ -389,7 +393,9 @@ TEST_CASE("a helper job that is not loaded is bootstrapped from helper_plist fir
     REQUIRE(report->steps[0].applied.events.size() == 1);
     const auto& e = report->steps[0].applied.events[0];
     CHECK(e.kind == event_kind::failed);
-    CHECK(e.message == "launchctl kickstart system/com.example.porthelper: service not found (exit 113)");
+    CHECK(e.message == "start privileged helper " + dir.socket() +
+                         ": launchd job system/com.example.porthelper is not loaded, and helper_plist is empty "
+                         "[install the helper's job (a LaunchdPlist step), or set helper_plist to load it]");
     CHECK(launchd.fake.call_lines() == strings{"kickstart system/com.example.porthelper"});
   }
   launchd_with_helper launchd(label, dir.socket());
@@ -410,7 +416,7 @@ TEST_CASE("a helper job that is not loaded is bootstrapped from helper_plist fir
                                              "kickstart system/com.example.porthelper"});
 }
 
-TEST_CASE("a started helper that never answers: a failed event after start_wait_ms, no socket, no bind attempt") {
+TEST_CASE("a started helper that never answers: one failed event after start_wait_ms, no socket, no bind event") {
   if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a root-owned socket directory)"); return; }
   helper_dir dir;
   FakeServiceManager fake;  // kickstart "succeeds" but nothing listens
@@ -457,6 +463,9 @@ TEST_CASE("desired state round-trips into the runner's helper-only form; every b
     std::string message;
   };
   const std::string id = "port:udp:[::1]:53";
+  const std::string plist_message = "read desired state " + id +
+                                    ": helper_plist must be empty or /Library/LaunchDaemons/com.example.porthelper.plist "
+                                    "(a runner loads no other plist as root)";
   const row rows[] = {
       {"proto", "sctp", "read desired state " + id + ": proto must be tcp or udp"},
       {"port", "0", "read desired state " + id + ": port must be a number from 1 to 65535"},
@@ -470,8 +479,12 @@ TEST_CASE("desired state round-trips into the runner's helper-only form; every b
                            "only through its launchd job (a start_helper callback cannot be handed off)"},
       {"helper_label", "a/../b", ""},
       {"helper_label", "-k", ""},
-      {"helper_plist", "LaunchDaemons/x.plist", "read desired state " + id + ": helper_plist must be an absolute, normal path ending in .plist"},
-      {"helper_plist", "/etc/sudoers", "read desired state " + id + ": helper_plist must be an absolute, normal path ending in .plist"},
+      {"helper_plist", "LaunchDaemons/x.plist", plist_message},
+      {"helper_plist", "/etc/sudoers", plist_message},
+      {"helper_plist", "/tmp/evil.plist", plist_message},
+      {"helper_plist", "/etc/sudoers.plist", plist_message},
+      {"helper_plist", "/Library/LaunchDaemons/com.apple.other.plist", plist_message},
+      {"helper_plist", "/Library/LaunchDaemons/../../tmp/com.example.porthelper.plist", plist_message},
       {"start_wait_ms", "60001", "read desired state " + id + ": start_wait_ms must be a number of milliseconds up to 60000"},
       {"start_wait_ms", "-1", "read desired state " + id + ": start_wait_ms must be a number of milliseconds up to 60000"},
   };
@@ -532,6 +545,7 @@ TEST_CASE("hand-off: the runner starts the helper as root through launchd; the u
   const auto rec = fs.file_bytes("/Users/alice/.local/state/hostcfg/com.example.app.record");
   REQUIRE(rec);
   CHECK(rec->find("field via helper\n") != std::string::npos);
+  CHECK(MemoryFs::diff(tree().take_snapshot(), priv.root_fs.take_snapshot()).empty());
   CHECK(report->out_of_sync.empty());
   // A second run holds the socket: no prompt, no hand-off.
   auto again = converge(ctx, web);
@@ -568,6 +582,8 @@ TEST_CASE("hand-off declined: the seed's message, nothing started; a runner aske
   RootFor root(user());
   context root_ctx(root_fs, root, app);
   root_ctx.attach(launchd.sm);
+  launchd_job_allowlist startable{{label}};
+  root_ctx.attach(startable);
   record payload{app, {}};
   set_handoff_mode(payload, handoff_mode::apply);
   payload.put(web.desired_state());
@@ -600,4 +616,119 @@ TEST_CASE("a dry run plans the start and the bind but starts and binds nothing")
   REQUIRE(events.size() == 2);
   CHECK(events[0].kind == event_kind::would_change);
   CHECK(events[1].kind == event_kind::would_change);
+  // A dry run answered "declined" reports what a declined run would: the start skipped, no bind.
+  ctx.policy.dry_run_answer = answer::declined;
+  auto declined = converge(ctx, web);
+  REQUIRE(declined);
+  CHECK(fake.count("kickstart") == 0);
+  REQUIRE(declined->steps[0].applied.events.size() == 1);
+  CHECK(declined->steps[0].applied.events[0].kind == event_kind::skipped);
+}
+
+TEST_CASE("helper down and no way to start it: a conflict in the seed's words, and no prompt that could not help") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a root-owned socket directory)"); return; }
+  helper_dir dir;
+  FakeServiceManager fake;
+  any_service_manager sm(fake);
+  MemoryFs fs = tree();
+  // Neither a label nor a callback.
+  {
+    ScriptedPrivilege priv(user(), answer::granted);
+    context ctx(fs, priv, app);
+    PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
+    web.helper_only = true;
+    auto report = converge(ctx, web);
+    REQUIRE(report);
+    CHECK(priv.prompts() == 0);
+    REQUIRE(report->steps[0].before.items.size() == 1);
+    CHECK(report->steps[0].before.items[0].state == item_state::conflict);
+    CHECK(report->steps[0].before.items[0].detail ==
+          "Ports are not available: exposing port TCP 127.0.0.1:80 -> 0.0.0.0:0: failed to connect to " + dir.socket() +
+              ": is the privileged helper installed?: it is not installed, and this app cannot start it here (neither "
+              "helper_label nor start_helper is set)");
+    CHECK(report->out_of_sync.size() == 1);
+  }
+  // A callback, but a privilege backend that elevates through a separate runner.
+  HandoffPrivilege priv{user(), &sm, answer::granted, {}, {}};
+  context ctx(fs, priv, app);
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
+  web.helper_only = true;
+  web.start_helper = [] { return true; };
+  auto report = converge(ctx, web);
+  REQUIRE(report);
+  CHECK(priv.requests.empty());
+  CHECK(report->steps[0].before.items[0].state == item_state::conflict);
+  CHECK(report->steps[0].before.items[0].detail.find(
+            "its start_helper callback runs only in process, and this privilege backend elevates through a separate "
+            "runner: set helper_label") != std::string::npos);
+}
+
+TEST_CASE("the runner refuses a job its program does not list, and the user's part then does not wait for it") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a root-owned socket directory)"); return; }
+  helper_dir dir;
+  launchd_with_helper launchd(label, dir.socket());
+  launchd.fake.set_loaded(launchd_domain::system(), label);
+  launchd.fake.set_loaded(launchd_domain::system(), "com.apple.other");
+  MemoryFs fs = tree();
+  HandoffPrivilege priv{user(), &launchd.sm, answer::granted, {}, {}};
+  context ctx(fs, priv, app);
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
+  web.helper_only = true;
+  web.helper_label = "com.apple.other";  // loaded, but not this runner's helper
+  web.start_wait_ms = 60000;             // a wait would be noticed: the user's part must not wait
+  auto report = converge(ctx, web);
+  REQUIRE(report);
+  CHECK_FALSE(report->ok());
+  CHECK(launchd.fake.count("kickstart") == 0);
+  const auto& events = report->steps[0].applied.events;
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].kind == event_kind::failed);
+  CHECK(events[0].message ==
+        "elevated runner port:tcp:127.0.0.1:80: launchd job system/com.apple.other is not one this runner may start "
+        "[the runner program lists the helper jobs it may start (launchd_job_allowlist)]");
+  CHECK(events[1].kind == event_kind::skipped);
+  CHECK(events[1].message == "not bound: the privileged helper was not started (see the elevated runner's event)");
+  CHECK_FALSE(*web.socket);
+}
+
+TEST_CASE("the runner checks the socket path as root without following links: a symlink or an open directory is refused") {
+  if (::geteuid() != 0) { HOSTCFG_SKIP("needs root (a root-owned socket directory)"); return; }
+  helper_dir dir;
+  FakeServiceManager fake;
+  fake.set_loaded(launchd_domain::system(), label);
+  any_service_manager sm(fake);
+  launchd_job_allowlist startable{{label}};
+  MemoryFs root_fs = tree();
+  RootFor root(user());
+  context ctx(root_fs, root, app);
+  ctx.attach(sm);
+  ctx.attach(startable);
+  auto run = [&](const std::string& socket_path) {
+    PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, socket_path};
+    web.helper_label = label;
+    record payload{app, {}};
+    set_handoff_mode(payload, handoff_mode::apply);
+    payload.put(web.desired_state());
+    auto outcome = execute_handoff<PrivilegedPortBind>(ctx, payload);
+    return outcome.events[web.id()];
+  };
+  // A symlink at the socket path (to a socket that answers) is a conflict: not followed, nothing started.
+  helper_thread running(dir.path + "/real.sock");
+  REQUIRE(running.server);
+  REQUIRE(::symlink((dir.path + "/real.sock").c_str(), dir.socket().c_str()) == 0);
+  auto linked = run(dir.socket());
+  REQUIRE(linked.size() == 1);
+  CHECK(linked[0].kind == event_kind::failed);
+  CHECK(linked[0].message == "elevated runner " + dir.socket() +
+                                 ": a symlink (not followed) is at the helper's socket path; nothing was started");
+  CHECK(fake.count("kickstart") == 0);
+  // A directory others may write (the user could plant anything there) is refused before any look inside.
+  const std::string open_dir = dir.path + "/open";
+  REQUIRE(::mkdir(open_dir.c_str(), 0777) == 0);
+  REQUIRE(::chmod(open_dir.c_str(), 0777) == 0);
+  auto planted = run(open_dir + "/h.sock");
+  REQUIRE(planted.size() == 1);
+  CHECK(planted[0].kind == event_kind::failed);
+  CHECK(planted[0].message.find(open_dir) != std::string::npos);
+  CHECK(fake.count("kickstart") == 0);
 }

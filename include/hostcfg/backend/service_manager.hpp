@@ -476,6 +476,22 @@ class FileOnlyServiceManager {
   static service_outcome skipped() { return service_outcome{true, skip_note}; }
 };
 
+/// The launchd jobs an elevated runner may start on a user's request (PrivilegedPortBind's
+/// helper). A payload only names a job; the runner program lists the jobs it may start, compiled
+/// in, and attaches the list to its context (`ctx.attach(list)`, or `one_shot_environment`), so a
+/// user cannot make root start some other system job. Empty: none.
+///
+///     launchd_job_allowlist jobs{{"com.docker.vmnetd"}};
+struct launchd_job_allowlist {
+  std::vector<std::string> labels;
+  /// True when `label` is listed (exact match).
+  bool allows(std::string_view label) const {
+    for (const auto& l : labels)
+      if (l == label) return true;
+    return false;
+  }
+};
+
 /// Any service-manager backend behind one type, so a primitive can find it in a `context`
 /// (`ctx.attach(ref)`, `ctx.find<any_service_manager>()`) without being a template over it.
 /// Holds a reference: the backend must outlive it.

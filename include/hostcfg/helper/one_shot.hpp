@@ -207,14 +207,21 @@ inline int refuse(int err_fd, const error& e) {
 }
 }  // namespace detail
 
+/// What the runner program itself decides, compiled in - never taken from the command line or
+/// the payload.
+struct one_shot_environment {
+  /// Replaces the service manager the runner picks (launchctl on the real root, file-only under
+  /// `--root`); a test runner passes one whose kickstart starts a helper.
+  any_service_manager* services = nullptr;
+  /// The launchd jobs a payload may ask this runner to start (PrivilegedPortBind's helper).
+  launchd_job_allowlist startable_jobs;
+};
+
 /// Runs the one-shot mode: payload on `in_fd`, reply on `out_fd`, diagnostics on `err_fd`.
 /// Returns the process exit status (0: a reply was written, whatever its events say).
-/// `services` replaces the service manager the runner picks itself (launchctl on the real root,
-/// file-only under `--root`): the program's own choice, compiled in, never taken from the
-/// command line or the payload (a test runner passes one whose kickstart starts a helper).
 template <class... Primitives>
 int run_one_shot(int in_fd, int out_fd, int err_fd, const result<one_shot_options>& parsed,
-                 any_service_manager* services_override = nullptr) {
+                 const one_shot_environment& environment = {}) {
   if (!parsed) return detail::refuse(err_fd, parsed.error());
   const one_shot_options& options = *parsed;
   if (::geteuid() != 0)
@@ -241,7 +248,9 @@ int run_one_shot(int in_fd, int out_fd, int err_fd, const result<one_shot_option
   auto execute = [&](auto& fs) {
     RootFor root(*user);
     context ctx(fs, root, payload->app_id);
-    ctx.attach(services_override ? *services_override : services);
+    ctx.attach(environment.services ? *environment.services : services);
+    launchd_job_allowlist startable = environment.startable_jobs;
+    ctx.attach(startable);
     if (options.record) ctx.system_record.path = *options.record;
     auto outcome = execute_handoff<Primitives...>(ctx, *payload);
     return serialize_record(encode_outcome(outcome, payload->app_id));

@@ -17,14 +17,21 @@
 /// When the helper must be started the plan has two changes: "start the privileged helper"
 /// (needs elevation: the prompt names it) and "bind through it" (the user's own part). With
 /// real elevation (CommandPrivilege) the first is handed to the elevated runner as a typed
-/// desired state (the proto, address, port, socket path and the helper's launchd label - never
-/// a command): the runner rebuilds the step with `helper_part_only`, checks as root that the
-/// helper is down, and starts it through the service manager attached to its context
-/// (`kickstart`, after a `bootstrap` of `helper_plist` when the job is not loaded). The bind
-/// itself always happens in the user's process, since the socket must end up there. A
-/// `start_helper` callback works only in process (it cannot cross to a runner).
+/// desired state (proto, address, port, socket path, the helper's launchd label, its plist path
+/// and the start wait): the runner rebuilds the step with `helper_part_only`, refuses a job its
+/// program does not list (`launchd_job_allowlist`, compiled into the runner) and a plist other
+/// than `/Library/LaunchDaemons/<label>.plist`, checks as root that the helper's socket (in a
+/// root-owned directory) does not answer, and starts the job through the service manager
+/// attached to its context (`kickstart`, after a `bootstrap` of the plist when the job is not
+/// loaded). The bind itself always happens in the user's process, since the socket must end up
+/// there. A `start_helper` callback works only in process: with a backend that elevates through
+/// a separate runner and no `helper_label`, a helper that is down is a conflict (no prompt).
 ///
 /// The record keeps the decision (direct or helper); revert closes the socket and forgets it.
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 
 #include <cerrno>
 #include <chrono>
@@ -61,13 +68,16 @@ struct PrivilegedPortBind {
   int start_wait_ms = 5000;  ///< after starting the helper: how long to wait for it to answer
   /// The helper's launchd job in the system domain ("com.docker.vmnetd"). Set, a granted prompt
   /// starts the helper with the context's service manager (`kickstart`), in process or in the
-  /// elevated runner; this is what lets the step be handed off.
+  /// elevated runner (which must list the label in its `launchd_job_allowlist`); this is what
+  /// lets the step be handed off.
   std::string helper_label;
   /// The helper job's plist, bootstrapped first when the job is not loaded. Empty: a job that is
-  /// not loaded cannot be started here (install it with a LaunchdPlist step).
+  /// not loaded cannot be started here (install it with a LaunchdPlist step). A runner accepts
+  /// only `/Library/LaunchDaemons/<helper_label>.plist`.
   std::string helper_plist;
   /// Starts the helper once elevation is granted, in process only (e.g. a test that runs the
-  /// helper on a thread); true when it was started. Takes precedence over `helper_label`.
+  /// helper on a thread); true when it was started. In process it is used instead of
+  /// `helper_label`; it never reaches an elevated runner.
   std::function<bool()> start_helper;
   /// Set by `from_desired_state`: this value is the elevated part of the step in the runner. Its
   /// probe asks only "does the helper answer?" and its apply only starts it; it binds nothing and
@@ -122,8 +132,9 @@ struct PrivilegedPortBind {
                  "(a start_helper callback cannot be handed off)");
     if (auto ok = validate_label(p.helper_label); !ok) return tl::unexpected(ok.error());
     p.helper_plist = item.get("helper_plist");
-    if (!p.helper_plist.empty() && (!is_normal_path(p.helper_plist) || !ends_with(p.helper_plist, ".plist")))
-      return bad("helper_plist must be an absolute, normal path ending in .plist");
+    if (!p.helper_plist.empty() && p.helper_plist != daemon_plist_path(p.helper_label))
+      return bad("helper_plist must be empty or " + daemon_plist_path(p.helper_label) +
+                 " (a runner loads no other plist as root)");
     const auto wait = item.number("start_wait_ms", 60000);
     if (!wait) return bad("start_wait_ms must be a number of milliseconds up to 60000");
     p.start_wait_ms = static_cast<int>(*wait);
@@ -135,10 +146,10 @@ struct PrivilegedPortBind {
   /// Read-only except for one test bind (closed at once) and one helper handshake (in the
   /// runner's `helper_part_only` form: one connect to the helper's socket).
   template <class Fs, class Priv>
-  result<probe_report> probe(context<Fs, Priv>&, const ledgers&) const {
+  result<probe_report> probe(context<Fs, Priv>& ctx, const ledgers&) const {
     auto req = helper::make_bind_request(proto, address, port);
     if (!req) return tl::unexpected(req.error());
-    if (helper_part_only) return probe_helper();
+    if (helper_part_only) return probe_helper(ctx.template find<launchd_job_allowlist>());
     probe_report report{kind(), id(), {}};
     item_probe item;
     item.id = id();
@@ -165,6 +176,19 @@ struct PrivilegedPortBind {
     } else if (found->helper == port_bind::helper_state::ready) {
       item.state = item_state::absent;
       item.detail = "through the privileged helper at " + socket_path;
+    } else if ((found->helper == port_bind::helper_state::not_installed ||
+                found->helper == port_bind::helper_state::not_running) &&
+               !can_start_helper(ctx.priv.elevates_in_process())) {
+      // A prompt could not lead anywhere: say so without asking.
+      const bool installed = found->helper != port_bind::helper_state::not_installed;
+      item.state = item_state::conflict;
+      item.detail = helper::port_error_prefix(*req) + ": failed to connect to " + socket_path +
+                    ": is the privileged helper " + (installed ? "running" : "installed") + "?: it is " +
+                    port_bind::helper_state_name(found->helper) + ", and this app cannot start it here (" +
+                    (start_helper ? "its start_helper callback runs only in process, and this privilege backend "
+                                    "elevates through a separate runner: set helper_label"
+                                  : "neither helper_label nor start_helper is set") +
+                    ")";
     } else if (found->helper == port_bind::helper_state::not_installed ||
                found->helper == port_bind::helper_state::not_running) {
       item.state = item_state::absent;
@@ -228,11 +252,18 @@ struct PrivilegedPortBind {
         done = true;
         continue;
       }
+      const bool is_start = c.object == std::string(helper_object);
       if (ctx.policy.dry_run) {
-        report.events.push_back(event{c.item_id, event_kind::changed, c.path, c.summary(), std::nullopt, false});
+        // Nothing is started or bound; a start not granted is reported as a real run would.
+        if (is_start && !g.elevated) {
+          report.events.push_back(event{c.item_id, event_kind::skipped, c.path, g.refusal(), std::nullopt, false});
+          done = true;
+        } else {
+          report.events.push_back(event{c.item_id, event_kind::changed, c.path, c.summary(), std::nullopt,
+                                        is_start});
+        }
         continue;
       }
-      const bool is_start = c.object == std::string(helper_object);
       if (is_start && !g.elevated) {
         // Not granted: one attempt through the helper gives the seed's message for this answer
         // (and a socket, if the helper came up meanwhile).
@@ -250,9 +281,18 @@ struct PrivilegedPortBind {
         }
       } else if (!helper_part_only) {
         port_bind::options opts = options();
+        const bool after_start = c.reason == bind_after_start_reason();
+        if (after_start && g.handed_off && !runner_started_helper(g, c.item_id)) {
+          // The runner did not start it (its event says why): do not wait for it.
+          report.events.push_back(event{c.item_id, event_kind::skipped, c.path,
+                                        "not bound: the privileged helper was not started (see the elevated "
+                                        "runner's event)",
+                                        std::nullopt, false});
+          done = true;
+          continue;
+        }
         // After a start (here or in the runner) the helper may still be coming up: wait for it.
-        if (c.reason == bind_after_start_reason())
-          opts.start_helper = [](const elevation_request&) { return answer::granted; };
+        if (after_start) opts.start_helper = [](const elevation_request&) { return answer::granted; };
         bind_and_record(*req, opts, c, g, books, report);
         done = true;
       }
@@ -289,9 +329,7 @@ struct PrivilegedPortBind {
   static std::string what(const helper::bind_request& req) {
     return std::string(helper::transport_name(req.proto)) + " " + helper::endpoint_text(req);
   }
-  static bool ends_with(const std::string& text, const std::string& tail) {
-    return text.size() >= tail.size() && text.compare(text.size() - tail.size(), tail.size(), tail) == 0;
-  }
+  static std::string daemon_plist_path(const std::string& label) { return "/Library/LaunchDaemons/" + label + ".plist"; }
   port_bind::options options() const {
     port_bind::options o;
     o.socket_path = socket_path;
@@ -309,36 +347,82 @@ struct PrivilegedPortBind {
   }
   /// The reason of the "start the helper" change (the prompt shows it).
   std::string start_reason() const {
-    return "start it" + (helper_label.empty() ? std::string() : " as launchd job system/" + helper_label) +
-           ", then bind " + endpoint() + " through it";
+    std::string how;
+    if (!helper_label.empty()) how = " as launchd job system/" + helper_label;
+    if (!helper_label.empty() && !helper_plist.empty()) how += " (loading " + helper_plist + " if needed)";
+    return "start it" + how + ", then bind " + endpoint() + " through it";
   }
   /// The reason of a bind planned after a start: apply waits for the helper to come up.
   std::string bind_after_start_reason() const {
     return "through the privileged helper at " + socket_path + ", once it has started";
   }
 
-  /// The runner's probe: the helper's socket accepts a connection (root may connect to the
-  /// user's 0600 socket; the helper then closes a uid it does not serve, which is fine here).
-  result<probe_report> probe_helper() const {
+  /// Whether a granted prompt could start the helper: through the service manager (a label),
+  /// or through the callback when this process itself becomes privileged.
+  bool can_start_helper(bool elevates_in_process) const {
+    return !helper_label.empty() || (start_helper && elevates_in_process);
+  }
+
+  /// After a hand-off: did the runner start the helper (or find it running)?
+  static bool runner_started_helper(const grant& g, const std::string& item_id) {
+    bool started = false;
+    for (const auto& e : g.runner_events) {
+      if (e.item_id != item_id) continue;
+      if (e.kind == event_kind::failed || e.kind == event_kind::skipped) return false;
+      started = started || e.kind == event_kind::changed || e.kind == event_kind::kept;
+    }
+    return started;
+  }
+
+  /// The runner's probe, as root, of a path the payload named: the job must be one the runner
+  /// program lists; the socket's directory must be root-owned and writable by root alone (the
+  /// walk follows no symlink); then a socket there that accepts a connection is a running helper
+  /// (root may connect to the user's 0600 socket; the helper closes a uid it does not serve,
+  /// which is fine here), nothing there or a refused connection a helper that is down, and
+  /// anything else an error (the runner's failed event).
+  result<probe_report> probe_helper(const launchd_job_allowlist* startable) const {
+    const std::string op = "elevated runner";
+    if (!startable || !startable->allows(helper_label))
+      return fail(errc::refused_by_policy, op, id(),
+                  "launchd job system/" + helper_label + " is not one this runner may start",
+                  "the runner program lists the helper jobs it may start (launchd_job_allowlist)");
     probe_report report{kind(), id(), {}};
     item_probe item;
     item.id = id();
     item.path = socket_path;
     item.desired = "privileged helper answering at " + socket_path;
-    auto connected = helper::detail::connect_helper(helper::client_options{socket_path, helper_timeout_ms});
-    if (connected) {
+    auto dir = helper::detail::open_trusted_dir(parent_path(socket_path), op);
+    if (!dir) return tl::unexpected(dir.error());
+    const std::string name = base_name(socket_path);
+    struct stat st {};
+    int down_errno = 0;
+    if (::fstatat(dir->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) return fail_errno(errno, op, socket_path);
+      down_errno = ENOENT;
+    } else if (!S_ISSOCK(st.st_mode)) {
+      // An error, not a conflict: the runner reports it as the step's failure.
+      return fail(errc::conflict, op, socket_path,
+                  std::string(S_ISLNK(st.st_mode) ? "a symlink (not followed)" : "a file that is not a socket") +
+                      " is at the helper's socket path; nothing was started");
+    } else {
+      // Only root can change entries of the verified directory: connecting by path is safe.
+      unique_fd probe(helper::detail::cloexec_socket(AF_UNIX, SOCK_STREAM));
+      if (!probe) return fail_errno(errno, op, socket_path);
+      const sockaddr_un addr = helper::detail::unix_address(socket_path);
+      int rc;
+      do rc = ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+      while (rc != 0 && errno == EINTR);
+      if (rc != 0 && errno != ECONNREFUSED) return fail_errno(errno, op, socket_path);
+      if (rc != 0) down_errno = ECONNREFUSED;
+    }
+    if (down_errno == 0) {
       item.state = item_state::matches;
       item.current = item.desired;
-    } else if (connected.error().is(errc::helper_not_installed) || connected.error().is(errc::helper_not_running)) {
-      item.state = item_state::absent;
-      item.current = connected.error().message();
-      item.needs_elevation = true;
-      item.elevation_reason = helper_elevation_reason(connected.error().is(errc::helper_not_installed) ? "not installed"
-                                                                                                     : "not running");
     } else {
-      item.state = item_state::conflict;
-      item.current = connected.error().message();
-      item.detail = connected.error().message();
+      item.state = item_state::absent;
+      item.current = helper::detail::dial_text(socket_path, down_errno);
+      item.needs_elevation = true;
+      item.elevation_reason = helper_elevation_reason(down_errno == ENOENT ? "not installed" : "not running");
     }
     report.items.push_back(item);
     return report;
@@ -369,6 +453,10 @@ struct PrivilegedPortBind {
         bootstrapped = true;
         kicked = sm->kickstart(domain, helper_label);
       }
+      if (!kicked && kicked.error().is_errno(ESRCH) && helper_plist.empty())
+        return fail(errc::helper_not_installed, op, socket_path,
+                    "launchd job system/" + helper_label + " is not loaded, and helper_plist is empty",
+                    "install the helper's job (a LaunchdPlist step), or set helper_plist to load it");
       if (!kicked) return tl::unexpected(kicked.error());
       if (kicked->skipped) return fail(errc::unavailable, op, socket_path, kicked->note);
       how = "started the privileged helper at " + socket_path + " (" + (bootstrapped ? "launchctl bootstrap, " : "") +
