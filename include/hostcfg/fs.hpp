@@ -36,6 +36,7 @@
 /// | `lock(a, path)` | `result<fs_lock>` | advisory, exclusive, leaves no file behind |
 /// | `exchange(a, path_a, path_b)` *(optional)* | `result<void>` | swaps two existing non-directories atomically; EINVAL/ENOSYS where unsupported (callers fall back to two renames) |
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <functional>
@@ -361,6 +362,27 @@ result<std::vector<std::string>> make_parents(Fs& fs, const actor& who, std::str
     made.push_back(current);
   }
   return made;
+}
+
+/// Removes directories a primitive made (`dirs`: one path per line, as its record lists them),
+/// deepest first whatever the order listed (a list merged over several runs), each only while
+/// empty. Absent is fine (recorded ahead, never made); anything else (not empty, say) stops: the
+/// directories above it are not empty either.
+template <class Fs>
+void remove_dirs_made(Fs& fs, const actor& who, std::string_view dirs) {
+  std::vector<std::string> list;
+  std::size_t pos = 0;
+  while (pos < dirs.size()) {
+    std::size_t end = dirs.find('\n', pos);
+    if (end == std::string_view::npos) end = dirs.size();
+    if (end > pos) list.emplace_back(dirs.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  std::stable_sort(list.begin(), list.end(), [](const std::string& a, const std::string& b) {
+    return std::count(a.begin(), a.end(), '/') > std::count(b.begin(), b.end(), '/');
+  });
+  for (const auto& dir : list)
+    if (auto gone = rmdir_durably(fs, who, dir); !gone && !gone.error().is_errno(ENOENT)) break;
 }
 
 /// Removes temp files a crashed run left beside `path` (`.<name>.hostcfg-*`, regular files owned

@@ -187,6 +187,72 @@ TEST_CASE("hosts entry: a conflict is reported and left alone; override disables
   CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
 }
 
+TEST_CASE("hosts entry: a crash after the write-ahead, before the write: the retry lists the disabled line once") {
+  const std::string hosts = "127.0.0.1 localhost\n10.0.0.9 kubernetes.docker.internal lab\n";
+  HostsEntry forced = docker_entry();
+  forced.override_conflicts = true;
+  // The operation that replaces /etc/hosts in a clean run (the write-ahead record comes before it).
+  std::size_t replace_at = 0;
+  {
+    MemoryFs fs = mac_tree(hosts);
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    fs.clear_log();
+    REQUIRE(converge(ctx, forced));
+    for (std::size_t i = 0; i < fs.op_log().size() && !replace_at; ++i)
+      if (fs.op_log()[i].op.rfind("replace_file", 0) == 0 && fs.op_log()[i].path == "/etc/hosts") replace_at = i + 1;
+  }
+  REQUIRE(replace_at > 1);
+  MemoryFs fs = mac_tree(hosts);
+  {
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    fs.clear_log();
+    fs.crash_after(replace_at - 1);  // dies just before its first step on /etc/hosts
+    (void)converge(ctx, forced);
+  }
+  MemoryFs rebooted = fs.after_crash(MemoryFs::crash_keep::all, 0);
+  REQUIRE(rebooted.file_bytes("/etc/hosts") == std::optional<std::string>(hosts));
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(rebooted, priv, app);
+  {
+    // The item written ahead is there, naming the line the write never disabled.
+    auto rec = parse_record(*rebooted.file_bytes(ctx.system_record.path), "r");
+    REQUIRE(rec);
+    REQUIRE(rec->find("hosts:/etc/hosts"));
+    CHECK(rec->find("hosts:/etc/hosts")->get("disabled") == "10.0.0.9 kubernetes.docker.internal lab\n");
+  }
+  auto again = converge(ctx, forced);
+  REQUIRE(again);
+  CHECK(again->ok());
+  auto rec = parse_record(*rebooted.file_bytes(ctx.system_record.path), "r");
+  REQUIRE(rec);
+  REQUIRE(rec->find("hosts:/etc/hosts"));
+  CHECK(rec->find("hosts:/etc/hosts")->get("disabled") == "10.0.0.9 kubernetes.docker.internal lab\n");
+  auto undone = uninstall(ctx, forced);
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK(undone->notes == std::vector<std::string>{});
+  CHECK(rebooted.file_bytes("/etc/hosts") == std::optional<std::string>(hosts));
+}
+
+TEST_CASE("hosts entry: disabled lines merge: a line listed ahead counts once, a tagged copy means it landed") {
+  const std::string line = "10.0.0.9 k8s.local";
+  const std::string tagged = "# [disabled by com.example.app] " + line;
+  const std::vector<hosts_disabled_line> now{{2, line, tagged}};
+  const std::string prefix = "# [disabled by com.example.app] ";
+  // Listed ahead by a crashed run, not in the file tagged: this edit is that one.
+  CHECK(detail::merged_disabled(line + "\n", now, "127.0.0.1 localhost\n" + line + "\n", prefix) == line + "\n");
+  // Listed and tagged in the file (it landed), and the user added the line again: a second copy.
+  CHECK(detail::merged_disabled(line + "\n", now, tagged + "\n" + line + "\n", prefix) == line + "\n" + line + "\n");
+  // Nothing listed before.
+  CHECK(detail::merged_disabled("", now, line + "\n", prefix) == line + "\n");
+  // Listed and still tagged, nothing new: kept.
+  CHECK(detail::merged_disabled(line + "\n", {}, tagged + "\n", prefix) == line + "\n");
+  // Listed ahead but never landed, and not disabled now (the user fixed the conflict): dropped.
+  CHECK(detail::merged_disabled(line + "\n", {}, "127.0.0.1 localhost\n", prefix) == "");
+}
+
 TEST_CASE("hosts entry: a CRLF file without a final newline gets CRLF lines and comes back exactly") {
   std::string hosts = "# windows\r\n127.0.0.1 localhost";
   MemoryFs fs = mac_tree(hosts);

@@ -27,6 +27,7 @@
 /// in containers) is rewritten in place only with `allow_in_place`.
 
 #include <cstddef>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -40,6 +41,33 @@
 #include "hostcfg/record.hpp"
 
 HOSTCFG_BEGIN_NAMESPACE
+
+namespace detail {
+
+/// The "disabled" field after an edit: the lines listed before that are still disabled (a
+/// tagged copy, `prefix` + line, is in `before`, the bytes the edit was made from), plus those
+/// this edit disabled. A run that crashed after writing its item ahead but before its write
+/// listed lines it never disabled: when this edit disables them, they are those, not new ones
+/// (listed twice, revert would look for a second copy); when it does not (the user fixed the
+/// conflict meanwhile), they are dropped, since revert could not restore them anyway.
+inline std::string merged_disabled(const std::string& listed, const std::vector<hosts_disabled_line>& now_disabled,
+                                   std::string_view before, const std::string& prefix) {
+  std::map<std::string, long> tagged;  // original line -> tagged copies in the file
+  for (const auto& l : split_lines(before))
+    if (!prefix.empty() && l.text.substr(0, prefix.size()) == prefix)
+      ++tagged[std::string(l.text.substr(prefix.size()))];
+  std::string out;
+  for (const auto& l : split_lines(listed)) {
+    long& copies = tagged[std::string(l.text)];
+    if (copies <= 0) continue;  // never landed (or the user removed it): nothing to restore
+    --copies;
+    out += std::string(l.text) + "\n";
+  }
+  for (const auto& d : now_disabled) out += d.original + "\n";
+  return out;
+}
+
+}  // namespace detail
 
 /// Names that must resolve to addresses through a hosts file. See the file comment.
 struct HostsEntry {
@@ -518,9 +546,8 @@ struct HostsEntry {
     if (!previous) item.fields["created"] = exists ? "0" : "1";
     item.fields["section"] = applied->record.section;
     if (applied->record.added_newline_before_section) item.fields["added_newline"] = "1";
-    std::string disabled = item.get("disabled");
-    for (const auto& d : applied->record.disabled) disabled += d.original + "\n";
-    item.fields["disabled"] = disabled;
+    item.fields["disabled"] =
+        detail::merged_disabled(item.get("disabled"), applied->record.disabled, bytes, disabled_line_prefix(ctx.app_id));
     item.fields["path"] = path;
     // Recorded before the write (context::record_ahead): a crash right after it cannot lose the
     // lines our section disabled. A revert that finds no section of ours has nothing to undo.

@@ -575,7 +575,15 @@ struct LaunchdPlist {
   template <class Ctx>
   result<void> undo_file(Ctx& ctx, const actor& who, const std::string& path, const record_item& mine,
                          const file_status* current) const {
-    if (mine.get("created") == "1") return current ? unlink_durably(ctx.fs, who, path) : result<void>{};
+    if (mine.get("created") == "1") {
+      if (current)
+        if (auto gone = unlink_durably(ctx.fs, who, path); !gone) return gone;
+      // The directories made for it, innermost first, while empty (a crash may have left a
+      // temp of its write there first).
+      remove_stale_temps(ctx.fs, who, path);
+      remove_dirs_made(ctx.fs, who, mine.get("dirs"));
+      return {};
+    }
     replace_options options;
     options.expected = current ? std::optional<file_status>(*current) : std::nullopt;
     auto original_mode = detail::original_mode_of(mine, path, "plist");
@@ -766,19 +774,52 @@ struct LaunchdPlist {
     // record for a change made with root rights (the user could have forged it).
     const record_item* previous = books.scope(c.needs_elevation).find(id());
     record_item item = previous ? *previous : record_item{id(), kind(), {}};
+    // Missing directories (an agent's ~/Library/LaunchAgents): recorded ahead of their mkdir in
+    // the item of the plist we will create, so a crash right after a mkdir cannot leave a
+    // directory no record names (revert removes them while empty).
+    auto planned = missing_parents(ctx.fs, who, parent_path(c.path));
+    if (!planned) return tl::unexpected(planned.error());
+    std::string dirs_field = item.get("dirs");
+    auto add_dirs = [&dirs_field](const std::vector<std::string>& dirs) {
+      for (const auto& d : dirs)
+        if (("\n" + dirs_field).find("\n" + d + "\n") == std::string::npos) dirs_field += d + "\n";
+    };
+    if (!planned->empty()) {
+      add_dirs(*planned);
+      record_item ahead = item;
+      ahead.fields.erase("pending");  // a new plist: an old self-revert's bootout is not this item's
+      if (!previous) ahead.fields["created"] = "1";  // no directory: the plist cannot exist yet
+      ahead.fields["written"] = xml;
+      ahead.fields["path"] = c.path;
+      ahead.fields["domain"] = domain(user).name();
+      ahead.fields["dirs"] = dirs_field;
+      if (auto noted = ctx.record_ahead(books, c.needs_elevation, {ahead}); !noted) return tl::unexpected(noted.error());
+    }
+    // A failure part-way keeps the item written ahead: it names what was made.
     auto made = make_parents(ctx.fs, who, parent_path(c.path), 0755);
     if (!made) return tl::unexpected(made.error());
+    add_dirs(*made);
+    if (!dirs_field.empty()) item.fields["dirs"] = dirs_field;
+    // Every early return from here on removes what this change made and withdraws its item.
+    auto give_up = [&](error e) -> result<replace_outcome> {
+      std::string made_now;
+      for (const auto& d : *made) made_now += d + "\n";
+      remove_dirs_made(ctx.fs, who, made_now);
+      ctx.withdraw_ahead(c.needs_elevation, id());
+      return tl::unexpected(std::move(e));
+    };
     // Serializes hostcfg writers of this plist (RELIABILITY F6) from the read of the job it
     // replaces to the rename; taken after make_parents, so the directory locked exists.
     auto held = lock_for_edit(ctx.fs, who, c.path);
-    if (!held) return tl::unexpected(held.error());
+    if (!held) return give_up(held.error());
     if (!previous) {
       item.fields["created"] = c.kind == change_kind::create ? "1" : "0";
       if (c.kind == change_kind::modify && c.expected) {
         auto original = ctx.fs.read_file(who, c.path, max_bytes);
-        if (!original) return tl::unexpected(original.error());
+        if (!original) return give_up(original.error());
         if (!same_version(original->status, *c.expected))
-          return fail(errc::changed_since_probe, "apply", c.path, "the plist changed since it was probed", "run again");
+          return give_up(
+              fail(errc::changed_since_probe, "apply", c.path, "the plist changed since it was probed", "run again").value());
         item.fields["original"] = original->bytes;
         item.fields["original_mode"] = std::to_string(original->status.mode);
       }
@@ -794,7 +835,7 @@ struct LaunchdPlist {
     item.fields["domain"] = domain(user).name();
     record_item ahead = item;
     if (previous && !was_written.empty() && was_written != xml) ahead.fields["was_written"] = was_written;
-    if (auto noted = ctx.record_ahead(books, c.needs_elevation, {ahead}); !noted) return tl::unexpected(noted.error());
+    if (auto noted = ctx.record_ahead(books, c.needs_elevation, {ahead}); !noted) return give_up(noted.error());
     replace_options options;
     options.expected = c.expected;
     options.expect_absent = c.kind == change_kind::create;
@@ -803,10 +844,7 @@ struct LaunchdPlist {
     options.uid = owner_uid(user);
     options.gid = owner_gid(user);
     auto written = ctx.replace_file(who, c.path, xml, options);
-    if (!written) {
-      ctx.withdraw_ahead(c.needs_elevation, id());  // a failed replace changed nothing
-      return tl::unexpected(written.error());
-    }
+    if (!written) return give_up(written.error());  // a failed replace changed nothing
     // An existing file keeps its owner and (when the bytes were already right) its mode: repair both.
     auto st = ctx.fs.lstat(who, c.path);
     if (!st) return tl::unexpected(st.error());

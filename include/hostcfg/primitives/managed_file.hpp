@@ -476,11 +476,7 @@ struct ManagedFile {
 
   template <class Ctx>
   static void remove_made_dirs(Ctx& ctx, const actor& who, const std::string& dirs) {
-    auto list = detail::lines_of(dirs);
-    for (auto it = list.rbegin(); it != list.rend(); ++it)
-      // Absent: recorded ahead but never made (a crash came first). Anything else (not
-      // empty, say): the directories outside it are not empty either.
-      if (auto gone = rmdir_durably(ctx.fs, who, *it); !gone && !gone.error().is_errno(ENOENT)) break;
+    remove_dirs_made(ctx.fs, who, dirs);
   }
 };
 

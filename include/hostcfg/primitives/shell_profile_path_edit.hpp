@@ -163,6 +163,12 @@ struct ShellProfilePathEdit {
       auto current = ctx.fs.read_file(who, file, max_bytes);
       if (!current) {
         if (current.error().is_errno(ENOENT)) {
+          // Directories made for a file we were creating (written ahead; a crash may have come
+          // before the file): removed while empty.
+          if (item.get("created") == "1") {
+            remove_stale_temps(ctx.fs, who, file);  // a crash between the temp and its rename
+            remove_made_dirs(ctx, who, item.get("dirs"));
+          }
           books.user.erase(item.id);
           report.events.push_back(event{item.id, event_kind::kept, file, "the file is gone; nothing to remove",
                                         std::nullopt, false});
@@ -399,24 +405,43 @@ struct ShellProfilePathEdit {
       }
     if (listed.empty()) return fail(errc::changed_since_probe, "apply", c.path, "the file choice changed", "run again");
     path_block_spec spec = spec_for(ctx.app_id, ctx.markers, user, d);
+    const record_item* previous = books.user.find(c.item_id);
     std::string dirs;
     if (!c.expected) {
-      // A new file: its directory must exist before it can be locked.
+      // A new file: its directory must exist before it can be locked. The directories are
+      // recorded ahead of their mkdir, in the item the new file will have, so a crash right
+      // after a mkdir cannot leave a directory no record names (revert removes them, empty).
+      auto planned = missing_parents(ctx.fs, who, parent_path(c.path));
+      if (!planned) return tl::unexpected(planned.error());
+      if (!planned->empty()) {
+        auto fresh = apply_profile_block(std::string(), spec);
+        if (!fresh) return tl::unexpected(fresh.error());
+        std::string planned_dirs;
+        for (const auto& m : *planned) planned_dirs += m + "\n";
+        record_item ahead = item_for(c, *fresh, previous, true, planned_dirs);
+        ahead.fields["pending"] = "1";
+        if (auto noted = ctx.record_ahead(books, false, {ahead}); !noted) return tl::unexpected(noted.error());
+      }
+      // A failure part-way keeps the item written ahead: it names what was made (ENOENT for the
+      // rest is nothing to a revert).
       auto made = make_parents(ctx.fs, who, parent_path(c.path), dir_mode);
       if (!made) return tl::unexpected(made.error());
       for (const auto& m : *made) dirs += m + "\n";
     }
-    auto held = lock_for_edit(ctx.fs, who, c.path);
-    if (!held) {
+    // Every early return from here on undoes what this change made and withdraws its item.
+    auto give_up = [&](error e) -> result<bool> {
       if (!dirs.empty()) remove_made_dirs(ctx, who, dirs);
-      return tl::unexpected(held.error());
-    }
+      ctx.withdraw_ahead(false, c.item_id);
+      return tl::unexpected(std::move(e));
+    };
+    auto held = lock_for_edit(ctx.fs, who, c.path);
+    if (!held) return give_up(held.error());
     // The bytes the edit is computed from are read under the lock, never taken from the probe.
     auto current = ctx.fs.read_file(who, c.path, max_bytes);
-    if (!current && !current.error().is_errno(ENOENT)) return tl::unexpected(current.error());
+    if (!current && !current.error().is_errno(ENOENT)) return give_up(current.error());
     if (!current && c.expected)
-      return fail(errc::changed_since_probe, "apply", c.path, "the file was removed since it was probed",
-                  "run again");
+      return give_up(fail(errc::changed_since_probe, "apply", c.path, "the file was removed since it was probed",
+                          "run again").value());
     std::optional<file_status> now = current ? std::optional<file_status>(current->status) : std::nullopt;
     if (now && (!c.expected || !same_version(*now, *c.expected))) {
       // Changed since the probe (another app's block added, an editor's save): decide again, as
@@ -424,50 +449,24 @@ struct ShellProfilePathEdit {
       // it while the lock is held, so a second look that sees another version is an editor.
       item_probe again = probe_file(ctx, books, user, who, profile_file{listed, d, false});
       if (again.path != c.path || !again.observed || !same_version(*again.observed, *now))
-        return fail(errc::changed_since_probe, "apply", c.path, "the file changed since it was probed",
-                    "run again; an editor may have saved it meanwhile");
+        return give_up(fail(errc::changed_since_probe, "apply", c.path, "the file changed since it was probed",
+                            "run again; an editor may have saved it meanwhile").value());
       if (again.state != item_state::absent && again.state != item_state::differs &&
           again.state != item_state::matches)
-        return fail(errc::changed_since_probe, "apply", c.path,
-                    "the file changed since it was probed and is now " + std::string(item_state_name(again.state)) +
-                        (again.detail.empty() ? std::string() : " (" + again.detail + ")"),
-                    "run again");
+        return give_up(fail(errc::changed_since_probe, "apply", c.path,
+                            "the file changed since it was probed and is now " +
+                                std::string(item_state_name(again.state)) +
+                                (again.detail.empty() ? std::string() : " (" + again.detail + ")"),
+                            "run again").value());
     }
     std::string bytes = current ? current->bytes : std::string();
     auto edit = apply_profile_block(bytes, spec);
     if (!edit) {
-      if (!dirs.empty()) remove_made_dirs(ctx, who, dirs);
       error e = edit.error();
       e.path = c.path;
-      return tl::unexpected(e);
+      return give_up(e);
     }
-    record_item item{c.item_id, kind(), {}};
-    const record_item* previous = books.user.find(c.item_id);
-    item.fields["file"] = c.path;
-    item.fields["dir"] = dir;
-    item.fields["block"] = edit->record.block;
-    item.fields["lead"] = edit->record.lead;
-    item.fields["previous"] = edit->record.previous;
-    item.fields["kind"] = edit->record.kind == profile_edit_record::kind_t::inserted   ? "inserted"
-                          : edit->record.kind == profile_edit_record::kind_t::replaced ? "replaced"
-                                                                                       : "unchanged";
-    item.fields["created"] = (!now || (previous && previous->get("created") == "1")) ? "1" : "0";
-    item.fields["dirs"] = (previous ? previous->get("dirs") : std::string()) + dirs;
-    const bool rewrites_ours =
-        edit->record.kind == profile_edit_record::kind_t::replaced && previous &&
-        (previous->get("block") == edit->record.previous ||
-         (previous->fields.count("was_block") != 0 && previous->get("was_block") == edit->record.previous));
-    // Recording a block that is already there (written ahead by a run that ended before its
-    // store): the undo data is the earlier item's.
-    const bool records_ours = edit->record.kind == profile_edit_record::kind_t::unchanged && previous &&
-                              previous->get("block") == edit->record.block;
-    if (rewrites_ours || records_ours) {
-      // Rewriting the block we recorded earlier: revert must still undo the first edit (remove
-      // an inserted block, or put back what the first edit replaced), so its undo data carries on.
-      item.fields["kind"] = previous->get("kind");
-      item.fields["lead"] = previous->get("lead");
-      item.fields["previous"] = previous->get("previous");
-    }
+    record_item item = item_for(c, *edit, previous, !now, dirs);
     // Recorded before the write (context::record_ahead): a crash right after it cannot lose the
     // block's undo data (what a replaced block was). A revert that finds no block drops the item.
     // `was_block`: our earlier block, which is what the file holds should the crash come first.
@@ -478,10 +477,7 @@ struct ShellProfilePathEdit {
       ahead.fields["was_block"] = unfinished ? previous->get("was_block") : previous->get("block");
     }
     if (edit->changed())
-      if (auto noted = ctx.record_ahead(books, false, {ahead}); !noted) {
-        if (!dirs.empty()) remove_made_dirs(ctx, who, dirs);
-        return tl::unexpected(noted.error());
-      }
+      if (auto noted = ctx.record_ahead(books, false, {ahead}); !noted) return give_up(noted.error());
     bool wrote = false;
     if (edit->changed()) {
       replace_options options;
@@ -507,14 +503,48 @@ struct ShellProfilePathEdit {
     return wrote;
   }
 
+  /// The record item for `edit` of `c`'s file: its block and undo data, whether hostcfg created
+  /// the file (`creates`, or an earlier item says so), and the directories made for it (the
+  /// earlier item's plus `made_dirs`).
+  record_item item_for(const change& c, const profile_edit& edit, const record_item* previous, bool creates,
+                       const std::string& made_dirs) const {
+    record_item item{c.item_id, kind(), {}};
+    item.fields["file"] = c.path;
+    item.fields["dir"] = dir;
+    item.fields["block"] = edit.record.block;
+    item.fields["lead"] = edit.record.lead;
+    item.fields["previous"] = edit.record.previous;
+    item.fields["kind"] = edit.record.kind == profile_edit_record::kind_t::inserted   ? "inserted"
+                          : edit.record.kind == profile_edit_record::kind_t::replaced ? "replaced"
+                                                                                      : "unchanged";
+    item.fields["created"] = (creates || (previous && previous->get("created") == "1")) ? "1" : "0";
+    // An item written ahead by a run that crashed may already list directories made now.
+    std::string dirs_field = previous ? previous->get("dirs") : std::string();
+    for (const auto& l : split_lines(made_dirs))
+      if (("\n" + dirs_field).find("\n" + std::string(l.text) + "\n") == std::string::npos)
+        dirs_field += std::string(l.text) + "\n";
+    item.fields["dirs"] = dirs_field;
+    const bool rewrites_ours =
+        edit.record.kind == profile_edit_record::kind_t::replaced && previous &&
+        (previous->get("block") == edit.record.previous ||
+         (previous->fields.count("was_block") != 0 && previous->get("was_block") == edit.record.previous));
+    // Recording a block that is already there (written ahead by a run that ended before its
+    // store): the undo data is the earlier item's.
+    const bool records_ours = edit.record.kind == profile_edit_record::kind_t::unchanged && previous &&
+                              previous->get("block") == edit.record.block;
+    if (rewrites_ours || records_ours) {
+      // Rewriting the block we recorded earlier: revert must still undo the first edit (remove
+      // an inserted block, or put back what the first edit replaced), so its undo data carries on.
+      item.fields["kind"] = previous->get("kind");
+      item.fields["lead"] = previous->get("lead");
+      item.fields["previous"] = previous->get("previous");
+    }
+    return item;
+  }
+
   template <class Ctx>
   static void remove_made_dirs(Ctx& ctx, const actor& who, const std::string& dirs) {
-    std::vector<std::string> list;
-    for (const auto& l : split_lines(dirs)) list.emplace_back(l.text);
-    for (auto it = list.rbegin(); it != list.rend(); ++it)
-      // Absent: recorded ahead but never made (a crash came first). Anything else (not
-      // empty, say): the directories outside it are not empty either.
-      if (auto gone = rmdir_durably(ctx.fs, who, *it); !gone && !gone.error().is_errno(ENOENT)) break;
+    remove_dirs_made(ctx.fs, who, dirs);
   }
 };
 
