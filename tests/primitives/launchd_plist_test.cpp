@@ -6,6 +6,7 @@
 #include <hostcfg/converge.hpp>
 #include <hostcfg/format/plist_xml.hpp>
 #include <hostcfg/primitives/launchd_plist.hpp>
+#include <hostcfg/testing/crash_sweep.hpp>
 
 #include <string>
 #include <vector>
@@ -809,7 +810,6 @@ TEST_CASE("an agent whose LaunchAgents directory hostcfg made: uninstall removes
   job.program_arguments = {"/Applications/Docker.app/Contents/MacOS/agent"};
   auto agent = fast(LaunchdPlist{job, LaunchdPlist::scope::agent});
   const auto original_tree = mac_tree().take_snapshot();  // no /Users/alice/Library at all
-  std::size_t total_ops = 0;
   {
     launchd_env_declining env;
     REQUIRE(converge(env.ctx, agent));
@@ -823,60 +823,23 @@ TEST_CASE("an agent whose LaunchAgents directory hostcfg made: uninstall removes
           "/Users/alice/Library\n/Users/alice/Library/LaunchAgents\n");
     REQUIRE(uninstall(env.ctx, agent));
     CHECK(MemoryFs::diff(original_tree, env.fs.take_snapshot()) == std::vector<std::string>{});
-    env.fs.clear_log();
-    REQUIRE(converge(env.ctx, agent));
-    total_ops = env.fs.op_count();
   }
-  REQUIRE(total_ops > 5);
-  std::size_t points = 0;
-  for (std::size_t k = 1; k <= total_ops; ++k) {
-    for (auto keep : {MemoryFs::crash_keep::none, MemoryFs::crash_keep::all, MemoryFs::crash_keep::random_subset}) {
-      MemoryFs fs = mac_tree();
-      {
-        ScriptedPrivilege priv(mac_user(), answer::declined);
-        context ctx(fs, priv, app);
-        FakeServiceManager fake;
-        any_service_manager sm(fake);
-        ctx.attach(sm);
-        fs.clear_log();
-        fs.crash_after(k);
-        (void)converge(ctx, agent);
-      }
-      MemoryFs rebooted = fs.after_crash(keep, k);
+  auto run = [&agent](bool undo) {
+    return [&agent, undo](MemoryFs& fs) -> result<converge_report> {
       ScriptedPrivilege priv(mac_user(), answer::declined);
-      context ctx(rebooted, priv, app);
-      FakeServiceManager fake;
+      context ctx(fs, priv, app);
+      FakeServiceManager fake;  // a fresh launchd: a reboot unloads the agent anyway
       any_service_manager sm(fake);
       ctx.attach(sm);
-      INFO("crash after operation " << k << " of " << total_ops);
-      // Straight to uninstall, and (on a copy) a converge first: both give the tree back.
-      MemoryFs reconverged = rebooted;
-      auto removed = uninstall(ctx, agent);
-      REQUIRE(removed);
-      // Not judged: temps of the interrupted run (the next converge's to clean) and the record's
-      // own directories (~/.local/state/hostcfg), which a crash before the first record write
-      // reaches durably leaves empty (README: Status).
-      auto left_of = [](const std::vector<std::string>& diff) {
-        std::vector<std::string> out;
-        for (const auto& line : diff)
-          if (line.find(".hostcfg-") == std::string::npos && line.find("/Users/alice/.local") == std::string::npos)
-            out.push_back(line);
-        return out;
-      };
-      std::vector<std::string> left = left_of(MemoryFs::diff(original_tree, rebooted.take_snapshot()));
-      std::string left_text;
-      for (const auto& l : left) left_text += l + "\n";
-      INFO("left after uninstall:\n" << left_text);
-      CHECK(left.empty());
-      context ctx3(reconverged, priv, app);
-      ctx3.attach(sm);
-      auto again = converge(ctx3, agent);
-      REQUIRE(again);
-      CHECK(again->ok());
-      REQUIRE(uninstall(ctx3, agent));
-      CHECK(left_of(MemoryFs::diff(original_tree, reconverged.take_snapshot())) == std::vector<std::string>{});
-      ++points;
-    }
-  }
-  MESSAGE("LaunchAgents crash-then-uninstall: " << total_ops << " operations, " << points << " points");
+      return undo ? uninstall(ctx, agent) : converge(ctx, agent);
+    };
+  };
+  testing::crash_sweep_options options;
+  // The record and its own directories (~/.local/state/hostcfg) are not judged (README: Status).
+  options.ignore = [](const std::string& path) { return path.rfind("/Users/alice/.local", 0) == 0; };
+  options.uninstall = run(true);
+  auto report = testing::crash_sweep("LaunchAgents agent, then uninstall", mac_tree(), run(false), options);
+  MESSAGE(report.text());
+  CHECK(report.ok());
+  CHECK(report.points > 100);
 }

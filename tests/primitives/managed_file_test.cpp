@@ -826,6 +826,30 @@ TEST_CASE("crash_sweep reports a flow that is not atomic, naming the point") {
   CHECK(torn.text().find("/etc/a is neither as before nor as after") != std::string::npos);
 }
 
+TEST_CASE("crash_sweep with an uninstall: one that gives the tree back passes, one that forgets a file is named") {
+  MemoryFs before = mac_tree();
+  const ManagedFile conf{"/etc/app.conf", "ours\n", 0644};
+  auto flow = [&conf](bool undo) {
+    return [&conf, undo](MemoryFs& fs) -> result<converge_report> {
+      ScriptedPrivilege priv(mac_user(), answer::granted);
+      context ctx(fs, priv, app);
+      return undo ? uninstall(ctx, conf) : converge(ctx, conf);
+    };
+  };
+  testing::crash_sweep_options options;
+  options.ignore = [](const std::string& path) { return path.rfind("/var/lib/hostcfg", 0) == 0; };  // the record
+  options.uninstall = flow(true);
+  auto report = testing::crash_sweep("ManagedFile, then uninstall", before, flow(false), options);
+  CHECK(report.ok());
+  INFO(report.text());
+  // An "uninstall" that does nothing leaves the file: named, with the point.
+  options.uninstall = [](MemoryFs&) -> result<converge_report> { return converge_report{}; };
+  auto forgetful = testing::crash_sweep("ManagedFile, then a forgetful uninstall", before, flow(false), options);
+  CHECK_FALSE(forgetful.ok());
+  CHECK(forgetful.text().find("re-run, uninstalled: after the uninstall, unlike before: ") != std::string::npos);
+  CHECK(forgetful.text().find("/etc/app.conf") != std::string::npos);
+}
+
 namespace {
 struct not_a_backend {};
 }  // namespace

@@ -5,6 +5,7 @@
 #include <hostcfg/backend/memory_fs.hpp>
 #include <hostcfg/converge.hpp>
 #include <hostcfg/primitives/shell_profile_path_edit.hpp>
+#include <hostcfg/testing/crash_sweep.hpp>
 
 #include <cstdio>
 
@@ -426,62 +427,31 @@ TEST_CASE("a new file in directories hostcfg must make: uninstall straight after
   auto user = alice("/opt/homebrew/bin/fish");
   user.xdg_config_home = "/Users/alice/xdg";
   ShellProfilePathEdit edit{docker_bin};
-  const MemoryFs original = mac_tree();
-  const auto original_tree = original.take_snapshot();
-  std::size_t total_ops = 0;
-  std::vector<std::string> made;
   {
     MemoryFs fs = mac_tree();
     ScriptedPrivilege priv(user, answer::declined);
     context ctx(fs, priv, app);
     fs.clear_log();
     REQUIRE(converge(ctx, edit));
-    total_ops = fs.op_count();
+    std::vector<std::string> made;
     for (const auto& op : fs.op_log())
       if (op.op == "mkdir" && op.path.rfind("/Users/alice/xdg", 0) == 0) made.push_back(op.path);
+    REQUIRE(made == std::vector<std::string>{"/Users/alice/xdg", "/Users/alice/xdg/fish", "/Users/alice/xdg/fish/conf.d"});
   }
-  REQUIRE(made == std::vector<std::string>{"/Users/alice/xdg", "/Users/alice/xdg/fish", "/Users/alice/xdg/fish/conf.d"});
-  std::size_t points = 0;
-  for (std::size_t k = 1; k <= total_ops; ++k) {
-    for (auto keep : {MemoryFs::crash_keep::none, MemoryFs::crash_keep::all, MemoryFs::crash_keep::random_subset}) {
-      MemoryFs fs = mac_tree();
+  auto run = [&](bool undo) {
+    return [&user, &edit, undo](MemoryFs& fs) -> result<converge_report> {
       ScriptedPrivilege priv(user, answer::declined);
       context ctx(fs, priv, app);
-      fs.clear_log();
-      fs.crash_after(k);
-      (void)converge(ctx, edit);
-      MemoryFs rebooted = fs.after_crash(keep, k);
-      MemoryFs reconverged = rebooted;
-      ScriptedPrivilege priv2(user, answer::declined);
-      context ctx2(rebooted, priv2, app);
-      auto removed = uninstall(ctx2, edit);
-      INFO("crash after operation " << k << " of " << total_ops);
-      REQUIRE(removed);
-      // Temps of the interrupted run are the next converge's to clean; everything else is back.
-      // Not judged: temps of the interrupted run (the next converge's to clean) and the record's
-      // own directories (~/.local/state/hostcfg), which a crash before the first record write
-      // reaches durably leaves empty (README: Status).
-      auto left_of = [](const std::vector<std::string>& diff) {
-        std::vector<std::string> out;
-        for (const auto& line : diff)
-          if (line.find(".hostcfg-") == std::string::npos && line.find("/Users/alice/.local") == std::string::npos)
-            out.push_back(line);
-        return out;
-      };
-      std::vector<std::string> left = left_of(MemoryFs::diff(original_tree, rebooted.take_snapshot()));
-      std::string left_text;
-      for (const auto& l : left) left_text += l + "\n";
-      INFO("left after uninstall:\n" << left_text);
-      CHECK(left.empty());
-      // A converge after the crash, then uninstall: the tree back exactly, temps included.
-      context ctx3(reconverged, priv2, app);
-      auto again = converge(ctx3, edit);
-      REQUIRE(again);
-      CHECK(again->ok());
-      REQUIRE(uninstall(ctx3, edit));
-      CHECK(left_of(MemoryFs::diff(original_tree, reconverged.take_snapshot())) == std::vector<std::string>{});
-      ++points;
-    }
-  }
-  MESSAGE("fish conf.d crash-then-uninstall: " << total_ops << " operations, " << points << " points");
+      return undo ? uninstall(ctx, edit) : converge(ctx, edit);
+    };
+  };
+  testing::crash_sweep_options options;
+  // The record and its own directories (~/.local/state/hostcfg) are not judged: a crash before
+  // the first record write is durable leaves those directories empty (README: Status).
+  options.ignore = [](const std::string& path) { return path.rfind("/Users/alice/.local", 0) == 0; };
+  options.uninstall = run(true);
+  auto report = testing::crash_sweep("fish conf.d, then uninstall", mac_tree(), run(false), options);
+  MESSAGE(report.text());
+  CHECK(report.ok());
+  CHECK(report.points > 100);
 }

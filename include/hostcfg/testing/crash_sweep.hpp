@@ -11,8 +11,9 @@
 /// and after each point it checks what hostcfg promises (RELIABILITY F1, F2, F12; promises 1, 9,
 /// 13): every object is wholly as before the run or as after the clean run (directories by type,
 /// mode and owner); a fault the run did not report cost nothing (the tree is the new one); a re-run
-/// converges to exactly the clean run's tree and leaves no temp file; and a third run makes no
-/// mutating operation. Problems are returned as text, one per failed check, naming the point, so it
+/// converges to exactly the clean run's tree and leaves no temp file; a third run makes no
+/// mutating operation; and, given your uninstall (`crash_sweep_options::uninstall`), an uninstall
+/// straight after the crash and one after the re-run each give back the tree from before. Problems are returned as text, one per failed check, naming the point, so it
 /// needs no test framework (hostcfg's tests assert `report.ok()` and print `report.text()`).
 ///
 ///     MemoryFs before = my_tree();
@@ -55,6 +56,11 @@ struct crash_sweep_options {
   /// Paths the tree checks skip (e.g. your records); temps (".<name>.hostcfg-*") are always
   /// judged on their own: allowed after a crash, never after the re-run.
   std::function<bool(const std::string&)> ignore;
+  /// Your uninstall of the same steps (`uninstall(ctx, ...)`). Set, each crash point is also
+  /// followed straight by an uninstall (no converge between), which must give back the tree
+  /// from before the run (temps aside: they are a later write's to clean), and the re-run by one
+  /// that must give it back exactly: undo data written ahead survives every crash.
+  std::function<result<converge_report>(MemoryFs&)> uninstall;
 };
 
 /// What `crash_sweep` found.
@@ -161,6 +167,24 @@ void check_rerun(Run& run, MemoryFs& fs, const MemoryFs::snapshot& new_tree, con
     problems.push_back(where + ": a third run made " + std::to_string(fs.mutating_ops()) + " mutating operations");
 }
 
+// `o.uninstall` over `fs` gives back `old_tree` (temps allowed only when `temps_ok`).
+inline void check_uninstall(MemoryFs& fs, const MemoryFs::snapshot& old_tree, const crash_sweep_options& o,
+                            bool temps_ok, const std::string& where, std::vector<std::string>& problems) {
+  auto undo = o.uninstall;
+  result<converge_report> undone = tl::unexpected(error{});
+  std::string thrown;
+  if (!run_safely(undo, fs, undone, thrown)) {
+    problems.push_back(where + ": the uninstall threw " + thrown);
+    return;
+  }
+  if (!undone) {
+    problems.push_back(where + ": the uninstall failed: " + undone.error().message());
+    return;
+  }
+  for (const auto& line : MemoryFs::diff(filtered(old_tree, o), filtered(fs.take_snapshot(), o)))
+    if (!temps_ok || !is_temp_name(line)) problems.push_back(where + ": after the uninstall, unlike before: " + line);
+}
+
 }  // namespace detail
 
 /// Sweeps `run` over copies of `before` at every operation index (see the file comment).
@@ -199,7 +223,12 @@ crash_sweep_report crash_sweep(std::string name, const MemoryFs& before, Run run
       if (!detail::run_safely(run, fs, r, thrown)) report.problems.push_back(where + ": the run threw " + thrown);
       MemoryFs rebooted = fs.after_crash(keep, seed);
       detail::check_old_or_new(old_tree, new_tree, rebooted.take_snapshot(), o, where, report.problems);
+      if (o.uninstall) {
+        MemoryFs straight = rebooted;
+        detail::check_uninstall(straight, old_tree, o, true, where + ", uninstalled at once", report.problems);
+      }
       detail::check_rerun(run, rebooted, new_tree, o, where, report.problems);
+      if (o.uninstall) detail::check_uninstall(rebooted, old_tree, o, false, where + ", re-run, uninstalled", report.problems);
       ++report.points;
     };
     crash(MemoryFs::crash_keep::none, 0, "keeping no unsynced change");
@@ -226,6 +255,7 @@ crash_sweep_report crash_sweep(std::string name, const MemoryFs& before, Run run
           if (!detail::is_temp_name(line)) report.problems.push_back(where + ": an unreported fault left: " + line);
       }
       detail::check_rerun(run, fs, new_tree, o, where, report.problems);
+      if (o.uninstall) detail::check_uninstall(fs, old_tree, o, false, where + ", re-run, uninstalled", report.problems);
       ++report.points;
     }
   }
