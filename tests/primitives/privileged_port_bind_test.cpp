@@ -286,6 +286,15 @@ struct launchd_with_helper {
 
 const char* label = "com.example.porthelper";
 
+/// TCP 127.0.0.1:`port` through the helper at `socket` only (this machine may let anyone bind
+/// low ports), started as launchd job `label`.
+PrivilegedPortBind through_helper(const std::string& socket, std::uint16_t port) {
+  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", port, socket};
+  web.helper_only = true;
+  web.helper_label = label;
+  return web;
+}
+
 // A user process that cannot elevate in process: the elevated part goes to the runner, which
 // here runs in process as RootFor(user) with the fake launchd attached, through the
 // record-format payload and reply, as the one-shot runner does over a pipe.
@@ -326,9 +335,7 @@ TEST_CASE("helper down: the plan is 'start the helper' (elevated) then 'bind thr
   MemoryFs fs = tree();
   ScriptedPrivilege priv(user(), answer::declined);
   context ctx(fs, priv, app);
-  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
-  web.helper_only = true;
-  web.helper_label = label;
+  PrivilegedPortBind web = through_helper(dir.socket(), 80);
   auto probed = web.probe(ctx, ledgers{});
   REQUIRE(probed);
   const plan p = web.make_plan(*probed);
@@ -352,9 +359,7 @@ TEST_CASE("granted in process: the context's service manager kickstarts the help
   ScriptedPrivilege priv(user(), answer::granted);
   context ctx(fs, priv, app);
   ctx.attach(launchd.sm);
-  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", free_port(717), dir.socket()};
-  web.helper_only = true;
-  web.helper_label = label;
+  PrivilegedPortBind web = through_helper(dir.socket(), free_port(717));
   auto report = converge(ctx, web);
   REQUIRE(report);
   CHECK(report->ok());
@@ -383,9 +388,7 @@ TEST_CASE("a helper job that is not loaded is bootstrapped from helper_plist fir
     ScriptedPrivilege priv(user(), answer::granted);
     context ctx(fs, priv, app);
     ctx.attach(launchd.sm);
-    PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", free_port(716), dir.socket()};
-    web.helper_only = true;
-    web.helper_label = label;
+    PrivilegedPortBind web = through_helper(dir.socket(), free_port(716));
     auto report = converge(ctx, web);
     REQUIRE(report);
     CHECK_FALSE(report->ok());
@@ -403,9 +406,7 @@ TEST_CASE("a helper job that is not loaded is bootstrapped from helper_plist fir
   ScriptedPrivilege priv(user(), answer::granted);
   context ctx(fs, priv, app);
   ctx.attach(launchd.sm);
-  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", free_port(716), dir.socket()};
-  web.helper_only = true;
-  web.helper_label = label;
+  PrivilegedPortBind web = through_helper(dir.socket(), free_port(716));
   web.helper_plist = "/Library/LaunchDaemons/com.example.porthelper.plist";
   auto report = converge(ctx, web);
   REQUIRE(report);
@@ -426,9 +427,7 @@ TEST_CASE("a started helper that never answers: one failed event after start_wai
   ScriptedPrivilege priv(user(), answer::granted);
   context ctx(fs, priv, app);
   ctx.attach(sm);
-  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
-  web.helper_only = true;
-  web.helper_label = label;
+  PrivilegedPortBind web = through_helper(dir.socket(), 80);
   web.start_wait_ms = 200;
   auto report = converge(ctx, web);
   REQUIRE(report);
@@ -520,9 +519,7 @@ TEST_CASE("hand-off: the runner starts the helper as root through launchd; the u
   MemoryFs fs = tree();
   HandoffPrivilege priv{user(), &launchd.sm, answer::granted, {}, {}};
   context ctx(fs, priv, app);
-  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", free_port(715), dir.socket()};
-  web.helper_only = true;
-  web.helper_label = label;
+  PrivilegedPortBind web = through_helper(dir.socket(), free_port(715));
   auto report = converge(ctx, web);
   REQUIRE(report);
   CHECK(report->ok());
@@ -562,9 +559,7 @@ TEST_CASE("hand-off declined: the seed's message, nothing started; a runner aske
   MemoryFs fs = tree();
   HandoffPrivilege priv{user(), &launchd.sm, answer::declined, {}, {}};
   context ctx(fs, priv, app);
-  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
-  web.helper_only = true;
-  web.helper_label = label;
+  PrivilegedPortBind web = through_helper(dir.socket(), 80);
   auto report = converge(ctx, web);
   REQUIRE(report);
   CHECK(launchd.fake.count("kickstart") == 0);
@@ -605,9 +600,7 @@ TEST_CASE("a dry run plans the start and the bind but starts and binds nothing")
   ctx.attach(sm);
   ctx.policy.dry_run = true;
   ctx.policy.dry_run_answer = answer::granted;
-  PrivilegedPortBind web{helper::transport::tcp, "127.0.0.1", 80, dir.socket()};
-  web.helper_only = true;
-  web.helper_label = label;
+  PrivilegedPortBind web = through_helper(dir.socket(), 80);
   auto report = converge(ctx, web);
   REQUIRE(report);
   CHECK(fake.count("kickstart") == 0);
