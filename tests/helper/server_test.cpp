@@ -1418,6 +1418,54 @@ TEST_CASE("under loopback_or_any a wildcard bind is served on exactly the wildca
   CHECK(srv.count(log_kind::bound) == 3);
 }
 
+TEST_CASE("through the helper, 'cannot assign address' and 'port in use' replies keep apart, in the seed's shape") {
+  // The real helper's allowlist admits only loopback and wildcard addresses, which every machine
+  // has, so "cannot assign address" is scripted here: a fake helper gives each status.
+  if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
+  root_dir dir;
+  const std::string path = dir / "fake.sock";
+  unique_fd listening(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const sockaddr_un addr = helper::detail::unix_address(path);
+  REQUIRE(::bind(listening.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(listening.get(), 4) == 0);
+  auto fake_helper = [&](reply_status status) {
+    unique_fd conn(::accept4(listening.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    char in[64];
+    (void)::recv(conn.get(), in, 12, MSG_WAITALL);  // hello
+    reply hello;
+    hello.type = frame_type::hello_reply;
+    raw_send(conn.get(), encode_reply(hello));
+    (void)::recv(conn.get(), in, 32, MSG_WAITALL);  // bind
+    reply answer;
+    answer.status = status;
+    raw_send(conn.get(), encode_reply(answer));
+  };
+  const bind_request req = req_of("127.0.0.1", 80);
+  struct row {
+    reply_status status;
+    int err;
+    std::string reason;
+    std::string hint;
+  };
+  const row rows[] = {
+      {reply_status::cannot_assign_address, EADDRNOTAVAIL, "bind: cannot assign requested address",
+       "127.0.0.1 is not an address of this machine; use 127.0.0.1 or an address it has"},
+      {reply_status::port_in_use, EADDRINUSE, "bind: address already in use",
+       "another program uses TCP port 80 on 127.0.0.1; stop it or choose another port"},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(status_name(r.status));
+    std::thread helper_side(fake_helper, r.status);
+    auto got = request_bind(client_options{path, 3000}, req);
+    helper_side.join();
+    REQUIRE_FALSE(got);
+    CHECK(got.error().is_errno(r.err));
+    CHECK(got.error().message() ==
+          "Ports are not available: exposing port TCP 127.0.0.1:80 -> 0.0.0.0:0: listen tcp 127.0.0.1:80 through the "
+          "privileged helper at " + path + ": " + r.reason + " [" + r.hint + "]");
+  }
+}
+
 TEST_CASE("the client refuses a reply with more than one fd or truncated control data, and keeps none of them") {
   if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
   root_dir dir;

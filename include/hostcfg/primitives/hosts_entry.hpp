@@ -52,11 +52,20 @@ namespace detail {
 /// conflict meanwhile), they are dropped, since revert could not restore them anyway.
 inline std::string merged_disabled(const std::string& listed, const std::vector<hosts_disabled_line>& now_disabled,
                                    std::string_view before, const std::string& prefix) {
-  std::map<std::string, long> tagged;  // original line -> tagged copies in the file
-  for (const auto& l : split_lines(before))
-    if (!prefix.empty() && l.text.substr(0, prefix.size()) == prefix)
-      ++tagged[std::string(l.text.substr(prefix.size()))];
   std::string out;
+  if (listed.empty() || prefix.empty()) {  // the common case: no line disabled before
+    for (const auto& d : now_disabled) out += d.original + "\n";
+    return out;
+  }
+  // Tagged lines only (found by their prefix: no pass over every line of a 100k-line file).
+  std::map<std::string, long> tagged;  // original line -> tagged copies in the file
+  for (std::size_t at = before.find(prefix); at != std::string_view::npos; at = before.find(prefix, at + 1)) {
+    if (at != 0 && before[at - 1] != '\n' && before[at - 1] != '\r') continue;  // not at a line start
+    const std::size_t start = at + prefix.size();
+    std::size_t end = before.find_first_of("\r\n", start);
+    if (end == std::string_view::npos) end = before.size();
+    ++tagged[std::string(before.substr(start, end - start))];
+  }
   for (const auto& l : split_lines(listed)) {
     long& copies = tagged[std::string(l.text)];
     if (copies <= 0) continue;  // never landed (or the user removed it): nothing to restore
