@@ -13,7 +13,8 @@
 /// mode and owner); a fault the run did not report cost nothing (the tree is the new one); a re-run
 /// converges to exactly the clean run's tree and leaves no temp file; a third run makes no
 /// mutating operation; and, given your uninstall (`crash_sweep_options::uninstall`), an uninstall
-/// straight after the crash and one after the re-run each give back the tree from before. Problems are returned as text, one per failed check, naming the point, so it
+/// straight after the crash or fault and one after the re-run each finish and give back the tree
+/// from before. Problems are returned as text, one per failed check, naming the point, so it
 /// needs no test framework (hostcfg's tests assert `report.ok()` and print `report.text()`).
 ///
 ///     MemoryFs before = my_tree();
@@ -56,10 +57,11 @@ struct crash_sweep_options {
   /// Paths the tree checks skip (e.g. your records); temps (".<name>.hostcfg-*") are always
   /// judged on their own: allowed after a crash, never after the re-run.
   std::function<bool(const std::string&)> ignore;
-  /// Your uninstall of the same steps (`uninstall(ctx, ...)`). Set, each crash point is also
-  /// followed straight by an uninstall (no converge between), which must give back the tree
-  /// from before the run (temps aside: they are a later write's to clean), and the re-run by one
-  /// that must give it back exactly: undo data written ahead survives every crash.
+  /// Your uninstall of the same steps (`uninstall(ctx, ...)`). Set, each crash or fault point is
+  /// also followed straight by an uninstall (no converge between), which must finish (no failed
+  /// or skipped step) and give back the tree from before the run (temps aside: they are a later
+  /// write's to clean), and a converged re-run by one that must give it back exactly: undo data
+  /// written ahead survives every crash and every failure.
   std::function<result<converge_report>(MemoryFs&)> uninstall;
 };
 
@@ -133,47 +135,48 @@ bool run_safely(Run& run, MemoryFs& fs, result<converge_report>& out, std::strin
 
 // A re-run over `fs` converges to `new_tree` with no temp left; then, with `third`, a further run
 // makes no mutating operation.
+// Returns whether the re-run converged (the uninstall check after it is meaningful only then).
 template <class Run>
-void check_rerun(Run& run, MemoryFs& fs, const MemoryFs::snapshot& new_tree, const crash_sweep_options& o,
+bool check_rerun(Run& run, MemoryFs& fs, const MemoryFs::snapshot& new_tree, const crash_sweep_options& o,
                  const std::string& where, std::vector<std::string>& problems) {
   result<converge_report> again = tl::unexpected(error{});
   std::string thrown;
   if (!run_safely(run, fs, again, thrown)) {
     problems.push_back(where + ": the re-run threw " + thrown);
-    return;
+    return false;
   }
   if (!again) {
     problems.push_back(where + ": the re-run failed: " + again.error().message());
-    return;
+    return false;
   }
-  if (!again->ok() || !again->out_of_sync.empty())
-    problems.push_back(where + ": the re-run did not converge:\n" + again->render_text());
+  const bool converged = again->ok() && again->out_of_sync.empty();
+  if (!converged) problems.push_back(where + ": the re-run did not converge:\n" + again->render_text());
   auto now = fs.take_snapshot();
   for (const auto& entry : now.entries)
     if (is_temp_name(entry.first)) problems.push_back(where + ": a temp is left after the re-run: " + entry.first);
   for (const auto& line : MemoryFs::diff(filtered(new_tree, o), filtered(now, o)))
     problems.push_back(where + ": after the re-run, unlike a clean run: " + line);
-  if (!o.third_run) return;
+  if (!o.third_run) return converged;
   fs.clear_log();
   result<converge_report> third = tl::unexpected(error{});
   if (!run_safely(run, fs, third, thrown)) {
     problems.push_back(where + ": the third run threw " + thrown);
-    return;
+    return false;
   }
   if (!third || !third->ok() || !third->out_of_sync.empty())
     problems.push_back(where + ": the third run did not stay in sync" +
                        (third ? ":\n" + third->render_text() : ": " + third.error().message()));
   if (fs.mutating_ops() != 0)
     problems.push_back(where + ": a third run made " + std::to_string(fs.mutating_ops()) + " mutating operations");
+  return converged;
 }
 
 // `o.uninstall` over `fs` gives back `old_tree` (temps allowed only when `temps_ok`).
 inline void check_uninstall(MemoryFs& fs, const MemoryFs::snapshot& old_tree, const crash_sweep_options& o,
                             bool temps_ok, const std::string& where, std::vector<std::string>& problems) {
-  auto undo = o.uninstall;
   result<converge_report> undone = tl::unexpected(error{});
   std::string thrown;
-  if (!run_safely(undo, fs, undone, thrown)) {
+  if (!run_safely(o.uninstall, fs, undone, thrown)) {
     problems.push_back(where + ": the uninstall threw " + thrown);
     return;
   }
@@ -181,6 +184,10 @@ inline void check_uninstall(MemoryFs& fs, const MemoryFs::snapshot& old_tree, co
     problems.push_back(where + ": the uninstall failed: " + undone.error().message());
     return;
   }
+  // Reported as a failure (a step failed or was skipped) even when the files look right: a user
+  // running it would get the error, and the records are usually not compared.
+  if (!undone->ok() || !undone->out_of_sync.empty())
+    problems.push_back(where + ": the uninstall did not finish:\n" + undone->render_text());
   for (const auto& line : MemoryFs::diff(filtered(old_tree, o), filtered(fs.take_snapshot(), o)))
     if (!temps_ok || !is_temp_name(line)) problems.push_back(where + ": after the uninstall, unlike before: " + line);
 }
@@ -227,8 +234,9 @@ crash_sweep_report crash_sweep(std::string name, const MemoryFs& before, Run run
         MemoryFs straight = rebooted;
         detail::check_uninstall(straight, old_tree, o, true, where + ", uninstalled at once", report.problems);
       }
-      detail::check_rerun(run, rebooted, new_tree, o, where, report.problems);
-      if (o.uninstall) detail::check_uninstall(rebooted, old_tree, o, false, where + ", re-run, uninstalled", report.problems);
+      const bool converged = detail::check_rerun(run, rebooted, new_tree, o, where, report.problems);
+      if (o.uninstall && converged)
+        detail::check_uninstall(rebooted, old_tree, o, false, where + ", re-run, uninstalled", report.problems);
       ++report.points;
     };
     crash(MemoryFs::crash_keep::none, 0, "keeping no unsynced change");
@@ -244,6 +252,11 @@ crash_sweep_report crash_sweep(std::string name, const MemoryFs& before, Run run
       result<converge_report> r = tl::unexpected(error{});
       if (!detail::run_safely(run, fs, r, thrown)) report.problems.push_back(where + ": the run threw " + thrown);
       fs.disarm();
+      if (o.uninstall) {
+        // The only points where a change can be withdrawn (a failed write-ahead, a failed replace).
+        MemoryFs straight = fs;
+        detail::check_uninstall(straight, old_tree, o, true, where + ", uninstalled at once", report.problems);
+      }
       auto now = fs.take_snapshot();
       detail::check_old_or_new(old_tree, new_tree, now, o, where, report.problems);
       // Notes the clean run has too (a standing conflict, say) do not report this fault.
@@ -254,8 +267,9 @@ crash_sweep_report crash_sweep(std::string name, const MemoryFs& before, Run run
         for (const auto& line : MemoryFs::diff(detail::filtered(new_tree, o), detail::filtered(now, o)))
           if (!detail::is_temp_name(line)) report.problems.push_back(where + ": an unreported fault left: " + line);
       }
-      detail::check_rerun(run, fs, new_tree, o, where, report.problems);
-      if (o.uninstall) detail::check_uninstall(fs, old_tree, o, false, where + ", re-run, uninstalled", report.problems);
+      const bool converged = detail::check_rerun(run, fs, new_tree, o, where, report.problems);
+      if (o.uninstall && converged)
+        detail::check_uninstall(fs, old_tree, o, false, where + ", re-run, uninstalled", report.problems);
       ++report.points;
     }
   }
