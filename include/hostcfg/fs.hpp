@@ -364,6 +364,13 @@ result<std::vector<std::string>> make_parents(Fs& fs, const actor& who, std::str
   return made;
 }
 
+/// Adds to `dirs` (one path per line, as a record lists the directories a primitive made) each
+/// of `made` not listed yet: an item written ahead by a run that crashed may already name them.
+inline void list_dirs_made(std::string& dirs, const std::vector<std::string>& made) {
+  for (const auto& d : made)
+    if (("\n" + dirs).find("\n" + d + "\n") == std::string::npos) dirs += d + "\n";
+}
+
 /// Removes directories a primitive made (`dirs`: one path per line, as its record lists them),
 /// deepest first whatever the order listed (a list merged over several runs), each only while
 /// empty. Absent is fine (recorded ahead, never made); anything else (not empty, say) stops: the

@@ -1418,24 +1418,39 @@ TEST_CASE("under loopback_or_any a wildcard bind is served on exactly the wildca
   CHECK(srv.count(log_kind::bound) == 3);
 }
 
+namespace {
+// A UNIX socket listening at `path`, for a fake helper scripted by the test.
+unique_fd listen_as_fake_helper(const std::string& path) {
+  unique_fd listening(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const sockaddr_un addr = helper::detail::unix_address(path);
+  REQUIRE(::bind(listening.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(listening.get(), 4) == 0);
+  return listening;
+}
+
+// The fake helper's side of one exchange up to its reply: accepts, reads the hello, answers it,
+// reads the bind request; the test then sends the reply it scripts.
+unique_fd accept_bind_request(int listening) {
+  unique_fd conn(::accept4(listening, nullptr, nullptr, SOCK_CLOEXEC));
+  char in[64];
+  (void)::recv(conn.get(), in, 12, MSG_WAITALL);  // hello
+  reply hello;
+  hello.type = frame_type::hello_reply;
+  raw_send(conn.get(), encode_reply(hello));
+  (void)::recv(conn.get(), in, 32, MSG_WAITALL);  // bind
+  return conn;
+}
+}  // namespace
+
 TEST_CASE("through the helper, 'cannot assign address' and 'port in use' replies keep apart, in the seed's shape") {
   // The real helper's allowlist admits only loopback and wildcard addresses, which every machine
   // has, so "cannot assign address" is scripted here: a fake helper gives each status.
   if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
   root_dir dir;
   const std::string path = dir / "fake.sock";
-  unique_fd listening(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  const sockaddr_un addr = helper::detail::unix_address(path);
-  REQUIRE(::bind(listening.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::listen(listening.get(), 4) == 0);
+  unique_fd listening = listen_as_fake_helper(path);
   auto fake_helper = [&](reply_status status) {
-    unique_fd conn(::accept4(listening.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    char in[64];
-    (void)::recv(conn.get(), in, 12, MSG_WAITALL);  // hello
-    reply hello;
-    hello.type = frame_type::hello_reply;
-    raw_send(conn.get(), encode_reply(hello));
-    (void)::recv(conn.get(), in, 32, MSG_WAITALL);  // bind
+    unique_fd conn = accept_bind_request(listening.get());
     reply answer;
     answer.status = status;
     raw_send(conn.get(), encode_reply(answer));
@@ -1470,20 +1485,11 @@ TEST_CASE("the client refuses a reply with more than one fd or truncated control
   if (!can_run()) { HOSTCFG_SKIP("needs root"); return; }
   root_dir dir;
   const std::string path = dir / "fake.sock";
-  unique_fd listening(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  const sockaddr_un addr = helper::detail::unix_address(path);
-  REQUIRE(::bind(listening.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::listen(listening.get(), 4) == 0);
+  unique_fd listening = listen_as_fake_helper(path);
   // A fake helper: answers the handshake, reads the request, then replies "ok, fd attached" with
   // `extra` descriptors in one SCM_RIGHTS message.
   auto fake_helper = [&](int extra) {
-    unique_fd conn(::accept4(listening.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    char in[64];
-    (void)::recv(conn.get(), in, 12, MSG_WAITALL);  // hello
-    reply hello;
-    hello.type = frame_type::hello_reply;
-    raw_send(conn.get(), encode_reply(hello));
-    (void)::recv(conn.get(), in, 32, MSG_WAITALL);  // bind
+    unique_fd conn = accept_bind_request(listening.get());
     std::vector<int> fds;
     for (int i = 0; i < extra; ++i) fds.push_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     reply ok;

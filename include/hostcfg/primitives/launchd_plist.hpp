@@ -780,12 +780,8 @@ struct LaunchdPlist {
     auto planned = missing_parents(ctx.fs, who, parent_path(c.path));
     if (!planned) return tl::unexpected(planned.error());
     std::string dirs_field = item.get("dirs");
-    auto add_dirs = [&dirs_field](const std::vector<std::string>& dirs) {
-      for (const auto& d : dirs)
-        if (("\n" + dirs_field).find("\n" + d + "\n") == std::string::npos) dirs_field += d + "\n";
-    };
     if (!planned->empty()) {
-      add_dirs(*planned);
+      list_dirs_made(dirs_field, *planned);
       record_item ahead = item;
       ahead.fields.erase("pending");  // a new plist: an old self-revert's bootout is not this item's
       if (!previous) ahead.fields["created"] = "1";  // no directory: the plist cannot exist yet
@@ -798,7 +794,7 @@ struct LaunchdPlist {
     // A failure part-way keeps the item written ahead: it names what was made.
     auto made = make_parents(ctx.fs, who, parent_path(c.path), 0755);
     if (!made) return tl::unexpected(made.error());
-    add_dirs(*made);
+    list_dirs_made(dirs_field, *made);
     if (!dirs_field.empty()) item.fields["dirs"] = dirs_field;
     // Every early return from here on removes what this change made and withdraws its item.
     auto give_up = [&](error e) -> result<replace_outcome> {

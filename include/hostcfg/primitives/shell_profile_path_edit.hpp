@@ -518,11 +518,10 @@ struct ShellProfilePathEdit {
                           : edit.record.kind == profile_edit_record::kind_t::replaced ? "replaced"
                                                                                       : "unchanged";
     item.fields["created"] = (creates || (previous && previous->get("created") == "1")) ? "1" : "0";
-    // An item written ahead by a run that crashed may already list directories made now.
     std::string dirs_field = previous ? previous->get("dirs") : std::string();
-    for (const auto& l : split_lines(made_dirs))
-      if (("\n" + dirs_field).find("\n" + std::string(l.text) + "\n") == std::string::npos)
-        dirs_field += std::string(l.text) + "\n";
+    std::vector<std::string> made;
+    for (const auto& l : split_lines(made_dirs)) made.emplace_back(l.text);
+    list_dirs_made(dirs_field, made);
     item.fields["dirs"] = dirs_field;
     const bool rewrites_ours =
         edit.record.kind == profile_edit_record::kind_t::replaced && previous &&
