@@ -33,7 +33,7 @@
 /// | `lchown(a, path, uid, gid)` | `result<void>` | never follows; EPERM for non-root giving away |
 /// | `get_flags(a, path)` | `result<file_flags>` | immutable / append-only; never cleared by hostcfg |
 /// | `list_dir(a, path)` | `result<std::vector<std::string>>` | names, sorted, without `.`/`..` |
-/// | `lock(a, path)` | `result<fs_lock>` | advisory, exclusive, leaves no file behind |
+/// | `lock(a, path)` | `result<fs_lock>` | advisory, exclusive, leaves no file behind; a second lock of a held object waits for its release (a backend that cannot wait, like single-threaded MemoryFs: EWOULDBLOCK) |
 /// | `exchange(a, path_a, path_b)` *(optional)* | `result<void>` | swaps two existing non-directories atomically; EINVAL/ENOSYS where unsupported (callers fall back to two renames) |
 
 #include <algorithm>

@@ -69,7 +69,7 @@ struct real_tree {
   hostcfg_test::root_scratch_dir top_dir{"hostcfg-conformance"};
   std::string top = top_dir.path;
   std::string shm;
-  std::string full, ro, mount_file, immutable, other_dev;
+  std::string full, no_inodes, ro, mount_file, immutable, other_dev;
   std::vector<std::string> why;
   std::vector<std::string> mounts;
 
@@ -90,6 +90,24 @@ struct real_tree {
       full = f;
     } else {
       why.push_back(std::string("mount -t tmpfs -o size=64k failed: ") + std::strerror(errno) + " (no ENOSPC case)");
+    }
+    // A tmpfs of 16 inodes holding `f`, filled with empty files until the next create fails.
+    std::string n = dir("noinodes");
+    if (::mount("tmpfs", n.c_str(), "tmpfs", 0, "size=64k,nr_inodes=16,mode=0755") == 0) {
+      mounts.push_back(n);
+      write_raw(n + "/f", "old\n");
+      int made = 0;
+      for (;; ++made) {
+        const int fd = ::open((n + "/fill-" + std::to_string(made)).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0) break;
+        ::close(fd);
+      }
+      if (errno == ENOSPC && made < 100)
+        no_inodes = n;
+      else
+        why.push_back(std::string("filling a tmpfs of 16 inodes ended with ") + std::strerror(errno) + " (no no-inode ENOSPC cases)");
+    } else {
+      why.push_back(std::string("mount -t tmpfs -o nr_inodes=16 failed: ") + std::strerror(errno) + " (no no-inode ENOSPC cases)");
     }
     std::string r = dir("ro");
     if (::mount("tmpfs", r.c_str(), "tmpfs", 0, "size=64k,mode=0755") == 0) {
@@ -154,6 +172,7 @@ struct real_tree {
     s.user = actor{nobody, nobody, {}};
     s.backend_name = name;
     s.full_dir = full;
+    s.no_inodes_dir = no_inodes;
     s.read_only_dir = ro;
     s.mount_point_file = mount_file;
     s.immutable_file = immutable;
@@ -177,6 +196,12 @@ MemoryFs memory_tree(const std::string& top) {
   fs.set_mount_point(top + "/mnt/hosts");
   fs.add_file(top + "/imm/f", "locked\n");
   fs.set_flags(top + "/imm/f", file_flags{true, false});
+  fs.add_file(top + "/noinodes/f", "old\n");
+  fs.set_device(top + "/noinodes", 3);
+  fs.set_inode_limit(3, 2);  // the directory and f: full
+  fs.add_dir(top + "/full", 0755, 0, 0);
+  fs.set_device(top + "/full", 4);
+  fs.set_space_limit(4, 64 * 1024);  // as the 64 KiB tmpfs of the real tree
   return fs;
 }
 
@@ -188,6 +213,8 @@ conformance_setup memory_setup(const std::string& top, const std::string& name) 
   s.other_device_dir = top + "/other";
   s.mount_point_file = top + "/mnt/hosts";
   s.immutable_file = top + "/imm/f";
+  s.no_inodes_dir = top + "/noinodes";
+  s.full_dir = top + "/full";
   return s;
 }
 
@@ -274,9 +301,9 @@ TEST_CASE("a drifting fake is caught: every deviation is reported at once, reada
   CHECK(all.find("has mode 0755, expected 0775") != std::string::npos);
   CHECK(all.find("list_dir: a regular file gives ENOTDIR [root]: expected ENOTDIR, got ENOENT") != std::string::npos);
   CHECK(all.find("list_dir: a final link to a directory is not followed (ENOTDIR) [root]") != std::string::npos);
-  // No capability given: EXDEV (2: rename, exchange), EBUSY (2), ENOSPC (1), EROFS (9) and
-  // immutable (4) cases skip.
-  CHECK(report.skipped.size() == 18);
+  // No capability given: EXDEV (2: rename, exchange), EBUSY (2), ENOSPC (1 full, 5 no inode),
+  // EROFS (9) and immutable (4) cases skip.
+  CHECK(report.skipped.size() == 23);
   CHECK(report.text().find("skipped rename: across devices gives EXDEV [root]: no other_device_dir (EXDEV)") !=
         std::string::npos);
   CHECK(report.text().find("drifting fake: ") == 0);
@@ -285,8 +312,8 @@ TEST_CASE("a drifting fake is caught: every deviation is reported at once, reada
 TEST_CASE("MemoryFs conforms") {
   MemoryFs fs = memory_tree("/t");
   auto report = run_conformance(fs, memory_setup("/t", "MemoryFs"));
-  expect_conformant(report, case_count() - 10);
-  CHECK(report.skipped.size() == 10);  // ENOSPC x1 and EROFS x9: a MemoryFs has no full or read-only fs
+  expect_conformant(report, case_count() - 9);
+  CHECK(report.skipped.size() == 9);  // EROFS x9: a MemoryFs has no read-only fs (ENOSPC: set_*_limit)
 }
 
 TEST_CASE("MemoryFs without set_posix_rules differs from PosixFs exactly in PosixFs's own refusals") {
@@ -310,8 +337,10 @@ TEST_CASE("OverlayFs over MemoryFs conforms, and the lower layer is untouched") 
   fs.set_posix_rules();
   conformance_setup setup = memory_setup("/t", "OverlayFs<MemoryFs>");
   setup.mount_point_file.clear();  // the overlay does not know the lower's mount points (documented)
+  setup.no_inodes_dir.clear();     // nor its inode and space limits: it writes to memory
+  setup.full_dir.clear();
   auto report = run_conformance(fs, setup);
-  expect_conformant(report, case_count() - 12);
+  expect_conformant(report, case_count() - 17);
   CHECK(MemoryFs::diff(before, lower.take_snapshot()).empty());
   CHECK(fs.changes().size() > 500);  // every case's tree, in the overlay only
 }
@@ -320,7 +349,7 @@ TEST_CASE("RootedFs over MemoryFs conforms") {
   MemoryFs inner = memory_tree("/sandbox");
   RootedFs<MemoryFs> fs(inner, "/sandbox");
   auto report = run_conformance(fs, memory_setup("", "RootedFs<MemoryFs>"));
-  expect_conformant_but(report, case_count() - 10, rooted_known_deviation);
+  expect_conformant_but(report, case_count() - 9, rooted_known_deviation);
   CHECK(inner.status_of("/sandbox/base/shared/file"));
   CHECK_FALSE(inner.status_of("/base"));
 }
@@ -372,6 +401,7 @@ TEST_CASE("RootedFs over PosixFs conforms") {
   setup.backend_name = "RootedFs<PosixFs>";
   auto inside = [&](const std::string& real) { return real.empty() ? real : real.substr(tree.top.size()); };
   setup.full_dir = inside(tree.full);
+  setup.no_inodes_dir = inside(tree.no_inodes);
   setup.read_only_dir = inside(tree.ro);
   setup.mount_point_file = inside(tree.mount_file);
   setup.immutable_file = inside(tree.immutable);
@@ -389,9 +419,10 @@ TEST_CASE("OverlayFs over PosixFs conforms and writes nothing to the disk") {
   fs.set_posix_rules();  // a dry run must refuse what the real run would
   conformance_setup setup = tree.setup(base, "OverlayFs<PosixFs>");
   setup.full_dir.clear();          // the overlay writes to memory: no ENOSPC ...
+  setup.no_inodes_dir.clear();
   setup.read_only_dir.clear();     // ... and no EROFS
   setup.mount_point_file.clear();  // and it does not know the lower's mount points (documented)
   auto report = run_conformance(fs, setup);
-  expect_conformant(report, case_count() - 12);
+  expect_conformant(report, case_count() - 17);
   CHECK(std::filesystem::is_empty(base));
 }

@@ -316,6 +316,30 @@ TEST_CASE("rename across set_device mounts gives EXDEV; objects made below repor
   CHECK(errno_of(fs.rename(root, "/Volumes/External", "/Volumes/Other")) == EBUSY);  // a mount root
 }
 
+TEST_CASE("a full device: no free inode or no free space gives ENOSPC, leaves no temp, and frees up as files go") {
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/Volumes/Small", 0755, 0, 0);
+  fs.set_device("/Volumes/Small", 7);
+  fs.add_file("/Volumes/Small/a", "12345678", 0644, 0, 0);
+  fs.set_inode_limit(7, 3);      // the directory, a, and one more
+  fs.set_space_limit(7, 12);     // 8 bytes used, 4 free
+  replace_options new_file;
+  new_file.mode = 0644;
+  auto big = fs.replace_file(root, "/Volumes/Small/b", "too many bytes", new_file);
+  REQUIRE(!big);
+  CHECK(big.error().is_errno(ENOSPC));
+  CHECK_FALSE(has_temp(fs));
+  REQUIRE(fs.replace_file(root, "/Volumes/Small/b", "1234", new_file));  // exactly the space left
+  CHECK(errno_of(fs.mkdir(root, "/Volumes/Small/d", 0755)) == ENOSPC);   // 3 objects: no inode left
+  CHECK(errno_of(fs.symlink(root, "a", "/Volumes/Small/l")) == ENOSPC);
+  CHECK(errno_of(fs.replace_file(root, "/Volumes/Small/a", "x", replace_options{})) == ENOSPC);  // its temp
+  CHECK(fs.file_bytes("/Volumes/Small/a") == std::string("12345678"));
+  CHECK(fs.mkdir(root, "/Users/alice/elsewhere", 0755));  // other devices are not limited
+  REQUIRE(fs.unlink(root, "/Volumes/Small/b"));
+  CHECK(fs.symlink(root, "a", "/Volumes/Small/l"));  // an inode came free
+  CHECK_FALSE(has_temp(fs));
+}
+
 TEST_CASE("a bind-mounted /etc/hosts: replace gives EBUSY unless the in-place fallback is allowed") {
   MemoryFs fs = mac_tree();
   fs.set_mount_point("/private/etc/hosts");

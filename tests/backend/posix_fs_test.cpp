@@ -17,6 +17,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -29,7 +30,8 @@
 #include <vector>
 
 #include "support/real_fs.hpp"
-#include "support/syscall_faults.hpp"
+#include <hostcfg/testing/posix_sweep.hpp>
+#include <hostcfg/testing/syscall_faults.hpp>
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -426,7 +428,7 @@ TEST_CASE("an xattr that cannot be copied refuses the replace, naming the attrib
     HOSTCFG_SKIP("user xattrs unsupported under /var/lib/hostcfg-tests");
     return;
   }
-  hostcfg_test::syscall_faults faults;
+  hostcfg::testing::syscall_faults faults;
   PosixFs fs(faults.table());
   faults.disarm();
   REQUIRE(fs.replace_file(root_actor, d / "f", "mid\n", replace_options{}));
@@ -434,7 +436,7 @@ TEST_CASE("an xattr that cannot be copied refuses the replace, naming the attrib
   for (std::size_t i = 0; i < faults.log().size(); ++i)
     if (faults.log()[i] == "fsetxattr") setxattr_at = i;
   REQUIRE(setxattr_at > 0);
-  faults.arm(hostcfg_test::fault_mode::fail_once, setxattr_at, ENOTSUP);
+  faults.arm(hostcfg::testing::fault_mode::fail_once, setxattr_at, ENOTSUP);
   auto done = fs.replace_file(root_actor, d / "f", "new\n", replace_options{});
   REQUIRE(!done);
   CHECK(done.error().is(errc::unsupported));
@@ -806,7 +808,7 @@ TEST_CASE("a bind-mounted target: EBUSY names the option; with it, the file is r
 
 TEST_CASE("a no-op replace issues zero mutating syscalls and leaves inode, mtime and ctime alone") {
   scratch d;
-  hostcfg_test::syscall_faults faults;
+  hostcfg::testing::syscall_faults faults;
   PosixFs fs(faults.table());
   write_raw(d / "f", "same\n");
   auto before = lstat_raw(d / "f");
@@ -830,7 +832,7 @@ TEST_CASE("a no-op replace issues zero mutating syscalls and leaves inode, mtime
 
 TEST_CASE("fsync failure abandons the temp; a directory fsync failure is reported as not durable") {
   scratch d;
-  hostcfg_test::syscall_faults faults;
+  hostcfg::testing::syscall_faults faults;
   PosixFs fs(faults.table());
   write_raw(d / "f", "old\n");
   // Find the fsync calls of a clean run.
@@ -841,7 +843,7 @@ TEST_CASE("fsync failure abandons the temp; a directory fsync failure is reporte
     if (faults.log()[i] == "fsync") fsyncs.push_back(i);
   REQUIRE(fsyncs.size() == 2);
   write_raw(d / "f", "old\n");
-  faults.arm(hostcfg_test::fault_mode::fail_once, fsyncs[0]);
+  faults.arm(hostcfg::testing::fault_mode::fail_once, fsyncs[0]);
   auto failed = fs.replace_file(root_actor, d / "f", "new\n", replace_options{});
   REQUIRE(!failed);
   CHECK(failed.error().is_errno(EIO));
@@ -852,7 +854,7 @@ TEST_CASE("fsync failure abandons the temp; a directory fsync failure is reporte
   for (const auto& name : faults.log()) fsync_count += name == "fsync";
   CHECK(fsync_count == 1);  // never retried
 
-  faults.arm(hostcfg_test::fault_mode::fail_once, fsyncs[1]);
+  faults.arm(hostcfg::testing::fault_mode::fail_once, fsyncs[1]);
   auto not_durable = fs.replace_file(root_actor, d / "f", "new\n", replace_options{});
   REQUIRE(not_durable);
   CHECK(not_durable->changed);
@@ -862,14 +864,14 @@ TEST_CASE("fsync failure abandons the temp; a directory fsync failure is reporte
 
 TEST_CASE("a link replaced whose directory fsync fails is in place and reported as not durable, as MemoryFs does") {
   scratch d;
-  hostcfg_test::syscall_faults faults;
+  hostcfg::testing::syscall_faults faults;
   PosixFs fs(faults.table());
   REQUIRE(fs.replace_symlink(root_actor, "/old", d / "l", std::nullopt));
   std::size_t fsync_at = 0;
   for (std::size_t i = 0; i < faults.log().size(); ++i)
     if (faults.log()[i] == "fsync") fsync_at = i;
   REQUIRE(faults.log()[fsync_at] == "fsync");
-  faults.arm(hostcfg_test::fault_mode::fail_once, fsync_at);
+  faults.arm(hostcfg::testing::fault_mode::fail_once, fsync_at);
   auto linked = fs.replace_symlink(root_actor, "/new", d / "l", std::nullopt);
   REQUIRE_FALSE(linked);
   CHECK(linked.error().is(errc::not_durable));
@@ -918,7 +920,7 @@ std::size_t sweep(const sweep_scenario& sc) {
   replace_options opts;
   opts.mode = 0640;
   if (is_root()) opts.uid = opts.gid = nobody;
-  hostcfg_test::syscall_faults faults;
+  hostcfg::testing::syscall_faults faults;
   PosixFs faulty(faults.table());
   PosixFs real;
 
@@ -932,16 +934,16 @@ std::size_t sweep(const sweep_scenario& sc) {
   MESSAGE(std::string(sc.name) << ": replace sequence (" << steps << " calls): " << sequence);
 
   std::size_t points = 0;
-  for (auto mode : {hostcfg_test::fault_mode::fail_once, hostcfg_test::fault_mode::fail_persistent,
-                    hostcfg_test::fault_mode::crash}) {
+  for (auto mode : {hostcfg::testing::fault_mode::fail_once, hostcfg::testing::fault_mode::fail_persistent,
+                    hostcfg::testing::fault_mode::crash}) {
     for (std::size_t k = 0; k < steps; ++k) {
       std::string scenario = sc.name;
-      std::string mode_name = hostcfg_test::fault_mode_name(mode);
+      std::string mode_name = hostcfg::testing::fault_mode_name(mode);
       CAPTURE(scenario);
       CAPTURE(mode_name);
       CAPTURE(k);
       make_old();
-      faults.arm(mode, k, mode == hostcfg_test::fault_mode::fail_persistent ? ENOSPC : EIO);
+      faults.arm(mode, k, mode == hostcfg::testing::fault_mode::fail_persistent ? ENOSPC : EIO);
       auto r = faulty.replace_file(root_actor, path, sc.new_bytes, opts);
       std::string call = k < faults.log().size() ? faults.log()[k] : "?";
       CAPTURE(call);
@@ -1044,7 +1046,7 @@ TEST_CASE("strace -f shows a no-op replace makes no mutating syscall") {
 namespace {
 
 /// How many calls of each kind the table saw since its last reset.
-std::size_t count_of(const hostcfg_test::syscall_faults& sys, const char* name) {
+std::size_t count_of(const hostcfg::testing::syscall_faults& sys, const char* name) {
   std::size_t n = 0;
   for (const auto& call : sys.log()) n += call == name ? 1 : 0;
   return n;
@@ -1058,7 +1060,7 @@ TEST_CASE("walk_cache: within a scope a verified directory is opened once; witho
   REQUIRE(::mkdir((d / "a/b").c_str(), 0755) == 0);
   write_raw(d / "a/b/f1", "one\n");
   write_raw(d / "a/b/f2", "two\n");
-  hostcfg_test::syscall_faults sys;
+  hostcfg::testing::syscall_faults sys;
   PosixFs fs(sys.table());
   REQUIRE(fs.lstat(root_actor, d / "a/b/f1"));  // settles openat2 vs openat before counting
   // "/" and every directory component above the file.
@@ -1115,7 +1117,7 @@ TEST_CASE("walk_cache: within a scope a verified directory is opened once; witho
 
 TEST_CASE("walk_cache: rename, rmdir and unlink through the fs drop the cached entries at and below the path") {
   scratch d;
-  hostcfg_test::syscall_faults sys;
+  hostcfg::testing::syscall_faults sys;
   PosixFs fs(sys.table());
   REQUIRE(::mkdir((d / "sub").c_str(), 0755) == 0);
   REQUIRE(::mkdir((d / "sub/inner").c_str(), 0755) == 0);
@@ -1220,7 +1222,7 @@ TEST_CASE("walk_cache: a cached directory swapped for a symlink afterwards is ne
 TEST_CASE("walk_cache: fds verified for one identity or rule never serve another") {
   if (!is_root()) { HOSTCFG_SKIP("needs root to act as nobody"); return; }
   scratch d;
-  hostcfg_test::syscall_faults sys;
+  hostcfg::testing::syscall_faults sys;
   PosixFs fs(sys.table());
   // root can reach private/pub/file; nobody cannot pass private (0700), though pub is 0777.
   REQUIRE(::mkdir((d / "private").c_str(), 0700) == 0);
@@ -1297,4 +1299,124 @@ TEST_CASE("walk_cache: every cached fd is closed when the last scope ends, even 
   CHECK(hostcfg_test::open_fd_count() > baseline);  // the PosixFs is gone; the scope still holds the fds
   survivor.reset();
   CHECK(hostcfg_test::open_fd_count() == baseline);
+}
+
+// ---------------------------------------------------------------- posix_sweep (hostcfg/testing)
+
+namespace {
+
+/// Two files in a root-owned scratch tree, "old\n" each, for the posix_sweep tests below.
+struct two_files {
+  scratch d{hostcfg_test::scratch_disk::tmpfs_first};
+  std::string a = d / "etc/a";
+  std::string b = d / "etc/b";
+  void reset() const {
+    std::error_code ec;
+    std::filesystem::remove_all(d / "etc", ec);
+    REQUIRE(::mkdir((d / "etc").c_str(), 0755) == 0);
+    write_raw(a, "old\n");
+    write_raw(b, "old\n");
+  }
+  /// `bytes` into a file the atomic way, as a converge would.
+  static result<replace_outcome> put(PosixFs& fs, const std::string& path, const std::string& bytes) {
+    replace_options o;
+    o.mode = 0644;
+    return fs.replace_file(root_actor, path, bytes, o);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("posix_sweep: two atomic replaces pass at every call; an unlink-then-create is named with its call") {
+  if (!is_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox"); return; }
+  two_files t;
+  std::vector<testing::sweep_phase> phases;
+  testing::posix_sweep_options options;
+  options.invariant = [&](testing::sweep_phase phase) {
+    phases.push_back(phase);
+    return std::vector<std::string>{};
+  };
+  auto atomic = testing::posix_sweep(
+      "two replaces", t.d.path, [&] { t.reset(); },
+      [&](const syscall_table& calls) -> result<converge_report> {
+        PosixFs fs(calls);
+        for (const auto* path : {&t.a, &t.b})
+          if (auto r = two_files::put(fs, *path, "new\n"); !r) return tl::unexpected(r.error());
+        return converge_report{};
+      },
+      options);
+  INFO(atomic.text());
+  CHECK(atomic.ok());
+  CHECK(atomic.syscalls > 20);
+  CHECK(atomic.indices == atomic.syscalls);  // every call by default
+  CHECK(atomic.points == 3 * atomic.syscalls);
+  // Most faults fail a replace and are returned; the others (a failed close, a failed directory
+  // fsync after the rename...) must have cost nothing, which the harness checked.
+  CHECK(atomic.reported > atomic.points / 2);
+  CHECK(atomic.reported < atomic.points);
+  // The invariant saw the clean run, then a faulty run and a re-run per point, and no uninstall.
+  CHECK(phases.size() == 1 + 2 * atomic.points);
+  CHECK(std::count(phases.begin(), phases.end(), testing::sweep_phase::after_uninstall) == 0);
+
+  auto torn = testing::posix_sweep("unlink, then create", t.d.path, [&] { t.reset(); },
+                                   [&](const syscall_table& calls) -> result<converge_report> {
+                                     PosixFs fs(calls);
+                                     if (auto gone = fs.unlink(root_actor, t.a); !gone)
+                                       return tl::unexpected(gone.error());
+                                     if (auto r = two_files::put(fs, t.a, "new\n"); !r)
+                                       return tl::unexpected(r.error());
+                                     return converge_report{};
+                                   });
+  CHECK_FALSE(torn.ok());
+  CHECK(torn.text().find("crash: /etc/a is neither as before nor as after") != std::string::npos);
+}
+
+TEST_CASE("posix_sweep: a fault swallowed by the flow is named when it cost something") {
+  if (!is_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox"); return; }
+  two_files t;
+  testing::posix_sweep_options options;
+  options.crash = false;
+  options.fail_persistent = false;
+  options.third_run = false;
+  auto report = testing::posix_sweep("second replace ignored", t.d.path, [&] { t.reset(); },
+                                     [&](const syscall_table& calls) -> result<converge_report> {
+                                       PosixFs fs(calls);
+                                       if (auto r = two_files::put(fs, t.a, "new\n"); !r)
+                                         return tl::unexpected(r.error());
+                                       (void)two_files::put(fs, t.b, "new\n");  // the bug: result dropped
+                                       return converge_report{};
+                                     },
+                                     options);
+  CHECK_FALSE(report.ok());
+  CHECK(report.points == report.syscalls);
+  CHECK(report.text().find("failing once: an unreported fault left: changed /etc/b") != std::string::npos);
+}
+
+TEST_CASE("posix_sweep with an uninstall: one that gives the tree back passes, a forgetful one is named") {
+  if (!is_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox"); return; }
+  two_files t;
+  auto flow = [&](const std::string& bytes) {
+    return [&t, bytes](const syscall_table& calls) -> result<converge_report> {
+      PosixFs fs(calls);
+      if (auto r = two_files::put(fs, t.a, bytes); !r) return tl::unexpected(r.error());
+      return converge_report{};
+    };
+  };
+  std::size_t uninstalls = 0;
+  testing::posix_sweep_options options;
+  options.uninstall = flow("old\n");  // gives "old\n" back: the before tree
+  options.invariant = [&](testing::sweep_phase phase) {
+    if (phase == testing::sweep_phase::after_uninstall) ++uninstalls;
+    return std::vector<std::string>{};
+  };
+  auto report = testing::posix_sweep("replace, then uninstall", t.d.path, [&] { t.reset(); }, flow("new\n"), options);
+  INFO(report.text());
+  CHECK(report.ok());
+  CHECK(uninstalls == 2 * report.points);  // after each re-run, and straight after each fault
+  options.uninstall = [](const syscall_table&) -> result<converge_report> { return converge_report{}; };
+  auto forgetful = testing::posix_sweep("replace, then a forgetful uninstall", t.d.path, [&] { t.reset(); },
+                                        flow("new\n"), options);
+  CHECK_FALSE(forgetful.ok());
+  CHECK(forgetful.text().find("re-run, uninstalled: after the uninstall, unlike before: ") != std::string::npos);
+  CHECK(forgetful.text().find("/etc/a") != std::string::npos);
 }

@@ -14,7 +14,7 @@
 
 #include "hostcfg/backend/posix_fs.hpp"
 #include "support/real_fs.hpp"
-#include "support/syscall_faults.hpp"
+#include <hostcfg/testing/syscall_faults.hpp>
 #include "support/test_support.hpp"
 
 using namespace hostcfg;
@@ -170,7 +170,7 @@ TEST_CASE("RootedFs errors name the caller's paths") {
 
 TEST_CASE("RootedFs over a faulty PosixFs passes errors through with caller paths") {
   sandbox s;
-  hostcfg_test::syscall_faults faults;
+  hostcfg::testing::syscall_faults faults;
   PosixFs posix(faults.table());
   RootedFs<PosixFs> fs(posix, s.root);
   replace_options opts;
@@ -182,7 +182,7 @@ TEST_CASE("RootedFs over a faulty PosixFs passes errors through with caller path
   for (std::size_t i = 0; i < faults.log().size(); ++i)
     if (faults.log()[i] == "renameat") rename_at = i;
   REQUIRE(rename_at > 0);
-  faults.arm(hostcfg_test::fault_mode::fail_once, rename_at, ENOSPC);
+  faults.arm(hostcfg::testing::fault_mode::fail_once, rename_at, ENOSPC);
   auto failed = fs.replace_file(root_actor, "/f", "two2", opts);
   REQUIRE(!failed);
   CHECK(failed.error().is_errno(ENOSPC));

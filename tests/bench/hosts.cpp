@@ -21,7 +21,7 @@
 
 #include "bench/bench_support.hpp"
 #include "hostcfg/hostcfg.hpp"
-#include "support/syscall_faults.hpp"
+#include <hostcfg/testing/syscall_faults.hpp>
 
 // ---- a counting global allocator: live bytes and their peak ----
 namespace {
@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
   user.name = "root";
   user.home = scratch + "/home";
   user.shell = "/bin/sh";
-  hostcfg_test::syscall_faults counter;
+  hostcfg::testing::syscall_faults counter;
   PosixFs fs(counter.table());
   RootFor priv(user);
   context ctx(fs, priv, "com.docker.desktop");

@@ -1,7 +1,7 @@
 // Benchmark (1) of issue 10: a no-op converge of a Docker-Desktop-sized configuration (20 CLI
 // links, 2 hosts entries, 1 shell profile, 2 launchd plists) on PosixFs in a scratch tree on the
 // real disk. Every system call PosixFs makes goes through a counting syscall table
-// (tests/support/syscall_faults.hpp), so the counts are exact for PosixFs; calls the process makes
+// (<hostcfg/testing/syscall_faults.hpp>), so the counts are exact for PosixFs; calls the process makes
 // around it (setfsuid, getuid) are not in the table and not counted (run-benchmarks adds
 // `strace -c -f` for the whole process).
 //
@@ -25,7 +25,7 @@
 
 #include "bench/bench_support.hpp"
 #include "hostcfg/hostcfg.hpp"
-#include "support/syscall_faults.hpp"
+#include <hostcfg/testing/syscall_faults.hpp>
 
 namespace {
 
@@ -176,7 +176,7 @@ void print_report_problems(const converge_report& r) {
 int main(int argc, char** argv) {
   std::string root = hb::make_scratch("noop");
   docker_desktop_config config(root);
-  hostcfg_test::syscall_faults counter;
+  hostcfg::testing::syscall_faults counter;
   PosixFs posix(counter.table());
   counting_fs<PosixFs> fs(posix);
   RootFor priv(config.user);

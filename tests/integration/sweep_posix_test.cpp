@@ -1,18 +1,20 @@
 // PosixFs crash and I/O-error sweeps through the injectable syscall table (the real syscall
-// sequence, not a model of it): RootedFs<PosixFs> over a root-owned 0755 dir under /var/lib/hostcfg-tests, a
+// sequence, not a model of it), with the library's harness (hostcfg/testing/posix_sweep.hpp):
+// RootedFs<PosixFs> over a root-owned 0755 dir under /dev/shm or /var/lib/hostcfg-tests, a
 // converge of ManagedFile (a root-owned file taken over + a file created as the user "nobody"),
-// of HostsEntry, and of the whole seed flow (those, the vmnetd LaunchdPlist with a fake launchd,
-// the CLI links into /usr/local/bin), with syscall k failing once (EIO), persistently (ENOSPC: that syscall and
-// every later call of it) and a crash (every call from k fails, so no cleanup runs; the disk
-// keeps what was done). After each point: /etc/hosts and the config are wholly old or new with
-// their owner, mode and link count, the records parse, and a re-run with the real table converges
-// with no temp left. RELIABILITY F1, F2, F3, F12; promises 1, 9, 13.
+// of HostsEntry, of the whole seed flow (those, the vmnetd LaunchdPlist with a fake launchd, the
+// CLI links into /usr/local/bin), and of ShellProfilePathEdit + ProtectedFile with their
+// uninstall; syscall k failing once (EIO), persistently (ENOSPC: that syscall and every later
+// call of it) and a crash (every call from k fails, so no cleanup runs; the disk keeps what was
+// done). After each point every object below the sandbox is wholly old or new (bytes, owner,
+// mode, link count), the records parse, and a re-run with the real calls converges to the clean
+// run's tree with no temp left. RELIABILITY F1, F2, F3, F12; promises 1, 9, 13.
 //
-// Cost: a converge here is ~1000+ syscalls (every operation walks the trusted path from "/"),
-// and each point rebuilds the tree and runs two converges. The default sweep takes every index
-// whose syscall changes the disk (write, fsync, renameat, unlinkat, mkdirat, fchown, fchmod,
-// fsetxattr, openat/openat2 with O_CREAT...) plus evenly spaced read-only indices, so one
-// executable stays near 10 s in a Debug build; HOSTCFG_SWEEP_FULL=1 sweeps every index.
+// Cost: every operation walks the trusted path from "/", so a converge is 200 to 1000 syscalls,
+// and each point rebuilds the tree and runs three converges. ManagedFile, the small primitive, is
+// swept at every call index; the longer flows at every index whose syscall changes the disk plus
+// 20 evenly spaced read-only ones, so one executable stays near 20 s in a Debug build;
+// HOSTCFG_SWEEP_FULL=1 sweeps every index of every flow.
 #include "integration/sweep_support.hpp"
 
 #include <hostcfg/backend/posix_fs.hpp>
@@ -30,7 +32,7 @@
 #include <set>
 
 #include "support/real_fs.hpp"
-#include "support/syscall_faults.hpp"
+#include <hostcfg/testing/posix_sweep.hpp>
 
 using namespace hostcfg;
 using sweep::stock_hosts;
@@ -111,8 +113,6 @@ struct posix_box {
   }
 };
 
-const char* plist_path = "/Library/LaunchDaemons/com.docker.vmnetd.plist";
-
 /// One converge: `seed` is the whole seed flow (files, hosts, the vmnetd plist with a fake
 /// launchd that outlives the installer, the CLI links), else the files and/or the hosts entry.
 template <class Fs>
@@ -129,158 +129,59 @@ result<converge_report> run_posix(Fs& fs, bool hosts, bool files, FakeServiceMan
   return converge(ctx, system_conf(), user_conf());
 }
 
-std::size_t sweep_posix(const char* name, bool hosts, bool files, bool seed = false) {
+/// Both records parse (each may be absent); what the sweep's `invariant` checks at every point.
+std::vector<std::string> records_parse(const posix_box& box) {
+  std::vector<std::string> problems;
+  for (const char* rec : {user_record_path, system_record_path})
+    if (auto bytes = read_whole_file(box.real(rec))) {
+      auto parsed = parse_record(*bytes, rec);
+      if (!parsed) problems.push_back(std::string(rec) + " does not parse: " + parsed.error().message());
+    }
+  return problems;
+}
+
+/// Prints the report's first line and asserts it found no problem and reported faults.
+void expect_clean(const testing::posix_sweep_report& report, const posix_box& box) {
+  std::printf("posix sweep  (in %s) %s", box.root.c_str(), report.text().c_str());
+  MESSAGE(report.text());
+  CHECK(report.ok());
+  CHECK(report.points > 0);
+  CHECK(report.reported > 0);
+  CHECK(report.indices >= report.disk_changing);
+}
+
+/// The library's PosixFs sweep (hostcfg/testing/posix_sweep.hpp) of one converge: `seed` is the
+/// whole seed flow, else the files and/or the hosts entry. `every_call` sweeps every call index
+/// (HOSTCFG_SWEEP_FULL=1 makes every sweep do so).
+testing::posix_sweep_report sweep_posix(const char* name, bool hosts, bool files, bool seed, bool every_call) {
   posix_box box;
-  box.reset();
   FakeServiceManager launchd;  // launchd lives on when the installer crashes
   FakeServiceManager* sm = seed ? &launchd : nullptr;
-  hostcfg_test::syscall_faults faults;
-  PosixFs faulty_posix(faults.table());
-  RootedFs<PosixFs> faulty(faulty_posix, box.root);
-  PosixFs real_posix;
-  RootedFs<PosixFs> real(real_posix, box.root);
-
-  faults.disarm();
-  auto clean = run_posix(faulty, hosts, files, sm);
-  REQUIRE(clean);
-  REQUIRE(clean->ok());
-  REQUIRE(clean->out_of_sync.empty());
-  const auto new_plist = read_whole_file(box.real(plist_path));
-  if (seed) REQUIRE(new_plist);
-  const std::size_t calls = faults.calls();
-  REQUIRE(calls > 10);
-  const auto new_hosts = read_whole_file(box.real("/etc/hosts"));
-  REQUIRE(new_hosts);
-  if (hosts) CHECK(*new_hosts != stock_hosts);
-  else CHECK(*new_hosts == stock_hosts);
-
-  // The indices to sweep: see the file comment.
-  const std::vector<std::string> sequence = faults.log();
-  std::vector<std::size_t> indices;
-  std::size_t mutating_indices = 0;
-  {
-    static const std::set<std::string> changes_disk = {"write",    "pwrite",   "ftruncate", "fsync",
-                                                       "renameat", "exchangeat", "unlinkat", "mkdirat",   "symlinkat",
-                                                       "fchmod",   "fchmodat", "fchown",    "fchownat",
-                                                       "fsetxattr"};
-    const std::size_t reads_wanted = 20;
-    const std::size_t stride = std::max<std::size_t>(1, calls / reads_wanted);
-    for (std::size_t k = 0; k < calls; ++k) {
-      bool mutating = changes_disk.count(sequence[k]) != 0;
-      // An openat that creates (the temp file) is the call right before its first write/fchown.
-      if (!mutating && (sequence[k] == "openat" || sequence[k] == "openat2") && k + 1 < calls)
-        mutating = sequence[k + 1] == "fchown" || sequence[k + 1] == "write" || sequence[k + 1] == "fchmod";
-      if (mutating) ++mutating_indices;
-      if (sweep::full_sweep() || mutating || k % stride == 0) indices.push_back(k);
-    }
-  }
-
-  auto check_old_or_new = [&] {
-    auto h = read_whole_file(box.real("/etc/hosts"));
-    REQUIRE(h);
-    CHECK((*h == stock_hosts || *h == *new_hosts));
-    auto c = read_whole_file(box.real("/etc/docker-app.conf"));
-    REQUIRE(c);
-    CHECK((*c == "old bytes\n" || *c == "new bytes\n"));
-    if (auto u = read_whole_file(box.real("/Users/alice/.docker/app.conf"))) CHECK(*u == "user\n");
-    for (const char* rec : {user_record_path, system_record_path})
-      if (auto bytes = read_whole_file(box.real(rec))) {
-        auto parsed = parse_record(*bytes, rec);
-        INFO(rec << ": " << (parsed ? std::string("ok") : parsed.error().message()));
-        CHECK(parsed.has_value());
-      }
-    struct ::stat st {};
-    REQUIRE(::lstat(box.real("/etc/hosts").c_str(), &st) == 0);
-    CHECK((st.st_mode & 07777) == 0644);
-    CHECK(st.st_uid == 0);
-    CHECK(st.st_nlink == 1);
-    if (!seed) return;
-    // Each link absent or pointing at its target; the plist absent or the whole new one.
-    for (const char* link : posix_box::link_names) {
-      const std::string at = box.real(std::string("/usr/local/bin/") + link);
-      if (::lstat(at.c_str(), &st) != 0) continue;
-      REQUIRE(S_ISLNK(st.st_mode));
-      char target[512] = {};
-      REQUIRE(::readlink(at.c_str(), target, sizeof target - 1) > 0);
-      CHECK(std::string(target) == std::string(bundle_bin) + "/" + link);
-    }
-    if (auto plist = read_whole_file(box.real(plist_path))) CHECK(plist == new_plist);
+  auto reset = [&] {
+    box.reset();
+    launchd = FakeServiceManager{};  // a fresh machine: nothing loaded
   };
-
-  std::size_t points = 0;
-  std::size_t reported_points = 0;
-  for (auto mode : {hostcfg_test::fault_mode::fail_once, hostcfg_test::fault_mode::fail_persistent,
-                    hostcfg_test::fault_mode::crash}) {
-    for (std::size_t k : indices) {
-      std::string mode_name = hostcfg_test::fault_mode_name(mode);
-      CAPTURE(name);
-      CAPTURE(mode_name);
-      CAPTURE(k);
-      box.reset();
-      if (seed) launchd = FakeServiceManager{};  // a fresh machine: nothing loaded
-      faults.arm(mode, k, mode == hostcfg_test::fault_mode::fail_persistent ? ENOSPC : EIO);
-      auto report = run_posix(faulty, hosts, files, sm);  // no exception, no abort
-      std::string call = k < faults.log().size() ? faults.log()[k] : "(not reached)";
-      CAPTURE(call);
-      faults.disarm();
-      check_old_or_new();
-      // A fault the run did not report must have cost nothing: every file is the new one.
-      bool reported = !report || !report->ok() || !report->out_of_sync.empty() || !report->notes.empty();
-      if (reported) {
-        ++reported_points;
-      } else if (faults.fired()) {
-        CHECK(read_whole_file(box.real("/etc/hosts")) == new_hosts);
-        if (files) {
-          CHECK(read_whole_file(box.real("/etc/docker-app.conf")) == std::optional<std::string>("new bytes\n"));
-          CHECK(read_whole_file(box.real("/Users/alice/.docker/app.conf")) == std::optional<std::string>("user\n"));
-        }
-      }
-      auto again = run_posix(real, hosts, files, sm);
-      REQUIRE(again);
-      CHECK(again->ok());
-      CHECK(again->out_of_sync.empty());
-      if (seed) {
-        CHECK(read_whole_file(box.real(plist_path)) == new_plist);
-        CHECK(launchd.loaded(launchd_domain::system(), "com.docker.vmnetd"));
-        for (const char* link : posix_box::link_names) {
-          char target[512] = {};
-          CHECK(::readlink(box.real(std::string("/usr/local/bin/") + link).c_str(), target, sizeof target - 1) > 0);
-          CHECK(std::string(target) == std::string(bundle_bin) + "/" + link);
-        }
-      }
-      CHECK(read_whole_file(box.real("/etc/hosts")) == new_hosts);
-      if (files) {
-        CHECK(read_whole_file(box.real("/etc/docker-app.conf")) == std::optional<std::string>("new bytes\n"));
-        CHECK(read_whole_file(box.real("/Users/alice/.docker/app.conf")) == std::optional<std::string>("user\n"));
-        struct ::stat st {};
-        REQUIRE(::lstat(box.real("/Users/alice/.docker/app.conf").c_str(), &st) == 0);
-        CHECK(st.st_uid == nobody);
-        CHECK((st.st_mode & 07777) == 0600);
-      }
-      for (const auto& t : box.temps()) {
-        INFO("temp left after the re-run: " << t);
-        CHECK(false);
-      }
-      ++points;
-    }
-  }
-  std::printf("posix sweep  (in %s) ", box.root.c_str());
-  std::printf("%-16s %4zu syscalls (%zu change the disk), %4zu indices swept (%s), %5zu points, %zu faults reported\n",
-              name, calls, mutating_indices, indices.size(), sweep::full_sweep() ? "full" : "default", points,
-              reported_points);
-  MESSAGE("posix sweep " << std::string(name) << ": " << calls << " syscalls, " << points << " points");
-  CHECK(points == 3 * indices.size());
-  CHECK(indices.size() >= mutating_indices);
-  CHECK(reported_points > 0);
-  return points;
+  auto run = [&](const syscall_table& calls) {
+    PosixFs posix(calls);
+    RootedFs<PosixFs> fs(posix, box.root);
+    return run_posix(fs, hosts, files, sm);
+  };
+  testing::posix_sweep_options options;
+  options.every_call = every_call || sweep::full_sweep();
+  options.ignore = sweep::is_record_path;  // bookkeeping may differ after a recovery: parsed instead
+  options.invariant = [&](testing::sweep_phase) { return records_parse(box); };
+  auto report = testing::posix_sweep(name, box.root, reset, run, options);
+  expect_clean(report, box);
+  return report;
 }
 
 /// The sweep of ShellProfilePathEdit and ProtectedFile in one converge (the seed's PATH edit on a
 /// decline and its cached policy file): the user's profile (CRLF, a comment, no final newline) is
 /// wholly old or new at every point, the policy file absent or wholly new (root:0 0644), the
-/// records parse; a re-run converges with no temp left; and an uninstall after that gives back the
-/// profile's exact bytes and removes the policy file and the directory made for it.
-std::size_t sweep_posix_profile_and_policy() {
+/// records parse; a re-run converges with no temp left; and an uninstall, straight after the fault
+/// and after the re-run, gives back the whole tree: the profile's exact bytes, no policy file, no
+/// directory made for it, no record.
+testing::posix_sweep_report sweep_posix_profile_and_policy() {
   posix_box box;
   const std::string profile = "/Users/alice/.profile";
   const std::string original_profile = "export A=1\r\n# keep: tabs\tand CRLF\r\nalias ll='ls -l'";
@@ -291,100 +192,33 @@ std::size_t sweep_posix_profile_and_policy() {
     write_real(box.real(profile), original_profile, 0644, nobody, nobody);
     make_real_dir(box.real("/Library"), 0755, 0, 0);
   };
-  auto run = [&](auto& fs, bool undo) {
+  auto run = [&](const syscall_table& calls, bool undo) {
+    PosixFs posix(calls);
+    RootedFs<PosixFs> fs(posix, box.root);
     RootFor priv(posix_user());
     context ctx(fs, priv, app);
     ProtectedFile policy{policy_path, policy_bytes};
     ShellProfilePathEdit path_edit{"/Users/alice/.docker/bin"};
     return undo ? uninstall(ctx, policy, path_edit) : converge(ctx, policy, path_edit);
   };
-  hostcfg_test::syscall_faults faults;
-  PosixFs faulty_posix(faults.table());
-  RootedFs<PosixFs> faulty(faulty_posix, box.root);
-  PosixFs real_posix;
-  RootedFs<PosixFs> real(real_posix, box.root);
-
-  reset();
-  faults.disarm();
-  auto clean = run(faulty, false);
-  REQUIRE(clean);
-  REQUIRE(clean->ok());
-  REQUIRE(clean->out_of_sync.empty());
-  const std::size_t calls = faults.calls();
-  const auto new_profile = read_whole_file(box.real(profile));
-  REQUIRE(new_profile);
-  REQUIRE(*new_profile != original_profile);
-  REQUIRE(read_whole_file(box.real(policy_path)) == std::optional<std::string>(policy_bytes));
-
-  static const std::set<std::string> changes_disk = {"write",   "pwrite",    "ftruncate", "fsync",    "renameat", "exchangeat",
-                                                     "unlinkat", "mkdirat",  "symlinkat", "fchmod",   "fchmodat",
-                                                     "fchown",  "fchownat", "fsetxattr"};
-  const std::vector<std::string> sequence = faults.log();
-  std::vector<std::size_t> indices;
-  const std::size_t stride = std::max<std::size_t>(1, calls / 20);
-  for (std::size_t k = 0; k < calls; ++k) {
-    bool mutating = changes_disk.count(sequence[k]) != 0 ||
-                    ((sequence[k] == "openat" || sequence[k] == "openat2") && k + 1 < calls &&
-                     (sequence[k + 1] == "fchown" || sequence[k + 1] == "write" || sequence[k + 1] == "fchmod"));
-    if (sweep::full_sweep() || mutating || k % stride == 0) indices.push_back(k);
-  }
-  std::size_t points = 0;
-  std::size_t reported = 0;
-  for (auto mode : {hostcfg_test::fault_mode::fail_once, hostcfg_test::fault_mode::fail_persistent,
-                    hostcfg_test::fault_mode::crash}) {
-    for (std::size_t k : indices) {
-      std::string mode_name = hostcfg_test::fault_mode_name(mode);
-      CAPTURE(mode_name);
-      CAPTURE(k);
-      reset();
-      faults.arm(mode, k, mode == hostcfg_test::fault_mode::fail_persistent ? ENOSPC : EIO);
-      auto report = run(faulty, false);
-      std::string call = k < faults.log().size() ? faults.log()[k] : "(not reached)";
-      CAPTURE(call);
-      faults.disarm();
-      if (!report || !report->ok() || !report->out_of_sync.empty() || !report->notes.empty()) ++reported;
-      auto p = read_whole_file(box.real(profile));
-      REQUIRE(p);
-      CHECK((*p == original_profile || *p == *new_profile));
-      struct ::stat st {};
-      REQUIRE(::lstat(box.real(profile).c_str(), &st) == 0);
-      CHECK(st.st_uid == nobody);
-      CHECK((st.st_mode & 07777) == 0644);
-      if (auto pol = read_whole_file(box.real(policy_path))) {
-        CHECK(*pol == policy_bytes);
-        REQUIRE(::lstat(box.real(policy_path).c_str(), &st) == 0);
-        CHECK(st.st_uid == 0);
-        CHECK((st.st_mode & 07777) == 0644);
-      }
+  testing::posix_sweep_options options;
+  options.every_call = sweep::full_sweep();
+  // Records: their bytes may differ after a recovery, so they parse at every point and are gone
+  // after every uninstall. The directories made for them are not compared: after a crash before
+  // the first record landed nothing names them (README, Status).
+  options.ignore = sweep::is_record_path;
+  options.invariant = [&](testing::sweep_phase phase) {
+    auto problems = records_parse(box);
+    if (phase == testing::sweep_phase::after_uninstall)
       for (const char* rec : {user_record_path, system_record_path})
-        if (auto bytes = read_whole_file(box.real(rec))) CHECK(parse_record(*bytes, rec).has_value());
-      auto again = run(real, false);
-      REQUIRE(again);
-      CHECK(again->ok());
-      CHECK(again->out_of_sync.empty());
-      CHECK(read_whole_file(box.real(profile)) == new_profile);
-      CHECK(read_whole_file(box.real(policy_path)) == std::optional<std::string>(policy_bytes));
-      for (const auto& t : box.temps()) {
-        INFO("temp left after the re-run: " << t);
-        CHECK(false);
-      }
-      auto undone = run(real, true);
-      REQUIRE(undone);
-      CHECK(undone->ok());
-      auto restored = read_whole_file(box.real(profile));
-      CAPTURE(restored.value_or("(absent)"));
-      CHECK(restored == std::optional<std::string>(original_profile));
-      CHECK_FALSE(stdfs::exists(box.real("/Library/Application Support")));
-      for (const char* rec : {user_record_path, system_record_path}) CHECK_FALSE(stdfs::exists(box.real(rec)));
-      ++points;
-    }
-  }
-  std::printf("posix sweep  (in %s) %-16s %4zu syscalls, %4zu indices swept (%s), %5zu points, %zu faults reported\n",
-              box.root.c_str(), "profile + policy", calls, indices.size(), sweep::full_sweep() ? "full" : "default",
-              points, reported);
-  CHECK(points == 3 * indices.size());
-  CHECK(reported > 0);
-  return points;
+        if (stdfs::exists(box.real(rec))) problems.push_back(std::string(rec) + " is left after the uninstall");
+    return problems;
+  };
+  options.uninstall = [&](const syscall_table& calls) { return run(calls, true); };
+  auto report = testing::posix_sweep(
+      "profile + policy", box.root, reset, [&](const syscall_table& calls) { return run(calls, false); }, options);
+  expect_clean(report, box);
+  return report;
 }
 
 bool running_as_root() { return ::geteuid() == 0; }
@@ -414,22 +248,25 @@ int audited_openat2(void*, int dirfd, const char* path, int flags, mode_t mode, 
 
 TEST_CASE("sweep (PosixFs syscall table): ManagedFile fail once / persistently / crash at every syscall") {
   if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
-  sweep_posix("managed_file", false, true);
+  // The small primitive, swept at every call index of its converge (issue 2).
+  auto report = sweep_posix("managed_file", false, true, false, true);
+  CHECK(report.every_call);
+  CHECK(report.indices == report.syscalls);
 }
 
 TEST_CASE("sweep (PosixFs syscall table): HostsEntry fail once / persistently / crash at every syscall") {
   if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
-  sweep_posix("hosts_entry", true, false);
+  sweep_posix("hosts_entry", true, false, false, false);
 }
 
 TEST_CASE("sweep (PosixFs syscall table): ManagedFile + HostsEntry in one converge at every syscall") {
   if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
-  sweep_posix("files + hosts", true, true);
+  sweep_posix("files + hosts", true, true, false, false);
 }
 
 TEST_CASE("sweep (PosixFs syscall table): the whole seed flow (files, hosts, launchd plist, CLI links) in one converge") {
   if (!running_as_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and acting as nobody"); return; }
-  sweep_posix("whole seed flow", true, true, true);
+  sweep_posix("whole seed flow", true, true, true, false);
 }
 
 TEST_CASE("promise 12: every file and directory PosixFs opens in the seed flow's converge and uninstall is O_CLOEXEC") {

@@ -2,9 +2,10 @@
 /// @file
 /// `MemoryFs`: an in-memory filesystem backend that fails like the real thing (pyfakefs is the
 /// model, afero's MemMapFs what not to settle for). Files, directories, symlinks, special files,
-/// hard links; uid/gid/mode; immutable and append-only flags; device ids (EXDEV) and bind-mounted
-/// files (EBUSY). Every contract operation of fs.hpp is permission-checked for the acting `actor`
-/// as the kernel does it and returns the kernel's errno. On top of that it is a test instrument:
+/// hard links; uid/gid/mode; immutable and append-only flags; device ids (EXDEV), bind-mounted
+/// files (EBUSY) and devices with an inode or space limit (ENOSPC). Every contract operation of
+/// fs.hpp is permission-checked for the acting `actor` as the kernel does it and returns the
+/// kernel's errno. On top of that it is a test instrument:
 /// it logs every operation, injects errors at the Nth one, simulates a crash, models what a
 /// reboot would find, and snapshots/diffs the tree.
 ///
@@ -292,6 +293,8 @@ class MemoryFs {
     const std::string temp_path = join_path(w->parent_path, temp_name);
     std::string step_name = std::string(op) + ":create_temp";
     if (int e = step(step_name, path, temp_path, true)) return fail_errno(e, step_name, p, temp_path);
+    if (no_free_inode(nodes_.at(dir_id).dev))
+      return mark(fail_errno(ENOSPC, step_name, p, temp_path, "no free inode on the filesystem"));
     node temp;
     temp.type = file_type::regular;
     temp.mode = mode;
@@ -309,6 +312,7 @@ class MemoryFs {
 
     step_name = std::string(op) + ":write";
     if (int e = step(step_name, path, temp_path, true)) return abandon(step_name, e);
+    if (no_free_space(nodes_.at(dir_id).dev, bytes.size())) return abandon(step_name, ENOSPC);
     {
       node& t = nodes_.at(temp_id);
       write_unsynced(t, bytes);
@@ -379,6 +383,8 @@ class MemoryFs {
     if (!w) return mark(w.error());
     if (w->name.empty() || w->id) return mark(fail_errno(EEXIST, op, p, std::string(target)));
     if (auto ok = check_dir_write(who, w->parent, op, p); !ok) return mark(ok.error());
+    if (no_free_inode(nodes_.at(w->parent).dev))
+      return mark(fail_errno(ENOSPC, op, p, std::string(target), "no free inode on the filesystem"));
     node link;
     link.type = file_type::symlink;
     link.mode = 0777;
@@ -425,6 +431,8 @@ class MemoryFs {
     const std::string temp_path = join_path(w->parent_path, temp_name);
     std::string step_name = std::string(op) + ":create_temp";
     if (int e = step(step_name, temp_path, target, true)) return fail_errno(e, step_name, temp_path, t);
+    if (no_free_inode(nodes_.at(dir_id).dev))
+      return mark(fail_errno(ENOSPC, step_name, temp_path, t, "no free inode on the filesystem"));
     node link;
     link.type = file_type::symlink;
     link.mode = 0777;
@@ -573,6 +581,8 @@ class MemoryFs {
     if (!w) return mark(w.error());
     if (w->name.empty() || w->id) return mark(fail_errno(EEXIST, op, p));
     if (auto ok = check_dir_write(who, w->parent, op, p); !ok) return mark(ok.error());
+    if (no_free_inode(nodes_.at(w->parent).dev))
+      return mark(fail_errno(ENOSPC, op, p, {}, "no free inode on the filesystem"));
     node& parent = nodes_.at(w->parent);
     node dir;
     dir.type = file_type::directory;
@@ -806,6 +816,16 @@ class MemoryFs {
       for (const auto& child : n.children) todo.push_back(child.second);
     }
   }
+
+  /// Limits the objects (files, directories, links) device `dev` holds, like tmpfs's
+  /// `nr_inodes`: creating one more (mkdir, symlink, the temp of replace_file or replace_symlink)
+  /// fails with ENOSPC, as on a full filesystem. The objects already there count, so a limit
+  /// equal to their number makes the device full at once.
+  void set_inode_limit(std::uint64_t dev, std::size_t max_objects) { device_limits_[dev].max_objects = max_objects; }
+
+  /// Limits the bytes of regular files on device `dev` (a small tmpfs's `size`): writing a
+  /// temp that would pass it fails with ENOSPC, and the temp is removed, as on a full disk.
+  void set_space_limit(std::uint64_t dev, std::uint64_t max_bytes) { device_limits_[dev].max_bytes = max_bytes; }
 
   /// Marks a file as a mount point (a bind-mounted /etc/hosts): renaming onto or away from it
   /// and unlinking it give EBUSY, so `replace_file` needs `allow_in_place_fallback`.
@@ -1092,6 +1112,36 @@ class MemoryFs {
   tl::unexpected<error> mark(tl::unexpected<error> e) { return mark(e.value()); }
 
   // --------------------------------------------------------------------------- nodes
+
+  // What device `dev` holds: reachable objects and the bytes of its regular files.
+  struct device_usage {
+    std::size_t objects = 0;
+    std::uint64_t bytes = 0;
+  };
+  device_usage usage_of(std::uint64_t dev) const {
+    device_usage used;
+    std::vector<id_type> todo{root_id};
+    while (!todo.empty()) {
+      const node& n = nodes_.at(todo.back());
+      todo.pop_back();
+      if (n.dev == dev) {
+        ++used.objects;
+        if (n.type == file_type::regular) used.bytes += current_size(n);
+      }
+      for (const auto& child : n.children) todo.push_back(child.second);
+    }
+    return used;
+  }
+  // True when device `dev` has an object limit (set_inode_limit) and is at it.
+  bool no_free_inode(std::uint64_t dev) const {
+    auto limit = device_limits_.find(dev);
+    return limit != device_limits_.end() && usage_of(dev).objects >= limit->second.max_objects;
+  }
+  // True when `more` bytes would pass device `dev`'s space limit (set_space_limit).
+  bool no_free_space(std::uint64_t dev, std::uint64_t more) const {
+    auto limit = device_limits_.find(dev);
+    return limit != device_limits_.end() && usage_of(dev).bytes + more > limit->second.max_bytes;
+  }
 
   id_type add_node(node n) {
     id_type id = next_id_++;
@@ -1600,6 +1650,11 @@ class MemoryFs {
   bool exchange_unsupported_ = false;
   std::map<id_type, node> nodes_;
   id_type next_id_ = root_id + 1;
+  struct device_limit {
+    std::size_t max_objects = static_cast<std::size_t>(-1);
+    std::uint64_t max_bytes = static_cast<std::uint64_t>(-1);
+  };
+  std::map<std::uint64_t, device_limit> device_limits_;  // set_inode_limit, set_space_limit
   std::int64_t now_ = 1700000000000000000;  // ns; advances 1 per mutating step
   std::uint64_t temp_counter_ = 0;
   // Crash model: durable entries per directory, and entry changes waiting for a sync.

@@ -2,7 +2,7 @@
 /// @file
 /// The system calls `PosixFs` makes, as a table of plain function pointers (SQLite's `aSyscall[]`
 /// seam). `default_syscalls()` is the real OS; a test builds its own table (see
-/// tests/support/syscall_faults.hpp) to fail any single call, fail it persistently, or "crash" at
+/// <hostcfg/testing/syscall_faults.hpp>) to fail any single call, fail it persistently, or "crash" at
 /// call k, and to count mutating calls. Every entry follows the libc convention: -1 (or a negative
 /// count) and `errno` on failure. Each takes the table's `context` first, so a fault injector needs
 /// no global state.

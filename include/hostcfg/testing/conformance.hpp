@@ -33,6 +33,9 @@
 /// - `other_device_dir`: a directory on another device, writable by root (EXDEV);
 /// - `mount_point_file`: a regular file that is a mount point, e.g. a bind-mounted file (EBUSY);
 /// - `full_dir`: a root-owned directory on a filesystem with less than 256 KiB free (ENOSPC);
+/// - `no_inodes_dir`: a root-owned directory holding a regular file `f` ("old\n", 0644) on a
+///   filesystem with no free inode left, so that every create fails with ENOSPC (tmpfs with
+///   `nr_inodes` used up);
 /// - `read_only_dir`: a directory on a read-only filesystem holding a regular file `f` and, for the
 ///   rmdir case, an empty directory `e` (EROFS);
 /// - `immutable_file`: a regular file with the immutable flag set (EPERM / `errc::locked`).
@@ -53,8 +56,10 @@
 /// disk.
 
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <functional>
+#include <future>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -84,6 +89,7 @@ struct conformance_setup {
   std::string other_device_dir;
   std::string mount_point_file;
   std::string full_dir;
+  std::string no_inodes_dir;
   std::string read_only_dir;
   std::string immutable_file;
   /// A name printed with every line of the report ("PosixFs as nobody").
@@ -145,7 +151,7 @@ inline std::string code_name(const std::error_code& code) {
 enum class conformance_actor { root, user };
 
 /// What a case needs beyond the arranged tree.
-enum class conformance_needs { nothing, other_device, mount_point, full_fs, read_only, immutable };
+enum class conformance_needs { nothing, other_device, mount_point, full_fs, no_inodes, read_only, immutable };
 
 /// The paths a case acts on: its own directory and the shared capability paths.
 struct conformance_paths {
@@ -224,6 +230,29 @@ std::string expect_no_temps(Fs& fs, const actor& who, const std::string& dir) {
   for (const auto& n : *names)
     if (n.find(".hostcfg-") != std::string::npos) return "a temp file was left behind: " + join_path(dir, n);
   return {};
+}
+
+/// Takes the lock at `path`, then asks for it again on another thread: the second request must
+/// not be granted while the first is held, and must be granted once the first is released; a
+/// backend that cannot wait (MemoryFs: one thread, nothing to wait for) fails it at once with
+/// EWOULDBLOCK instead. The backend is used by one thread at a time (the first one waits).
+template <class Fs>
+result<std::string> lock_contention(Fs& fs, const actor& who, const std::string& path) {
+  auto first = fs.lock(who, path);
+  if (!first) return tl::unexpected(first.error());
+  auto second = std::async(std::launch::async, [&fs, &who, &path] { return fs.lock(who, path); });
+  // Long enough for the second request to reach the lock on a busy machine; a slower one only
+  // makes this check weaker (the request is then judged after the release), never wrong.
+  if (second.wait_for(std::chrono::milliseconds(200)) == std::future_status::ready) {
+    auto got = second.get();
+    if (got) return std::string("a second lock was granted while the first was held");
+    if (got.error().is_errno(EWOULDBLOCK)) return std::string();
+    return "a second lock failed with " + got.error().message() + " (expected it to wait, or EWOULDBLOCK)";
+  }
+  first->reset();
+  auto got = second.get();
+  if (!got) return "after the first lock was released, the second failed: " + got.error().message();
+  return std::string();
 }
 
 inline replace_options new_file(mode_type mode) {
@@ -649,6 +678,8 @@ std::vector<conformance_case<Fs>> conformance_cases() {
         if (!names) return tl::unexpected(names.error());
         return names->empty() ? std::string() : "lock left " + names->front();
       });
+  add("lock: a second lock waits until the first is released (a backend that cannot wait: EWOULDBLOCK)", root, {},
+      [](Fs& fs, A a, P p) { return detail::lock_contention(fs, a, p / "empty"); });
 
   // ---- ENOSPC, EROFS, immutable (capabilities)
   add("replace_file: a full filesystem gives ENOSPC and leaves no temp", root, {sys(ENOSPC)},
@@ -661,6 +692,31 @@ std::vector<conformance_case<Fs>> conformance_cases() {
         return e.empty() ? detail::expect_no_temps(fs, a, p.setup->full_dir) : e;
       },
       conformance_needs::full_fs);
+  // A filesystem without a free inode: every create fails, and what was there stays.
+  auto in_full = [](P p, const char* name) { return join_path(p.setup->no_inodes_dir, name); };
+  auto old_f_kept = [in_full](Fs& fs, A a, P p) {
+    auto e = detail::expect_bytes(fs, a, in_full(p, "f"), "old\n");
+    return e.empty() ? detail::expect_no_temps(fs, a, p.setup->no_inodes_dir) : e;
+  };
+  add("mkdir: a filesystem without a free inode gives ENOSPC", root, {sys(ENOSPC)},
+      [in_full](Fs& fs, A a, P p) { return done(fs.mkdir(a, in_full(p, "d"), 0755)); },
+      [in_full](Fs& fs, A a, P p) { return detail::expect_absent(fs, a, in_full(p, "d")); }, conformance_needs::no_inodes);
+  add("symlink: a filesystem without a free inode gives ENOSPC", root, {sys(ENOSPC)},
+      [in_full](Fs& fs, A a, P p) { return done(fs.symlink(a, "f", in_full(p, "l"))); },
+      [in_full](Fs& fs, A a, P p) { return detail::expect_absent(fs, a, in_full(p, "l")); }, conformance_needs::no_inodes);
+  add("replace_file: a new file without a free inode gives ENOSPC and leaves no temp", root, {sys(ENOSPC)},
+      [in_full](Fs& fs, A a, P p) { return done(fs.replace_file(a, in_full(p, "new"), "x", detail::new_file(0644))); },
+      [in_full](Fs& fs, A a, P p) {
+        auto e = detail::expect_absent(fs, a, in_full(p, "new"));
+        return e.empty() ? detail::expect_no_temps(fs, a, p.setup->no_inodes_dir) : e;
+      },
+      conformance_needs::no_inodes);
+  add("replace_file: replacing a file without a free inode gives ENOSPC and keeps its bytes", root, {sys(ENOSPC)},
+      [in_full](Fs& fs, A a, P p) { return done(fs.replace_file(a, in_full(p, "f"), "new\n", replace_options{})); },
+      old_f_kept, conformance_needs::no_inodes);
+  add("replace_symlink: without a free inode gives ENOSPC and keeps what is at the name", root, {sys(ENOSPC)},
+      [in_full](Fs& fs, A a, P p) { return done(fs.replace_symlink(a, "x", in_full(p, "f"), std::nullopt)); },
+      old_f_kept, conformance_needs::no_inodes);
   add("replace_file: a read-only filesystem gives EROFS", root, {sys(EROFS)},
       [](Fs& fs, A a, P p) { return done(fs.replace_file(a, join_path(p.setup->read_only_dir, "f"), "x", replace_options{})); },
       {}, conformance_needs::read_only);
@@ -727,6 +783,7 @@ inline std::string missing_capability(conformance_needs needs, const conformance
     case conformance_needs::other_device: return s.other_device_dir.empty() ? "no other_device_dir (EXDEV)" : "";
     case conformance_needs::mount_point: return s.mount_point_file.empty() ? "no mount_point_file (EBUSY)" : "";
     case conformance_needs::full_fs: return s.full_dir.empty() ? "no full_dir (ENOSPC)" : "";
+    case conformance_needs::no_inodes: return s.no_inodes_dir.empty() ? "no no_inodes_dir (ENOSPC)" : "";
     case conformance_needs::read_only: return s.read_only_dir.empty() ? "no read_only_dir (EROFS)" : "";
     case conformance_needs::immutable: return s.immutable_file.empty() ? "no immutable_file" : "";
   }

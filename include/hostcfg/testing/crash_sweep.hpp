@@ -45,6 +45,9 @@ HOSTCFG_BEGIN_NAMESPACE
 
 namespace testing {
 
+/// Which paths a sweep's tree checks skip: true for a path to skip ("/etc/hosts" form).
+using path_filter = std::function<bool(const std::string&)>;
+
 /// What `crash_sweep` runs at each operation index.
 struct crash_sweep_options {
   /// Seeds of the random-subset crashes (each reboot keeps a different subset of unsynced changes).
@@ -56,7 +59,7 @@ struct crash_sweep_options {
   bool third_run = true;
   /// Paths the tree checks skip (e.g. your records); temps (".<name>.hostcfg-*") are always
   /// judged on their own: allowed after a crash, never after the re-run.
-  std::function<bool(const std::string&)> ignore;
+  path_filter ignore;
   /// Your uninstall of the same steps (`uninstall(ctx, ...)`). Set, each crash or fault point is
   /// also followed straight by an uninstall (no converge between), which must finish (no failed
   /// or skipped step) and give back the tree from before the run (temps aside: they are a later
@@ -89,8 +92,9 @@ namespace detail {
 inline bool is_temp_name(const std::string& path) { return path.find(".hostcfg-") != std::string::npos; }
 
 // Every object not ignored is as in `old_tree` or as in `new_tree`; temps are allowed.
+// `ignore` may be empty (nothing ignored). Shared with posix_sweep (a snapshot of the real disk).
 inline void check_old_or_new(const MemoryFs::snapshot& old_tree, const MemoryFs::snapshot& new_tree,
-                             const MemoryFs::snapshot& now, const crash_sweep_options& o, const std::string& where,
+                             const MemoryFs::snapshot& now, const path_filter& ignore, const std::string& where,
                              std::vector<std::string>& problems) {
   std::set<std::string> paths;
   for (const auto* s : {&old_tree, &new_tree, &now})
@@ -100,7 +104,7 @@ inline void check_old_or_new(const MemoryFs::snapshot& old_tree, const MemoryFs:
     return it == s.entries.end() ? nullptr : &it->second;
   };
   for (const auto& path : paths) {
-    if (is_temp_name(path) || (o.ignore && o.ignore(path))) continue;
+    if (is_temp_name(path) || (ignore && ignore(path))) continue;
     const auto* was = at(old_tree, path);
     const auto* will = at(new_tree, path);
     const auto* is = at(now, path);
@@ -114,16 +118,17 @@ inline void check_old_or_new(const MemoryFs::snapshot& old_tree, const MemoryFs:
   }
 }
 
-inline MemoryFs::snapshot filtered(MemoryFs::snapshot s, const crash_sweep_options& o) {
+inline MemoryFs::snapshot filtered(MemoryFs::snapshot s, const path_filter& ignore) {
   for (auto it = s.entries.begin(); it != s.entries.end();)
-    it = o.ignore && o.ignore(it->first) ? s.entries.erase(it) : std::next(it);
+    it = ignore && ignore(it->first) ? s.entries.erase(it) : std::next(it);
   return s;
 }
 
+// Calls `run()` (one whole run, no argument); false, with `thrown` set, when it threw.
 template <class Run>
-bool run_safely(Run& run, MemoryFs& fs, result<converge_report>& out, std::string& thrown) {
+bool run_safely(Run&& run, result<converge_report>& out, std::string& thrown) {
   try {
-    out = run(fs);
+    out = run();
     return true;
   } catch (const std::exception& e) {
     thrown = e.what();
@@ -133,15 +138,24 @@ bool run_safely(Run& run, MemoryFs& fs, result<converge_report>& out, std::strin
   return false;
 }
 
-// A re-run over `fs` converges to `new_tree` with no temp left; then, with `third`, a further run
+// What the re-run and uninstall checks act on: one sweep point's MemoryFs (crash_sweep) or the
+// real disk below a root (posix_sweep).
+struct sweep_world {
+  std::function<result<converge_report>()> run;        // the flow under test, once
+  std::function<result<converge_report>()> uninstall;  // its uninstall, once (may be empty)
+  std::function<MemoryFs::snapshot()> snapshot;        // the tree now
+  std::function<void()> start_counting;                // mutating operations count from here
+  std::function<std::size_t()> mutating;               // mutating operations since start_counting
+};
+
+// A re-run converges to `new_tree` with no temp left; then, with `third_run`, a further run
 // makes no mutating operation.
 // Returns whether the re-run converged (the uninstall check after it is meaningful only then).
-template <class Run>
-bool check_rerun(Run& run, MemoryFs& fs, const MemoryFs::snapshot& new_tree, const crash_sweep_options& o,
-                 const std::string& where, std::vector<std::string>& problems) {
+inline bool check_rerun(const sweep_world& world, const MemoryFs::snapshot& new_tree, const path_filter& ignore,
+                        bool third_run, const std::string& where, std::vector<std::string>& problems) {
   result<converge_report> again = tl::unexpected(error{});
   std::string thrown;
-  if (!run_safely(run, fs, again, thrown)) {
+  if (!run_safely(world.run, again, thrown)) {
     problems.push_back(where + ": the re-run threw " + thrown);
     return false;
   }
@@ -151,32 +165,32 @@ bool check_rerun(Run& run, MemoryFs& fs, const MemoryFs::snapshot& new_tree, con
   }
   const bool converged = again->ok() && again->out_of_sync.empty();
   if (!converged) problems.push_back(where + ": the re-run did not converge:\n" + again->render_text());
-  auto now = fs.take_snapshot();
+  auto now = world.snapshot();
   for (const auto& entry : now.entries)
     if (is_temp_name(entry.first)) problems.push_back(where + ": a temp is left after the re-run: " + entry.first);
-  for (const auto& line : MemoryFs::diff(filtered(new_tree, o), filtered(now, o)))
+  for (const auto& line : MemoryFs::diff(filtered(new_tree, ignore), filtered(now, ignore)))
     problems.push_back(where + ": after the re-run, unlike a clean run: " + line);
-  if (!o.third_run) return converged;
-  fs.clear_log();
+  if (!third_run) return converged;
+  world.start_counting();
   result<converge_report> third = tl::unexpected(error{});
-  if (!run_safely(run, fs, third, thrown)) {
+  if (!run_safely(world.run, third, thrown)) {
     problems.push_back(where + ": the third run threw " + thrown);
     return false;
   }
   if (!third || !third->ok() || !third->out_of_sync.empty())
     problems.push_back(where + ": the third run did not stay in sync" +
                        (third ? ":\n" + third->render_text() : ": " + third.error().message()));
-  if (fs.mutating_ops() != 0)
-    problems.push_back(where + ": a third run made " + std::to_string(fs.mutating_ops()) + " mutating operations");
+  if (const std::size_t ops = world.mutating(); ops != 0)
+    problems.push_back(where + ": a third run made " + std::to_string(ops) + " mutating operations");
   return converged;
 }
 
-// `o.uninstall` over `fs` gives back `old_tree` (temps allowed only when `temps_ok`).
-inline void check_uninstall(MemoryFs& fs, const MemoryFs::snapshot& old_tree, const crash_sweep_options& o,
+// `world.uninstall` gives back `old_tree` (temps allowed only when `temps_ok`).
+inline void check_uninstall(const sweep_world& world, const MemoryFs::snapshot& old_tree, const path_filter& ignore,
                             bool temps_ok, const std::string& where, std::vector<std::string>& problems) {
   result<converge_report> undone = tl::unexpected(error{});
   std::string thrown;
-  if (!run_safely(o.uninstall, fs, undone, thrown)) {
+  if (!run_safely(world.uninstall, undone, thrown)) {
     problems.push_back(where + ": the uninstall threw " + thrown);
     return;
   }
@@ -188,8 +202,20 @@ inline void check_uninstall(MemoryFs& fs, const MemoryFs::snapshot& old_tree, co
   // running it would get the error, and the records are usually not compared.
   if (!undone->ok() || !undone->out_of_sync.empty())
     problems.push_back(where + ": the uninstall did not finish:\n" + undone->render_text());
-  for (const auto& line : MemoryFs::diff(filtered(old_tree, o), filtered(fs.take_snapshot(), o)))
+  for (const auto& line : MemoryFs::diff(filtered(old_tree, ignore), filtered(world.snapshot(), ignore)))
     if (!temps_ok || !is_temp_name(line)) problems.push_back(where + ": after the uninstall, unlike before: " + line);
+}
+
+// The world of one crash_sweep point: `run` and `o.uninstall` over `fs`.
+template <class Run>
+sweep_world memory_world(Run& run, MemoryFs& fs, const crash_sweep_options& o) {
+  sweep_world world;
+  world.run = [&run, &fs] { return run(fs); };
+  if (o.uninstall) world.uninstall = [&o, &fs] { return o.uninstall(fs); };
+  world.snapshot = [&fs] { return fs.take_snapshot(); };
+  world.start_counting = [&fs] { fs.clear_log(); };
+  world.mutating = [&fs] { return fs.mutating_ops(); };
+  return world;
 }
 
 }  // namespace detail
@@ -206,7 +232,7 @@ crash_sweep_report crash_sweep(std::string name, const MemoryFs& before, Run run
   clean.clear_log();
   result<converge_report> first = tl::unexpected(error{});
   std::string thrown;
-  const bool finished = detail::run_safely(run, clean, first, thrown);
+  const bool finished = detail::run_safely([&] { return run(clean); }, first, thrown);
   if (!finished || !first || !first->ok() || !first->out_of_sync.empty()) {
     report.problems.push_back("the clean run did not converge: " +
                               (!finished ? "threw " + thrown
@@ -227,16 +253,19 @@ crash_sweep_report crash_sweep(std::string name, const MemoryFs& before, Run run
       fs.clear_log();
       fs.crash_after(k);
       result<converge_report> r = tl::unexpected(error{});
-      if (!detail::run_safely(run, fs, r, thrown)) report.problems.push_back(where + ": the run threw " + thrown);
+      if (!detail::run_safely([&] { return run(fs); }, r, thrown))
+        report.problems.push_back(where + ": the run threw " + thrown);
       MemoryFs rebooted = fs.after_crash(keep, seed);
-      detail::check_old_or_new(old_tree, new_tree, rebooted.take_snapshot(), o, where, report.problems);
+      detail::check_old_or_new(old_tree, new_tree, rebooted.take_snapshot(), o.ignore, where, report.problems);
       if (o.uninstall) {
         MemoryFs straight = rebooted;
-        detail::check_uninstall(straight, old_tree, o, true, where + ", uninstalled at once", report.problems);
+        detail::check_uninstall(detail::memory_world(run, straight, o), old_tree, o.ignore, true,
+                                where + ", uninstalled at once", report.problems);
       }
-      const bool converged = detail::check_rerun(run, rebooted, new_tree, o, where, report.problems);
+      const auto world = detail::memory_world(run, rebooted, o);
+      const bool converged = detail::check_rerun(world, new_tree, o.ignore, o.third_run, where, report.problems);
       if (o.uninstall && converged)
-        detail::check_uninstall(rebooted, old_tree, o, false, where + ", re-run, uninstalled", report.problems);
+        detail::check_uninstall(world, old_tree, o.ignore, false, where + ", re-run, uninstalled", report.problems);
       ++report.points;
     };
     crash(MemoryFs::crash_keep::none, 0, "keeping no unsynced change");
@@ -250,26 +279,29 @@ crash_sweep_report crash_sweep(std::string name, const MemoryFs& before, Run run
       fs.clear_log();
       fs.fail_at(k, o.fail_errno, persistent);
       result<converge_report> r = tl::unexpected(error{});
-      if (!detail::run_safely(run, fs, r, thrown)) report.problems.push_back(where + ": the run threw " + thrown);
+      if (!detail::run_safely([&] { return run(fs); }, r, thrown))
+        report.problems.push_back(where + ": the run threw " + thrown);
       fs.disarm();
       if (o.uninstall) {
         // The only points where a change can be withdrawn (a failed write-ahead, a failed replace).
         MemoryFs straight = fs;
-        detail::check_uninstall(straight, old_tree, o, true, where + ", uninstalled at once", report.problems);
+        detail::check_uninstall(detail::memory_world(run, straight, o), old_tree, o.ignore, true,
+                                where + ", uninstalled at once", report.problems);
       }
       auto now = fs.take_snapshot();
-      detail::check_old_or_new(old_tree, new_tree, now, o, where, report.problems);
+      detail::check_old_or_new(old_tree, new_tree, now, o.ignore, where, report.problems);
       // Notes the clean run has too (a standing conflict, say) do not report this fault.
       const bool reported = !r || !r->ok() || !r->out_of_sync.empty() || r->notes != first->notes;
       if (reported) {
         ++report.reported;
       } else {
-        for (const auto& line : MemoryFs::diff(detail::filtered(new_tree, o), detail::filtered(now, o)))
+        for (const auto& line : MemoryFs::diff(detail::filtered(new_tree, o.ignore), detail::filtered(now, o.ignore)))
           if (!detail::is_temp_name(line)) report.problems.push_back(where + ": an unreported fault left: " + line);
       }
-      const bool converged = detail::check_rerun(run, fs, new_tree, o, where, report.problems);
+      const auto world = detail::memory_world(run, fs, o);
+      const bool converged = detail::check_rerun(world, new_tree, o.ignore, o.third_run, where, report.problems);
       if (o.uninstall && converged)
-        detail::check_uninstall(fs, old_tree, o, false, where + ", re-run, uninstalled", report.problems);
+        detail::check_uninstall(world, old_tree, o.ignore, false, where + ", re-run, uninstalled", report.problems);
       ++report.points;
     }
   }

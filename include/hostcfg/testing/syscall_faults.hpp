@@ -1,15 +1,18 @@
 #pragma once
-// A fault-injecting syscall table for PosixFs sweeps (SQLite's aSyscall approach): counts and
-// logs every call, fails call k once, fails call k and every later call of the same kind, or
-// "crashes" at call k (every call from k on returns EIO, so no cleanup can happen).
-//
-//     hostcfg_test::syscall_faults faults;
-//     hostcfg::PosixFs fs(faults.table());
-//     faults.arm(hostcfg_test::fault_mode::crash, 7);
-//     auto r = fs.replace_file(...);
-//
-// close() always really closes the fd (a crashed process's fds are closed by the kernel too),
-// so a sweep does not leak descriptors; it still reports the injected failure.
+/// @file
+/// A fault-injecting syscall table for PosixFs (SQLite's aSyscall approach): it counts and logs
+/// every call PosixFs makes, and fails call k once, fails call k and every later call of the same
+/// kind, or "crashes" at call k (every call from k on returns EIO, so no cleanup can happen). The
+/// seam under `hostcfg::testing::posix_sweep` (posix_sweep.hpp); use it on its own to test one
+/// failure of the real sequence:
+///
+///     hostcfg::testing::syscall_faults faults;
+///     hostcfg::PosixFs fs(faults.table());
+///     faults.arm(hostcfg::testing::fault_mode::fail_once, 7, ENOSPC);
+///     auto r = fs.replace_file(...);   // call 7 of the sequence fails with ENOSPC
+///
+/// close() always really closes the fd (a crashed process's fds are closed by the kernel too),
+/// so a sweep does not leak descriptors; it still reports the injected failure.
 #include <fcntl.h>
 
 #include <cerrno>
@@ -18,8 +21,11 @@
 #include <vector>
 
 #include "hostcfg/backend/syscalls.hpp"
+#include "hostcfg/version.hpp"
 
-namespace hostcfg_test {
+HOSTCFG_BEGIN_NAMESPACE
+
+namespace testing {
 
 /// What `syscall_faults::arm` injects.
 enum class fault_mode {
@@ -44,8 +50,8 @@ inline const char* fault_mode_name(fault_mode m) {
 /// context points at this object.
 class syscall_faults {
  public:
-  explicit syscall_faults(const hostcfg::syscall_table& real = hostcfg::default_syscalls()) : real_(real) {
-    table_ = hostcfg::syscall_table{this,      w_openat,   w_openat2,  w_fstat,     w_fstatat,   w_read,
+  explicit syscall_faults(const syscall_table& real = default_syscalls()) : real_(real) {
+    table_ = syscall_table{this,      w_openat,   w_openat2,  w_fstat,     w_fstatat,   w_read,
                                     w_write,   w_pwrite,   w_ftruncate, w_fsync,    w_renameat,  w_unlinkat,
                                     w_mkdirat, w_symlinkat, w_readlinkat, w_fchmod, w_fchmodat,  w_fchown,
                                     w_fchownat, w_flock,   w_list_dir, w_get_flags, w_flistxattr, w_fgetxattr,
@@ -55,7 +61,7 @@ class syscall_faults {
   syscall_faults& operator=(const syscall_faults&) = delete;
 
   /// The table to hand to PosixFs.
-  const hostcfg::syscall_table& table() const { return table_; }
+  const syscall_table& table() const { return table_; }
 
   /// Arms a fault at call index `k` (0-based, counted from now) and resets the counters.
   void arm(fault_mode mode, std::size_t k, int err = EIO) {
@@ -73,6 +79,7 @@ class syscall_faults {
     fired_ = false;
     failing_kind_.clear();
     log_.clear();
+    changes_disk_.clear();
   }
 
   /// Calls made since the last arm/reset.
@@ -84,6 +91,8 @@ class syscall_faults {
   bool fired() const { return fired_; }
   /// Names of the calls, in order ("openat", "fstat", ...).
   const std::vector<std::string>& log() const { return log_; }
+  /// Whether call `k` of the log would change the filesystem (counted in `mutating_calls`).
+  bool changes_disk(std::size_t k) const { return k < changes_disk_.size() && changes_disk_[k]; }
 
  private:
   static syscall_faults& self(void* ctx) { return *static_cast<syscall_faults*>(ctx); }
@@ -93,6 +102,7 @@ class syscall_faults {
     std::size_t index = calls_++;
     if (mutating) ++mutating_;
     log_.emplace_back(name);
+    changes_disk_.push_back(mutating);
     bool fail = false;
     int err = errno_;
     switch (mode_) {
@@ -232,8 +242,8 @@ class syscall_faults {
     return s.inject("getrandom", false) ? -1 : s.real_.getrandom(s.real_.context, b, n, f);
   }
 
-  const hostcfg::syscall_table& real_;
-  hostcfg::syscall_table table_{};
+  const syscall_table& real_;
+  syscall_table table_{};
   fault_mode mode_ = fault_mode::none;
   std::size_t at_ = 0;
   int errno_ = EIO;
@@ -242,6 +252,9 @@ class syscall_faults {
   bool fired_ = false;
   std::string failing_kind_;
   std::vector<std::string> log_;
+  std::vector<bool> changes_disk_;
 };
 
-}  // namespace hostcfg_test
+}  // namespace testing
+
+HOSTCFG_END_NAMESPACE
