@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,16 +24,17 @@ namespace detail {
 
 /// A directory lock this thread took through `lock_for_edit`, shared by its nested requests.
 struct held_dir_lock {
-  /// What the holders share: released when the last of them lets go. Holders release on the
-  /// thread that took the lock (a lock is a scope guard of one edit, never handed to another thread).
+  /// What the holders share: released when the last of them lets go, on whichever thread (a
+  /// holder moved to another thread and released there is counted like any other; the mutex
+  /// keeps that release and a nested request on the taking thread from racing).
   struct shared {
+    std::mutex mutex;
     std::size_t depth = 0;
     fs_lock lock;
   };
   const void* fs;
   std::string dir;
-  actor who;
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> identity;  ///< dev, ino, looked up when needed
+  std::pair<std::uint64_t, std::uint64_t> identity;  ///< dev, ino of the directory when it was locked
   std::shared_ptr<shared> state;
 };
 
@@ -44,7 +46,16 @@ inline std::vector<held_dir_lock>& held_dir_locks() {
 
 /// One holder lets go; the last one releases the lock.
 inline void release_held(held_dir_lock::shared& state) {
+  std::lock_guard<std::mutex> guard(state.mutex);
   if (state.depth > 0 && --state.depth == 0) state.lock.reset();
+}
+
+/// Joins a held lock unless its last holder has let go meanwhile; true when joined.
+inline bool join_held(held_dir_lock::shared& state) {
+  std::lock_guard<std::mutex> guard(state.mutex);
+  if (state.depth == 0) return false;
+  ++state.depth;
+  return true;
 }
 
 }  // namespace detail
@@ -68,50 +79,49 @@ inline void release_held(held_dir_lock::shared& state) {
 /// Nested requests of one thread for a directory it already holds share the lock instead of
 /// waiting for themselves (a flock on a second open of the directory would block forever): an
 /// edit of `~/.profile` that writes its record item ahead (context::record_ahead) into a record
-/// kept in the same directory. The directory is recognised by name, or by device and inode once a
-/// second lock is asked for while one is held (an extra `lstat` only then). The returned lock must
-/// be released on the thread that took it.
+/// kept in the same directory. The directory is recognised by device and inode, never by name
+/// alone (one `lstat` when the lock is taken, one per nested request): a directory renamed while
+/// held and replaced by a new one of the same name is another directory, locked for real. A
+/// returned lock may be released on another thread; a nested request made there does not know
+/// the lock (held locks are per thread, since two threads' edits must take turns) and waits for it.
 template <class Fs>
 result<fs_lock> lock_for_edit(Fs& fs, const actor& who, std::string_view path) {
   const std::string dir = parent_path(path);
   auto& held = detail::held_dir_locks();
-  held.erase(std::remove_if(held.begin(), held.end(), [](const detail::held_dir_lock& e) { return e.state->depth == 0; }),
+  held.erase(std::remove_if(held.begin(), held.end(),
+                            [](const detail::held_dir_lock& e) {
+                              std::lock_guard<std::mutex> guard(e.state->mutex);
+                              return e.state->depth == 0;
+                            }),
              held.end());
   using identity = std::pair<std::uint64_t, std::uint64_t>;
-  auto identity_of = [&](const std::string& d, const actor& a) -> result<identity> {
-    auto st = fs.lstat(a, d);
+  auto identity_of = [&]() -> result<identity> {
+    auto st = fs.lstat(who, dir);
     if (!st) return tl::unexpected(st.error());
     return identity{st->dev, st->ino};
   };
   std::optional<identity> mine;
   for (auto& e : held) {
     if (e.fs != static_cast<const void*>(&fs)) continue;
-    bool same = e.dir == dir;
-    if (!same) {
+    if (!mine) {
       // Not knowing could mean waiting for ourselves: an error instead.
-      if (!mine) {
-        auto id = identity_of(dir, who);
-        if (!id) return tl::unexpected(id.error());
-        mine = *id;
-      }
-      if (!e.identity) {
-        auto id = identity_of(e.dir, e.who);
-        if (!id) return tl::unexpected(id.error());
-        e.identity = *id;
-      }
-      same = *e.identity == *mine;
+      auto id = identity_of();
+      if (!id) return tl::unexpected(id.error());
+      mine = *id;
     }
-    if (same) {
-      ++e.state->depth;
+    if (e.identity == *mine && detail::join_held(*e.state))
       return fs_lock([state = e.state] { detail::release_held(*state); });
-    }
   }
   auto lock = fs.lock(who, dir);
   if (!lock) return tl::unexpected(lock.error());
+  // Looked up right after the flock. Only a rename of the directory in between these two calls
+  // (by someone else, within microseconds) would give a nested request the wrong identity.
+  auto locked = identity_of();
+  if (!locked) return tl::unexpected(locked.error());
   auto state = std::make_shared<detail::held_dir_lock::shared>();
   state->depth = 1;
   state->lock = std::move(*lock);
-  held.push_back(detail::held_dir_lock{static_cast<const void*>(&fs), dir, who, std::nullopt, state});
+  held.push_back(detail::held_dir_lock{static_cast<const void*>(&fs), dir, *locked, state});
   return fs_lock([state] { detail::release_held(*state); });
 }
 

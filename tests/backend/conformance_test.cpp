@@ -97,7 +97,7 @@ struct real_tree {
       mounts.push_back(n);
       write_raw(n + "/f", "old\n");
       int made = 0;
-      for (;; ++made) {
+      for (; made < 100; ++made) {
         const int fd = ::open((n + "/fill-" + std::to_string(made)).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0) break;
         ::close(fd);
@@ -185,7 +185,8 @@ struct real_tree {
 };
 
 /// A MemoryFs with the same capabilities MemoryFs can simulate: a second device, a mount point,
-/// an immutable file (ENOSPC and EROFS it cannot: those cases are declared skipped).
+/// an immutable file, a full device and one without a free inode (EROFS it cannot: those cases
+/// are declared skipped).
 MemoryFs memory_tree(const std::string& top) {
   MemoryFs fs;
   fs.set_posix_rules();  // fail like PosixFs, the reference
@@ -215,6 +216,7 @@ conformance_setup memory_setup(const std::string& top, const std::string& name) 
   s.immutable_file = top + "/imm/f";
   s.no_inodes_dir = top + "/noinodes";
   s.full_dir = top + "/full";
+  s.lock_waits = false;  // one thread: a second lock gives EWOULDBLOCK
   return s;
 }
 
@@ -290,6 +292,7 @@ TEST_CASE("a drifting fake is caught: every deviation is reported at once, reada
   conformance_setup setup;
   setup.base = "/c/base";
   setup.backend_name = "drifting fake";
+  setup.lock_waits = false;
   auto report = run_conformance(fs, setup);
   MESSAGE(report.text());
   CHECK(report.deviations.size() == 4);
@@ -314,6 +317,16 @@ TEST_CASE("MemoryFs conforms") {
   auto report = run_conformance(fs, memory_setup("/t", "MemoryFs"));
   expect_conformant(report, case_count() - 9);
   CHECK(report.skipped.size() == 9);  // EROFS x9: a MemoryFs has no read-only fs (ENOSPC: set_*_limit)
+}
+
+TEST_CASE("the lock row names a backend said to wait that fails a second lock at once") {
+  MemoryFs fs = memory_tree("/t");
+  conformance_setup setup = memory_setup("/t", "MemoryFs said to wait");
+  setup.lock_waits = true;  // not true of MemoryFs: its second lock gives EWOULDBLOCK
+  auto report = run_conformance(fs, setup);
+  REQUIRE(report.deviations.size() == 1);
+  CHECK(report.deviations[0].find("lock: a second lock waits until the first is released") == 0);
+  CHECK(report.deviations[0].find("(expected it to wait)") != std::string::npos);
 }
 
 TEST_CASE("MemoryFs without set_posix_rules differs from PosixFs exactly in PosixFs's own refusals") {
@@ -420,6 +433,7 @@ TEST_CASE("OverlayFs over PosixFs conforms and writes nothing to the disk") {
   conformance_setup setup = tree.setup(base, "OverlayFs<PosixFs>");
   setup.full_dir.clear();          // the overlay writes to memory: no ENOSPC ...
   setup.no_inodes_dir.clear();
+  setup.lock_waits = false;        // and its locks are its own, in memory
   setup.read_only_dir.clear();     // ... and no EROFS
   setup.mount_point_file.clear();  // and it does not know the lower's mount points (documented)
   auto report = run_conformance(fs, setup);

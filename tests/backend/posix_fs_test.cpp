@@ -27,6 +27,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/real_fs.hpp"
@@ -1419,4 +1420,78 @@ TEST_CASE("posix_sweep with an uninstall: one that gives the tree back passes, a
   CHECK_FALSE(forgetful.ok());
   CHECK(forgetful.text().find("re-run, uninstalled: after the uninstall, unlike before: ") != std::string::npos);
   CHECK(forgetful.text().find("/etc/a") != std::string::npos);
+}
+
+TEST_CASE("lock_for_edit: a directory renamed while held is not the one a nested request of its old name gets") {
+  MemoryFs fs;
+  fs.add_dir("/home/u", 0755, 0, 0);
+  auto outer = lock_for_edit(fs, root_actor, "/home/u/.profile");  // locks /home/u
+  REQUIRE(outer);
+  REQUIRE(fs.rename(root_actor, "/home/u", "/home/old-u"));  // someone moves it away ...
+  REQUIRE(fs.mkdir(root_actor, "/home/u", 0755));            // ... and makes a new one
+  auto inner = lock_for_edit(fs, root_actor, "/home/u/app.record");
+  REQUIRE(inner);  // a lock of its own, not a share of the moved directory's
+  CHECK(fs.lock(root_actor, "/home/u").error().is_errno(EWOULDBLOCK));      // the new one is held
+  CHECK(fs.lock(root_actor, "/home/old-u").error().is_errno(EWOULDBLOCK));  // and so is the old one
+  inner->reset();
+  CHECK(fs.lock(root_actor, "/home/u"));
+  CHECK(fs.lock(root_actor, "/home/old-u").error().is_errno(EWOULDBLOCK));
+  outer->reset();
+  CHECK(fs.lock(root_actor, "/home/old-u"));
+}
+
+TEST_CASE("lock_for_edit: a lock moved to another thread and released there keeps the nested holder's lock") {
+  scratch d;
+  PosixFs fs;
+  REQUIRE(::mkdir((d / "home").c_str(), 0755) == 0);
+  auto outer = lock_for_edit(fs, root_actor, d / "home/.profile");
+  REQUIRE(outer);
+  auto inner = lock_for_edit(fs, root_actor, d / "home/app.record");  // shares the outer's
+  REQUIRE(inner);
+  std::thread([moved = std::move(*outer)]() mutable { moved.reset(); }).join();  // released elsewhere
+  int fd = ::open((d / "home").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  CHECK(::flock(fd, LOCK_EX | LOCK_NB) != 0);  // the inner holder still has it
+  auto again = lock_for_edit(fs, root_actor, d / "home/other");  // this thread joins the held lock
+  REQUIRE(again);
+  inner->reset();
+  CHECK(::flock(fd, LOCK_EX | LOCK_NB) != 0);
+  again->reset();
+  CHECK(::flock(fd, LOCK_EX | LOCK_NB) == 0);  // the last holder let go
+  ::close(fd);
+  auto fresh = lock_for_edit(fs, root_actor, d / "home/.profile");  // a released lock is never joined
+  REQUIRE(fresh);
+}
+
+TEST_CASE("posix_sweep: the disk snapshot compares mode and owner, shows links, and never follows a symlink") {
+  if (!is_root()) { HOSTCFG_SKIP("needs root for a root-owned sandbox and chown"); return; }
+  two_files t;
+  // A mode and an owner changed apart from the bytes: a crash between leaves neither state.
+  auto report = testing::posix_sweep("chmod, chown, then replace", t.d.path, [&] { t.reset(); },
+                                     [&](const syscall_table& calls) -> result<converge_report> {
+                                       PosixFs fs(calls);
+                                       if (auto m = fs.chmod(root_actor, t.a, 0600); !m) return tl::unexpected(m.error());
+                                       if (auto o = fs.lchown(root_actor, t.b, nobody, nobody); !o)
+                                         return tl::unexpected(o.error());
+                                       for (const auto* path : {&t.a, &t.b})
+                                         if (auto r = two_files::put(fs, *path, "new\n"); !r)
+                                           return tl::unexpected(r.error());
+                                       return converge_report{};
+                                     });
+  CHECK_FALSE(report.ok());
+  CHECK(report.text().find("crash: /etc/a is neither as before nor as after") != std::string::npos);
+  CHECK(report.text().find("crash: /etc/b is neither as before nor as after") != std::string::npos);
+
+  t.reset();
+  REQUIRE(::symlink("/", (t.d / "etc/out").c_str()) == 0);
+  REQUIRE(::link(t.a.c_str(), (t.d / "etc/a2").c_str()) == 0);
+  const auto tree = testing::detail::disk_snapshot(t.d.path);
+  REQUIRE(tree.entries.count("/etc/out") == 1);
+  CHECK(tree.entries.at("/etc/out").type == file_type::symlink);
+  CHECK(tree.entries.at("/etc/out").data == "/");
+  for (const auto& entry : tree.entries) CHECK(entry.first.rfind("/etc/out/", 0) != 0);  // not followed
+  CHECK(tree.entries.at("/etc/a").data == "old\n\n(2 links)");
+  CHECK(tree.entries.at("/etc/b").data == "old\n");
+  CHECK(tree.entries.at("/etc").type == file_type::directory);
+  CHECK(tree.entries.at("/etc").mode == 0755);
 }

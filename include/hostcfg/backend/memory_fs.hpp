@@ -312,7 +312,10 @@ class MemoryFs {
 
     step_name = std::string(op) + ":write";
     if (int e = step(step_name, path, temp_path, true)) return abandon(step_name, e);
-    if (no_free_space(nodes_.at(dir_id).dev, bytes.size())) return abandon(step_name, ENOSPC);
+    if (no_free_space(nodes_.at(dir_id).dev, bytes.size())) {
+      if (!log_.empty()) log_.back().error = ENOSPC;  // the write step's own record, as an injected error would be
+      return abandon(step_name, ENOSPC);
+    }
     {
       node& t = nodes_.at(temp_id);
       write_unsynced(t, bytes);
@@ -819,12 +822,14 @@ class MemoryFs {
 
   /// Limits the objects (files, directories, links) device `dev` holds, like tmpfs's
   /// `nr_inodes`: creating one more (mkdir, symlink, the temp of replace_file or replace_symlink)
-  /// fails with ENOSPC, as on a full filesystem. The objects already there count, so a limit
-  /// equal to their number makes the device full at once.
+  /// fails with ENOSPC, as on a full filesystem. The objects already there count (a hard-linked
+  /// file once per name, as tmpfs charges each link), so a limit equal to their number makes the
+  /// device full at once. An OverlayFs counts only what it has pulled from its lower layer.
   void set_inode_limit(std::uint64_t dev, std::size_t max_objects) { device_limits_[dev].max_objects = max_objects; }
 
-  /// Limits the bytes of regular files on device `dev` (a small tmpfs's `size`): writing a
-  /// temp that would pass it fails with ENOSPC, and the temp is removed, as on a full disk.
+  /// Limits the bytes of regular files on device `dev` (a small tmpfs's `size`; a hard-linked
+  /// file counted once): writing a replace_file temp that would pass it fails with ENOSPC, and
+  /// the temp is removed, as on a full disk. The in-place fallback is not limited.
   void set_space_limit(std::uint64_t dev, std::uint64_t max_bytes) { device_limits_[dev].max_bytes = max_bytes; }
 
   /// Marks a file as a mount point (a bind-mounted /etc/hosts): renaming onto or away from it
@@ -1120,13 +1125,15 @@ class MemoryFs {
   };
   device_usage usage_of(std::uint64_t dev) const {
     device_usage used;
+    std::set<id_type> files_counted;  // a hard-linked file's bytes count once
     std::vector<id_type> todo{root_id};
     while (!todo.empty()) {
-      const node& n = nodes_.at(todo.back());
+      const id_type id = todo.back();
+      const node& n = nodes_.at(id);
       todo.pop_back();
       if (n.dev == dev) {
         ++used.objects;
-        if (n.type == file_type::regular) used.bytes += current_size(n);
+        if (n.type == file_type::regular && files_counted.insert(id).second) used.bytes += current_size(n);
       }
       for (const auto& child : n.children) todo.push_back(child.second);
     }

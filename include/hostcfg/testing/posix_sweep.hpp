@@ -135,11 +135,12 @@ inline file_type disk_file_type(mode_t mode) {
   return file_type::unknown;
 }
 
-// An entry that could not be read: shown by its errno, so it differs from any readable state.
-inline MemoryFs::snapshot_entry unreadable_entry(int err) {
-  MemoryFs::snapshot_entry e;
-  e.type = file_type::unknown;
+// An entry whose contents could not be read: what its stat gave (if anything) and the errno, so
+// it differs from any readable state.
+inline MemoryFs::snapshot_entry unreadable_entry(int err, MemoryFs::snapshot_entry e = {}) {
+  if (e.type == file_type::none) e.type = file_type::unknown;
   e.data = std::string("(unreadable: ") + std::strerror(err) + ")";
+  e.size = e.data.size();
   return e;
 }
 
@@ -169,11 +170,20 @@ inline bool read_disk_file(int dir, const char* name, std::string& out) {
 inline void snapshot_disk_dir(int dir, const std::string& shown, MemoryFs::snapshot& out) {
   DIR* stream = ::fdopendir(dir);
   if (!stream) {
+    const int err = errno;
     ::close(dir);
+    out.entries[shown] = unreadable_entry(err, out.entries[shown]);
     return;
   }
   std::vector<std::string> names;
-  while (const dirent* entry = ::readdir(stream)) {
+  for (;;) {
+    errno = 0;
+    const dirent* entry = ::readdir(stream);
+    if (!entry) {
+      // A listing cut short is shown on the directory, so it cannot pass for an unchanged one.
+      if (const int err = errno; err != 0) out.entries[shown] = unreadable_entry(err, out.entries[shown]);
+      break;
+    }
     const std::string name = entry->d_name;
     if (name != "." && name != "..") names.push_back(name);
   }
@@ -183,7 +193,8 @@ inline void snapshot_disk_dir(int dir, const std::string& shown, MemoryFs::snaps
     const std::string path = prefix + name;
     struct ::stat st {};
     if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      out.entries[path] = unreadable_entry(errno);
+      const int err = errno;
+      out.entries[path] = unreadable_entry(err);
       continue;
     }
     MemoryFs::snapshot_entry e;
@@ -191,28 +202,32 @@ inline void snapshot_disk_dir(int dir, const std::string& shown, MemoryFs::snaps
     e.mode = static_cast<mode_type>(st.st_mode & 07777);
     e.uid = st.st_uid;
     e.gid = st.st_gid;
-    bool readable = true;
     if (e.type == file_type::regular) {
-      readable = read_disk_file(fd, name.c_str(), e.data);
+      if (!read_disk_file(fd, name.c_str(), e.data)) {
+        const int err = errno;
+        out.entries[path] = unreadable_entry(err, e);
+        continue;
+      }
       // A second link to a file we replace would be a hard-link attack gone through: show it.
       if (st.st_nlink > 1) e.data += "\n(" + std::to_string(st.st_nlink) + " links)";
-      e.size = e.data.size();
     } else if (e.type == file_type::symlink) {
       std::string target(static_cast<std::size_t>(st.st_size) + 1, '\0');
       const ssize_t n = ::readlinkat(fd, name.c_str(), &target[0], target.size());
-      readable = n >= 0;
-      if (readable) target.resize(static_cast<std::size_t>(n));
+      if (n < 0) {
+        const int err = errno;
+        out.entries[path] = unreadable_entry(err, e);
+        continue;
+      }
+      target.resize(static_cast<std::size_t>(n));
       e.data = target;
     }
-    if (!readable) {
-      out.entries[path] = unreadable_entry(errno);
-      continue;
-    }
+    e.size = e.data.size();  // as MemoryFs: a file's bytes, a link's target length
     out.entries[path] = e;
     if (e.type == file_type::directory) {
       const int child = ::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (child < 0) {
-        out.entries[path] = unreadable_entry(errno);
+        const int err = errno;
+        out.entries[path] = unreadable_entry(err, e);
         continue;
       }
       snapshot_disk_dir(child, path, out);
@@ -228,7 +243,8 @@ inline MemoryFs::snapshot disk_snapshot(const std::string& root) {
   const int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   struct ::stat st {};
   if (fd < 0 || ::fstat(fd, &st) != 0) {
-    out.entries["/"] = unreadable_entry(errno);
+    const int err = errno;
+    out.entries["/"] = unreadable_entry(err);
     if (fd >= 0) ::close(fd);
     return out;
   }
@@ -340,7 +356,7 @@ posix_sweep_report posix_sweep(std::string name, const std::string& root, Reset 
         check_invariant(sweep_phase::after_uninstall, where + ", re-run, uninstalled");
       }
       if (o.uninstall && o.uninstall_at_once) {
-        faulty_run(k, r, where);
+        faulty_run(k, r, where + ", again for the uninstall at once");
         detail::check_uninstall(world, old_tree, o.ignore, true, where + ", uninstalled at once", report.problems);
         check_invariant(sweep_phase::after_uninstall, where + ", uninstalled at once");
       }

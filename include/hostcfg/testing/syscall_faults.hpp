@@ -242,7 +242,7 @@ class syscall_faults {
     return s.inject("getrandom", false) ? -1 : s.real_.getrandom(s.real_.context, b, n, f);
   }
 
-  const syscall_table& real_;
+  syscall_table real_;  // a copy: plain function pointers, so a temporary table is fine
   syscall_table table_{};
   fault_mode mode_ = fault_mode::none;
   std::size_t at_ = 0;
