@@ -296,6 +296,124 @@ enum class record_sync {
   required,     ///< ... is `errc::not_durable`: a write-ahead item must be on disk before its change
 };
 
+namespace detail {
+
+/// Name of the temp directory a record's missing directories are built under, beside the
+/// topmost missing one `top`: ".<top>.hostcfg-chain" (a fixed name: two runs building the same
+/// chain at once see EEXIST, and one of them takes the ordinary way).
+inline std::string record_chain_temp(std::string_view top) {
+  return join_path(parent_path(top), "." + base_name(top) + ".hostcfg-chain");
+}
+
+/// Removes the directory `dir` and what a record store puts in it (directories, the record and
+/// its temps: regular files), owned by `who`; nothing else, never through a link, at most
+/// `depth` levels down. False when something stays.
+template <class Fs>
+bool remove_record_tree(Fs& fs, const actor& who, const std::string& dir, int depth = 8) {
+  auto names = fs.list_dir(who, dir);
+  if (!names) return names.error().is_errno(ENOENT);
+  for (const auto& name : *names) {
+    const std::string path = join_path(dir, name);
+    auto st = fs.lstat(who, path);
+    if (!st || (!who.is_root() && st->uid != who.uid)) return false;
+    if (st->type == file_type::directory) {
+      if (depth == 0 || !remove_record_tree(fs, who, path, depth - 1)) return false;
+    } else if (st->type != file_type::regular || !fs.unlink(who, path)) {
+      return false;
+    }
+  }
+  return fs.rmdir(who, dir).has_value();
+}
+
+/// What a crashed store left of a chain built for the record at `where` (see
+/// `store_record_in_new_chain`): removed when the record's directory is still missing. An error
+/// only when the way to the record cannot be looked at.
+template <class Fs>
+result<void> remove_stale_record_chain(Fs& fs, const record_location& where) {
+  auto missing = missing_parents(fs, where.owner, parent_path(where.path));
+  if (!missing) return tl::unexpected(missing.error());
+  if (missing->empty()) return {};
+  const std::string temp = record_chain_temp(missing->front());
+  auto st = fs.lstat(where.owner, temp);
+  if (st && st->type == file_type::directory && (where.owner.is_root() || st->uid == where.owner.uid))
+    remove_record_tree(fs, where.owner, temp);
+  return {};
+}
+
+/// `e`, saying that it happened while storing the record at `where` (the temp paths of a new
+/// directory chain mean little on their own).
+inline tl::unexpected<error> while_storing(error e, const record_location& where) {
+  if (e.hint.empty()) e.hint = "while storing the record " + where.path;
+  return tl::unexpected<error>(std::move(e));
+}
+
+/// How `store_record_in_new_chain` ended.
+enum class chain_outcome { stored, stored_not_durable, exists_now };
+
+/// Writes `bytes` as the record at `where.path`, whose directories `missing` (outermost first)
+/// do not exist yet, so that they and the record appear together: the directories are made under
+/// a temp name beside the topmost one, the record written in them, and the temp renamed to the
+/// topmost name. A crash before that rename leaves only the temp (removed by the next store, or
+/// an uninstall); after it, the record names every directory it needed. `exists_now`: another
+/// run made the topmost directory meanwhile (nothing of ours is left; store the ordinary way).
+template <class Fs>
+result<chain_outcome> store_record_in_new_chain(Fs& fs, const record_location& where,
+                                                const std::vector<std::string>& missing, const std::string& bytes) {
+  const actor& who = where.owner;
+  const mode_type dir_mode = where.privileged ? 0755 : 0700;
+  const std::string& top = missing.front();
+  const std::string temp = record_chain_temp(top);
+  if (auto cleaned = remove_stale_record_chain(fs, where); !cleaned) return while_storing(cleaned.error(), where);
+  if (auto made = fs.mkdir(who, temp, dir_mode); !made) {
+    if (made.error().is_errno(EEXIST)) return chain_outcome::exists_now;  // another run is building it
+    return while_storing(made.error(), where);
+  }
+  auto in_temp = [&](const std::string& path) { return temp + path.substr(top.size()); };
+  auto give_up = [&](const error& e) -> result<chain_outcome> {
+    remove_record_tree(fs, who, temp);
+    return while_storing(e, where);
+  };
+  for (std::size_t i = 1; i < missing.size(); ++i)
+    if (auto made = fs.mkdir(who, in_temp(missing[i]), dir_mode); !made) return give_up(made.error());
+  replace_options options;
+  options.mode = where.privileged ? 0644 : 0600;
+  options.uid = who.uid;
+  options.gid = who.gid;
+  auto written = fs.replace_file(who, in_temp(where.path), bytes, options);
+  if (!written) return give_up(written.error());
+  // Every directory of the chain synced (the record's own by replace_file), so the rename below
+  // publishes a tree that is complete on disk.
+  for (std::size_t i = missing.size() - 1; i > 0; --i) sync_directory(fs, who, in_temp(missing[i - 1]));
+  if (auto moved = fs.rename(who, temp, top); !moved) {
+    remove_record_tree(fs, who, temp);
+    if (moved.error().is_errno(EEXIST) || moved.error().is_errno(ENOTEMPTY) || moved.error().is_errno(EISDIR))
+      return chain_outcome::exists_now;
+    return while_storing(moved.error(), where);
+  }
+  bool durable = true;
+  if constexpr (fs_has_sync_dir<Fs>::value) durable = fs.sync_dir(who, parent_path(top)).has_value();
+  return durable && written->durable ? chain_outcome::stored : chain_outcome::stored_not_durable;
+}
+
+/// Stores `r` with the directories `missing` (none of which exists yet) made together with it
+/// and listed in its "record-dirs" item after `dirs` (what an older record listed). Nothing
+/// (nullopt) when another run made the directory meanwhile: store the ordinary way then.
+template <class Fs>
+result<std::optional<bool>> store_record_with_its_dirs(Fs& fs, const record_location& where, record r, std::string dirs,
+                                                       const std::vector<std::string>& missing, record_sync sync) {
+  list_dirs_made(dirs, missing);
+  r.put(record_item{"record-dirs", "record", {{"dirs", dirs}}});
+  auto chained = store_record_in_new_chain(fs, where, missing, serialize_record(r));
+  if (!chained) return tl::unexpected(chained.error());
+  if (*chained == chain_outcome::exists_now) return std::optional<bool>();
+  if (*chained == chain_outcome::stored_not_durable && sync == record_sync::required)
+    return fail(errc::not_durable, "store record", where.path,
+                "the record was written but its directory could not be synced: a crash could lose it");
+  return std::optional<bool>(true);
+}
+
+}  // namespace detail
+
 /// Writes a record atomically (mode 0600 user / 0644 privileged), creating its directory
 /// (0700 / 0755) when needed. An empty record removes the file, and the directories a previous
 /// store created for it when they are empty (the item "record-dirs" lists them). Writes nothing
@@ -306,6 +424,9 @@ result<bool> store_record(Fs& fs, const record_location& where, record r, const 
                           record_sync sync = record_sync::best_effort) {
   if (r == loaded) {
     remove_stale_temps(fs, where.owner, where.path);  // a crash between temp and rename
+    if (loaded.items.empty()) {  // no record: a crash before the first one may have left its chain
+      if (auto cleaned = detail::remove_stale_record_chain(fs, where); !cleaned) return tl::unexpected(cleaned.error());
+    }
     return false;
   }
   const std::string dirs_key = "record-dirs";
@@ -315,6 +436,7 @@ result<bool> store_record(Fs& fs, const record_location& where, record r, const 
   if (r.empty() || only_bookkeeping) {
     auto removed = unlink_durably(fs, where.owner, where.path);
     if (!removed && !removed.error().is_errno(ENOENT)) return tl::unexpected(removed.error());
+    remove_stale_temps(fs, where.owner, where.path);  // a crashed write's temp would keep its directory
     // Remove the directories we made for the record, innermost first, only while empty.
     std::vector<std::string> dirs;
     for (const auto& line : split_lines(dirs_field)) dirs.emplace_back(line.text);
@@ -324,11 +446,18 @@ result<bool> store_record(Fs& fs, const record_location& where, record r, const 
     }
     return true;
   }
+  // Missing directories are made together with the record (store_record_in_new_chain), so no
+  // crash leaves a directory that no record names.
+  auto missing = missing_parents(fs, where.owner, parent_path(where.path));
+  if (!missing) return tl::unexpected(missing.error());
+  if (!missing->empty()) {
+    auto stored = detail::store_record_with_its_dirs(fs, where, r, dirs_field, *missing, sync);
+    if (!stored) return tl::unexpected(stored.error());
+    if (*stored) return **stored;
+  }
   auto made = make_parents(fs, where.owner, parent_path(where.path), where.privileged ? 0755 : 0700);
   if (!made) return tl::unexpected(made.error());
-  if (!made->empty()) {
-    for (const auto& d : *made) dirs_field += d + "\n";
-  }
+  list_dirs_made(dirs_field, *made);
   if (!dirs_field.empty()) r.put(record_item{dirs_key, "record", {{"dirs", dirs_field}}});
   replace_options options;
   options.mode = where.privileged ? 0644 : 0600;
@@ -355,30 +484,26 @@ template <class Fs>
 result<bool> store_record_merged(Fs& fs, const record_location& where, const record& mine, const record& loaded,
                                  record_sync sync = record_sync::best_effort) {
   if (mine == loaded) return store_record(fs, where, mine, loaded, sync);
-  std::string made_dirs;
   auto held = lock_for_edit(fs, where.owner, where.path);
   if (!held && !held.error().is_errno(ENOENT)) return tl::unexpected(held.error());
   if (!held) {
+    // No directory, so no record another run could have stored: this one is made with its
+    // directories, all at once; unless another run makes the directory meanwhile.
     record next = rebase_record(record{mine.app_id, {}}, loaded, mine);
     if (next.empty()) return store_record(fs, where, next, loaded, sync);  // nothing to keep: no directory
-    const std::string dir = parent_path(where.path);
-    const mode_type mode = where.privileged ? 0755 : 0700;
-    auto made = make_parents(fs, where.owner, dir, mode);
-    // EEXIST: another run made a directory between our look and our mkdir; look again.
-    if (!made && made.error().is_errno(EEXIST)) made = make_parents(fs, where.owner, dir, mode);
-    if (!made) return tl::unexpected(made.error());
-    for (const auto& d : *made) made_dirs += d + "\n";
+    auto missing = missing_parents(fs, where.owner, parent_path(where.path));
+    if (!missing) return tl::unexpected(missing.error());
+    if (!missing->empty()) {
+      auto stored = detail::store_record_with_its_dirs(fs, where, next, std::string(), *missing, sync);
+      if (!stored) return tl::unexpected(stored.error());
+      if (*stored) return **stored;
+    }
     held = lock_for_edit(fs, where.owner, where.path);
     if (!held) return tl::unexpected(held.error());
   }
   auto fresh = load_record(fs, where, mine.app_id);
   if (!fresh) return tl::unexpected(fresh.error());
-  record next = rebase_record(*fresh, loaded, mine);
-  if (!made_dirs.empty()) {
-    const record_item* listed = next.find("record-dirs");
-    next.put(record_item{"record-dirs", "record", {{"dirs", (listed ? listed->get("dirs") : std::string()) + made_dirs}}});
-  }
-  return store_record(fs, where, std::move(next), *fresh, sync);
+  return store_record(fs, where, rebase_record(*fresh, loaded, mine), *fresh, sync);
 }
 
 HOSTCFG_END_NAMESPACE

@@ -210,9 +210,11 @@ testing::posix_sweep_report sweep_posix_profile_and_policy() {
   testing::posix_sweep_options options;
   options.every_call = sweep::full_sweep();
   // Records: their bytes may differ after a recovery, so they parse at every point and are gone
-  // after every uninstall. The directories made for them are not compared: after a crash before
-  // the first record landed nothing names them (README, Status).
-  options.ignore = sweep::is_record_path;
+  // after every uninstall. The directories made for them are compared like any other: they
+  // appear together with the record (built under a temp name, renamed into place).
+  options.ignore = [](const std::string& path) {
+    return path == user_record_path || path == system_record_path;
+  };
   options.invariant = [&](testing::sweep_phase phase) {
     auto problems = records_parse(box);
     if (phase == testing::sweep_phase::after_uninstall)

@@ -564,7 +564,8 @@ TEST_CASE("fault sweep: every failing filesystem step leaves no half-written pli
     // The injected EIO surfaces as a failed step, an item left out of sync or a note, never as
     // silent success. (The record store's own directory listing and sync are converge's business.)
     // A failed directory sync is best effort by design (env.fs.hpp sync_directory): never a failure.
-    bool record_store = failed_op.find("/hostcfg") != std::string::npos || failed_op.rfind("sync_dir", 0) == 0;
+    bool record_store = failed_op.find("/hostcfg") != std::string::npos ||
+                        failed_op.find(".hostcfg-chain") != std::string::npos || failed_op.rfind("sync_dir", 0) == 0;
     bool noted = first && !first->steps.empty() && !first->steps[0].applied.notes.empty();
     if (!record_store) CHECK((!first || !first->ok() || first->needs_user_action() || noted));
     auto bytes = env.fs.file_bytes(daemon_plist);

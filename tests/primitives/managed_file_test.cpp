@@ -405,9 +405,12 @@ TEST_CASE("record_ahead: a record whose directory sync fails stops the change; t
     record_dir = parent_path(ctx.system_record.path);
     fs.clear_log();
     REQUIRE(converge(ctx, conf));
+    bool published = false;  // a new record directory appears by a rename, then its parent's sync
     for (std::size_t i = 0; i < fs.op_log().size() && !record_sync_at; ++i) {
       const auto& op = fs.op_log()[i];
       if (op.op == "replace_file:fsync_dir" && op.path == record_dir) record_sync_at = i + 1;
+      if (op.op == "rename" && op.path2 == record_dir) published = true;
+      if (published && op.op == "sync_dir" && op.path == parent_path(record_dir)) record_sync_at = i + 1;
       if (op.op == "replace_file:rename" && op.path2 == "/etc/app.conf") break;  // too late: not ahead
     }
   }
@@ -848,6 +851,37 @@ TEST_CASE("crash_sweep with an uninstall: one that gives the tree back passes, o
   CHECK_FALSE(forgetful.ok());
   CHECK(forgetful.text().find("re-run, uninstalled: after the uninstall, unlike before: ") != std::string::npos);
   CHECK(forgetful.text().find("/etc/app.conf") != std::string::npos);
+}
+
+TEST_CASE("a record's own new directories appear with it: no crash or fault point leaves them behind an uninstall") {
+  // Neither ~/.local nor /var/lib/hostcfg exists: each record's directories are made together
+  // with the record (built under a temp name, renamed into place). Only the record files are
+  // ignored (their bookkeeping may differ after a recovery); the directories made for them are
+  // compared like everything else, straight after every crash or fault and after the re-run.
+  MemoryFs before = mac_tree();
+  const ManagedFile user_file{"/Users/alice/.app/app.conf", "user\n", 0600};
+  const ManagedFile system_file{"/etc/app.conf", "ours\n", 0644};
+  auto flow = [&](bool undo) {
+    return [&, undo](MemoryFs& fs) -> result<converge_report> {
+      ScriptedPrivilege priv(mac_user(), answer::granted);
+      context ctx(fs, priv, app);
+      return undo ? uninstall(ctx, user_file, system_file) : converge(ctx, user_file, system_file);
+    };
+  };
+  testing::crash_sweep_options options;
+  options.ignore = [](const std::string& path) { return path.size() > 7 && path.substr(path.size() - 7) == ".record"; };
+  options.uninstall = flow(true);
+  auto report = testing::crash_sweep("two records made with their directories", before, flow(false), options);
+  MESSAGE(report.text());
+  CHECK(report.ok());
+  CHECK(report.points > 100);
+  // And a clean install lists them, so the uninstall removes them.
+  MemoryFs fs = before;
+  REQUIRE(flow(false)(fs));
+  CHECK(fs.status_of("/Users/alice/.local/state/hostcfg"));
+  CHECK(fs.status_of("/var/lib/hostcfg"));
+  REQUIRE(flow(true)(fs));
+  CHECK(MemoryFs::diff(before.take_snapshot(), fs.take_snapshot()).empty());
 }
 
 namespace {
