@@ -299,8 +299,8 @@ enum class record_sync {
 namespace detail {
 
 /// Name of the temp directory a record's missing directories are built under, beside the
-/// topmost missing one `top`: ".<top>.hostcfg-chain" (a fixed name: two runs building the same
-/// chain at once see EEXIST, and one of them takes the ordinary way).
+/// topmost missing one `top`: ".<top>.hostcfg-chain". Builders of one `top` take turns under the
+/// lock of its parent, so one name serves them all and a temp found under that lock is stale.
 inline std::string record_chain_temp(std::string_view top) {
   return join_path(parent_path(top), "." + base_name(top) + ".hostcfg-chain");
 }
@@ -325,19 +325,24 @@ bool remove_record_tree(Fs& fs, const actor& who, const std::string& dir, int de
   return fs.rmdir(who, dir).has_value();
 }
 
-/// What a crashed store left of a chain built for the record at `where` (see
-/// `store_record_in_new_chain`): removed when the record's directory is still missing. An error
-/// only when the way to the record cannot be looked at.
+/// Removes a temp chain a crashed store left beside any directory on the way to the record at
+/// `where` (the topmost missing one then, or one another program has made since), each under
+/// the lock its builders take. One `lstat` per directory of the path; best effort.
 template <class Fs>
-result<void> remove_stale_record_chain(Fs& fs, const record_location& where) {
-  auto missing = missing_parents(fs, where.owner, parent_path(where.path));
-  if (!missing) return tl::unexpected(missing.error());
-  if (missing->empty()) return {};
-  const std::string temp = record_chain_temp(missing->front());
-  auto st = fs.lstat(where.owner, temp);
-  if (st && st->type == file_type::directory && (where.owner.is_root() || st->uid == where.owner.uid))
-    remove_record_tree(fs, where.owner, temp);
-  return {};
+void remove_stale_record_chains(Fs& fs, const record_location& where) {
+  std::string current;
+  for (const auto& part : path_components(parent_path(where.path))) {
+    current += "/" + part;
+    const std::string temp = record_chain_temp(current);
+    auto st = fs.lstat(where.owner, temp);
+    if (!st) {
+      if (st.error().is_errno(ENOENT)) continue;
+      return;  // the way is not ours to look at (ENOTDIR, EACCES...): nothing of ours below
+    }
+    if (st->type != file_type::directory || (!where.owner.is_root() && st->uid != where.owner.uid)) continue;
+    auto held = lock_for_edit(fs, where.owner, current);  // its builders' lock: a live one finishes first
+    if (held) remove_record_tree(fs, where.owner, temp);
+  }
 }
 
 /// `e`, saying that it happened while storing the record at `where` (the temp paths of a new
@@ -347,69 +352,99 @@ inline tl::unexpected<error> while_storing(error e, const record_location& where
   return tl::unexpected<error>(std::move(e));
 }
 
+/// `sync_dir` when the backend has one: false when it failed (true without one).
+template <class Fs>
+bool synced(Fs& fs, const actor& who, const std::string& dir) {
+  if constexpr (fs_has_sync_dir<Fs>::value) return fs.sync_dir(who, dir).has_value();
+  (void)fs;
+  (void)who;
+  (void)dir;
+  return true;
+}
+
 /// How `store_record_in_new_chain` ended.
 enum class chain_outcome { stored, stored_not_durable, exists_now };
 
-/// Writes `bytes` as the record at `where.path`, whose directories `missing` (outermost first)
-/// do not exist yet, so that they and the record appear together: the directories are made under
-/// a temp name beside the topmost one, the record written in them, and the temp renamed to the
-/// topmost name. A crash before that rename leaves only the temp (removed by the next store, or
-/// an uninstall); after it, the record names every directory it needed. `exists_now`: another
-/// run made the topmost directory meanwhile (nothing of ours is left; store the ordinary way).
+/// Writes the record `r` at `where.path` when directories above it are missing, so that they and
+/// the record appear together: under the lock of the topmost missing directory's parent, the
+/// missing directories are made under a temp name beside the topmost one, the record (listing
+/// them in "record-dirs" after `dirs`) written and every directory synced, and the temp renamed
+/// to the topmost name. A crash before that rename leaves only the temp (removed by the next
+/// store or uninstall); after it, the record names every directory it needed. `exists_now`: the
+/// directory exists now (another program made the topmost one): look again.
 template <class Fs>
-result<chain_outcome> store_record_in_new_chain(Fs& fs, const record_location& where,
-                                                const std::vector<std::string>& missing, const std::string& bytes) {
+result<chain_outcome> store_record_in_new_chain(Fs& fs, const record_location& where, const record& r,
+                                                const std::string& dirs) {
   const actor& who = where.owner;
-  const mode_type dir_mode = where.privileged ? 0755 : 0700;
-  const std::string& top = missing.front();
+  auto missing = missing_parents(fs, who, parent_path(where.path));
+  if (!missing) return while_storing(missing.error(), where);
+  if (missing->empty()) return chain_outcome::exists_now;
+  const std::string top = missing->front();
+  auto held = lock_for_edit(fs, who, top);  // builders of this `top` take turns
+  if (!held) return while_storing(held.error(), where);
+  missing = missing_parents(fs, who, parent_path(where.path));  // again, under the lock
+  if (!missing) return while_storing(missing.error(), where);
+  if (missing->empty() || missing->front() != top) return chain_outcome::exists_now;
   const std::string temp = record_chain_temp(top);
-  if (auto cleaned = remove_stale_record_chain(fs, where); !cleaned) return while_storing(cleaned.error(), where);
-  if (auto made = fs.mkdir(who, temp, dir_mode); !made) {
-    if (made.error().is_errno(EEXIST)) return chain_outcome::exists_now;  // another run is building it
-    return while_storing(made.error(), where);
-  }
+  if (!remove_record_tree(fs, who, temp))  // stale: its builder held this lock
+    return while_storing(error{std::error_code(ENOTEMPTY, std::system_category()), "remove stale temp", temp, {},
+                               "a temp a crashed store left holds something hostcfg did not put there (remove it)", {}},
+                         where);
+  const mode_type dir_mode = where.privileged ? 0755 : 0700;
+  if (auto made = fs.mkdir(who, temp, dir_mode); !made) return while_storing(made.error(), where);
   auto in_temp = [&](const std::string& path) { return temp + path.substr(top.size()); };
   auto give_up = [&](const error& e) -> result<chain_outcome> {
     remove_record_tree(fs, who, temp);
     return while_storing(e, where);
   };
-  for (std::size_t i = 1; i < missing.size(); ++i)
-    if (auto made = fs.mkdir(who, in_temp(missing[i]), dir_mode); !made) return give_up(made.error());
+  for (std::size_t i = 1; i < missing->size(); ++i)
+    if (auto made = fs.mkdir(who, in_temp((*missing)[i]), dir_mode); !made) return give_up(made.error());
+  record with_dirs = r;
+  std::string listed = dirs;
+  list_dirs_made(listed, *missing);
+  with_dirs.put(record_item{"record-dirs", "record", {{"dirs", listed}}});
   replace_options options;
   options.mode = where.privileged ? 0644 : 0600;
   options.uid = who.uid;
   options.gid = who.gid;
-  auto written = fs.replace_file(who, in_temp(where.path), bytes, options);
+  auto written = fs.replace_file(who, in_temp(where.path), serialize_record(with_dirs), options);
   if (!written) return give_up(written.error());
   // Every directory of the chain synced (the record's own by replace_file), so the rename below
-  // publishes a tree that is complete on disk.
-  for (std::size_t i = missing.size() - 1; i > 0; --i) sync_directory(fs, who, in_temp(missing[i - 1]));
-  if (auto moved = fs.rename(who, temp, top); !moved) {
+  // publishes a tree that is complete on disk; a failed sync makes the store not durable.
+  bool durable = written->durable;
+  for (std::size_t i = missing->size() - 1; i > 0; --i) durable = synced(fs, who, in_temp((*missing)[i - 1])) && durable;
+  // Another program may have made `top` meanwhile (hostcfg's builders wait for the lock): never
+  // rename onto it, not even onto an empty directory.
+  if (auto there = fs.lstat(who, top); there || !there.error().is_errno(ENOENT)) {
     remove_record_tree(fs, who, temp);
-    if (moved.error().is_errno(EEXIST) || moved.error().is_errno(ENOTEMPTY) || moved.error().is_errno(EISDIR))
-      return chain_outcome::exists_now;
-    return while_storing(moved.error(), where);
+    return chain_outcome::exists_now;
   }
-  bool durable = true;
-  if constexpr (fs_has_sync_dir<Fs>::value) durable = fs.sync_dir(who, parent_path(top)).has_value();
-  return durable && written->durable ? chain_outcome::stored : chain_outcome::stored_not_durable;
+  if (auto moved = fs.rename(who, temp, top); !moved) return give_up(moved.error());
+  durable = synced(fs, who, parent_path(top)) && durable;
+  return durable ? chain_outcome::stored : chain_outcome::stored_not_durable;
 }
 
-/// Stores `r` with the directories `missing` (none of which exists yet) made together with it
-/// and listed in its "record-dirs" item after `dirs` (what an older record listed). Nothing
-/// (nullopt) when another run made the directory meanwhile: store the ordinary way then.
+/// Stores `r` with its missing directories (store_record_in_new_chain), looking again when
+/// another program makes one meanwhile. Nothing (nullopt) when the record's directory exists:
+/// store the ordinary way then.
 template <class Fs>
-result<std::optional<bool>> store_record_with_its_dirs(Fs& fs, const record_location& where, record r, std::string dirs,
-                                                       const std::vector<std::string>& missing, record_sync sync) {
-  list_dirs_made(dirs, missing);
-  r.put(record_item{"record-dirs", "record", {{"dirs", dirs}}});
-  auto chained = store_record_in_new_chain(fs, where, missing, serialize_record(r));
-  if (!chained) return tl::unexpected(chained.error());
-  if (*chained == chain_outcome::exists_now) return std::optional<bool>();
-  if (*chained == chain_outcome::stored_not_durable && sync == record_sync::required)
-    return fail(errc::not_durable, "store record", where.path,
-                "the record was written but its directory could not be synced: a crash could lose it");
-  return std::optional<bool>(true);
+result<std::optional<bool>> store_record_with_its_dirs(Fs& fs, const record_location& where, const record& r,
+                                                       const std::string& dirs, record_sync sync) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto chained = store_record_in_new_chain(fs, where, r, dirs);
+    if (!chained) return tl::unexpected(chained.error());
+    if (*chained == chain_outcome::exists_now) {
+      auto dir = fs.lstat(where.owner, parent_path(where.path));
+      if (dir) return std::optional<bool>();
+      continue;  // a directory above it appeared: build the rest
+    }
+    if (*chained == chain_outcome::stored_not_durable && sync == record_sync::required)
+      return fail(errc::not_durable, "store record", where.path,
+                  "the record was written but its directory could not be synced: a crash could lose it");
+    return std::optional<bool>(true);
+  }
+  return fail(errc::conflict, "store record", where.path,
+              "the directories above the record keep changing while hostcfg makes them");
 }
 
 }  // namespace detail
@@ -424,9 +459,10 @@ result<bool> store_record(Fs& fs, const record_location& where, record r, const 
                           record_sync sync = record_sync::best_effort) {
   if (r == loaded) {
     remove_stale_temps(fs, where.owner, where.path);  // a crash between temp and rename
-    if (loaded.items.empty()) {  // no record: a crash before the first one may have left its chain
-      if (auto cleaned = detail::remove_stale_record_chain(fs, where); !cleaned) return tl::unexpected(cleaned.error());
-    }
+    // No record: a crash before the first one may have left its directories' temp. Looked for
+    // only when the record's directory is missing (one lstat otherwise).
+    if (loaded.items.empty() && !fs.lstat(where.owner, parent_path(where.path)))
+      detail::remove_stale_record_chains(fs, where);
     return false;
   }
   const std::string dirs_key = "record-dirs";
@@ -448,10 +484,9 @@ result<bool> store_record(Fs& fs, const record_location& where, record r, const 
   }
   // Missing directories are made together with the record (store_record_in_new_chain), so no
   // crash leaves a directory that no record names.
-  auto missing = missing_parents(fs, where.owner, parent_path(where.path));
-  if (!missing) return tl::unexpected(missing.error());
-  if (!missing->empty()) {
-    auto stored = detail::store_record_with_its_dirs(fs, where, r, dirs_field, *missing, sync);
+  if (!fs.lstat(where.owner, parent_path(where.path))) {
+    detail::remove_stale_record_chains(fs, where);
+    auto stored = detail::store_record_with_its_dirs(fs, where, r, dirs_field, sync);
     if (!stored) return tl::unexpected(stored.error());
     if (*stored) return **stored;
   }
@@ -491,13 +526,10 @@ result<bool> store_record_merged(Fs& fs, const record_location& where, const rec
     // directories, all at once; unless another run makes the directory meanwhile.
     record next = rebase_record(record{mine.app_id, {}}, loaded, mine);
     if (next.empty()) return store_record(fs, where, next, loaded, sync);  // nothing to keep: no directory
-    auto missing = missing_parents(fs, where.owner, parent_path(where.path));
-    if (!missing) return tl::unexpected(missing.error());
-    if (!missing->empty()) {
-      auto stored = detail::store_record_with_its_dirs(fs, where, next, std::string(), *missing, sync);
-      if (!stored) return tl::unexpected(stored.error());
-      if (*stored) return **stored;
-    }
+    detail::remove_stale_record_chains(fs, where);
+    auto stored = detail::store_record_with_its_dirs(fs, where, next, std::string(), sync);
+    if (!stored) return tl::unexpected(stored.error());
+    if (*stored) return **stored;
     held = lock_for_edit(fs, where.owner, where.path);
     if (!held) return tl::unexpected(held.error());
   }

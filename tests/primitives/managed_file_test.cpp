@@ -884,6 +884,48 @@ TEST_CASE("a record's own new directories appear with it: no crash or fault poin
   CHECK(MemoryFs::diff(before.take_snapshot(), fs.take_snapshot()).empty());
 }
 
+TEST_CASE("a record's new directories: a stale temp is removed wherever a crash left it; a foreign one is an error") {
+  const std::string record_path = "/Users/alice/.local/state/hostcfg/com.example.app.record";
+  const actor alice{501, 20, {20}};
+  const record_location where{record_path, alice, false};
+  record r{app, {}};
+  r.put(record_item{"file:/x", "managed_file", {{"mode", "384"}}});
+  // A crash left a chain beside ~/.local, then another program made ~/.local: the next store
+  // removes that temp too (it is beside a directory on the way, not the topmost missing one).
+  MemoryFs fs = mac_tree();
+  for (const char* d : {"/Users/alice/..local.hostcfg-chain", "/Users/alice/..local.hostcfg-chain/state",
+                        "/Users/alice/..local.hostcfg-chain/state/hostcfg"})
+    fs.add_dir(d, 0700, 501, 20);
+  fs.add_file("/Users/alice/..local.hostcfg-chain/state/hostcfg/com.example.app.record", "half\n", 0600, 501, 20);
+  fs.add_dir("/Users/alice/.local", 0700, 501, 20);
+  REQUIRE(store_record(fs, where, r, record{app, {}}));
+  CHECK_FALSE(fs.status_of("/Users/alice/..local.hostcfg-chain"));
+  auto stored = load_record(fs, where, app);
+  REQUIRE(stored);
+  CHECK(stored->find("file:/x"));
+  REQUIRE(stored->find("record-dirs"));
+  CHECK(stored->find("record-dirs")->get("dirs") == "/Users/alice/.local/state\n/Users/alice/.local/state/hostcfg\n");
+  // A temp holding something hostcfg never puts there (a link) is not removed: the store fails,
+  // naming it, and makes nothing.
+  MemoryFs odd = mac_tree();
+  odd.add_dir("/Users/alice/..local.hostcfg-chain", 0700, 501, 20);
+  REQUIRE(odd.symlink(alice, "/etc", "/Users/alice/..local.hostcfg-chain/state"));
+  auto refused = store_record(odd, where, r, record{app, {}});
+  REQUIRE(!refused);
+  CHECK(refused.error().message().find("..local.hostcfg-chain") != std::string::npos);
+  CHECK(refused.error().message().find(record_path) != std::string::npos);
+  CHECK_FALSE(odd.status_of("/Users/alice/.local"));
+  CHECK(odd.status_of("/Users/alice/..local.hostcfg-chain/state"));
+  // With no record and nothing to store, an uninstall-like store removes a crashed chain.
+  MemoryFs crashed = mac_tree();
+  for (const char* d : {"/Users/alice/..local.hostcfg-chain", "/Users/alice/..local.hostcfg-chain/state",
+                        "/Users/alice/..local.hostcfg-chain/state/hostcfg"})
+    crashed.add_dir(d, 0700, 501, 20);
+  crashed.add_file("/Users/alice/..local.hostcfg-chain/state/hostcfg/com.example.app.record", "half\n", 0600, 501, 20);
+  REQUIRE(store_record(crashed, where, record{app, {}}, record{app, {}}));
+  CHECK(MemoryFs::diff(mac_tree().take_snapshot(), crashed.take_snapshot()).empty());
+}
+
 namespace {
 struct not_a_backend {};
 }  // namespace
