@@ -138,6 +138,14 @@ bool run_safely(Run&& run, result<converge_report>& out, std::string& thrown) {
   return false;
 }
 
+// What is wrong with a clean run that should have converged ("" when it did).
+inline std::string clean_run_problem(bool finished, const result<converge_report>& first, const std::string& thrown) {
+  if (finished && first && first->ok() && first->out_of_sync.empty()) return {};
+  return "the clean run did not converge: " + (!finished ? "threw " + thrown
+                                               : !first  ? first.error().message()
+                                                         : first->render_text());
+}
+
 // What the re-run and uninstall checks act on: one sweep point's MemoryFs (crash_sweep) or the
 // real disk below a root (posix_sweep).
 struct sweep_world {
@@ -233,11 +241,8 @@ crash_sweep_report crash_sweep(std::string name, const MemoryFs& before, Run run
   result<converge_report> first = tl::unexpected(error{});
   std::string thrown;
   const bool finished = detail::run_safely([&] { return run(clean); }, first, thrown);
-  if (!finished || !first || !first->ok() || !first->out_of_sync.empty()) {
-    report.problems.push_back("the clean run did not converge: " +
-                              (!finished ? "threw " + thrown
-                               : !first  ? first.error().message()
-                                         : first->render_text()));
+  if (auto problem = detail::clean_run_problem(finished, first, thrown); !problem.empty()) {
+    report.problems.push_back(problem);
     return report;
   }
   report.operations = clean.op_count();

@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "hostcfg/backend/memory_fs.hpp"
+#include "hostcfg/backend/posix_fs.hpp"
 #include "hostcfg/backend/syscalls.hpp"
 #include "hostcfg/testing/crash_sweep.hpp"
 #include "hostcfg/testing/syscall_faults.hpp"
@@ -124,17 +125,6 @@ struct posix_sweep_report {
 
 namespace detail {
 
-inline file_type disk_file_type(mode_t mode) {
-  if (S_ISREG(mode)) return file_type::regular;
-  if (S_ISDIR(mode)) return file_type::directory;
-  if (S_ISLNK(mode)) return file_type::symlink;
-  if (S_ISFIFO(mode)) return file_type::fifo;
-  if (S_ISSOCK(mode)) return file_type::socket;
-  if (S_ISBLK(mode)) return file_type::block_device;
-  if (S_ISCHR(mode)) return file_type::char_device;
-  return file_type::unknown;
-}
-
 // An entry whose contents could not be read: what its stat gave (if anything) and the errno, so
 // it differs from any readable state.
 inline MemoryFs::snapshot_entry unreadable_entry(int err, MemoryFs::snapshot_entry e = {}) {
@@ -198,7 +188,7 @@ inline void snapshot_disk_dir(int dir, const std::string& shown, MemoryFs::snaps
       continue;
     }
     MemoryFs::snapshot_entry e;
-    e.type = disk_file_type(st.st_mode);
+    e.type = hostcfg::detail::file_type_of(st.st_mode);
     e.mode = static_cast<mode_type>(st.st_mode & 07777);
     e.uid = st.st_uid;
     e.gid = st.st_gid;
@@ -291,11 +281,8 @@ posix_sweep_report posix_sweep(std::string name, const std::string& root, Reset 
   result<converge_report> first = tl::unexpected(error{});
   std::string thrown;
   const bool finished = detail::run_safely([&] { return run(faults.table()); }, first, thrown);
-  if (!finished || !first || !first->ok() || !first->out_of_sync.empty()) {
-    report.problems.push_back("the clean run did not converge: " +
-                              (!finished ? "threw " + thrown
-                               : !first  ? first.error().message()
-                                         : first->render_text()));
+  if (auto problem = detail::clean_run_problem(finished, first, thrown); !problem.empty()) {
+    report.problems.push_back(problem);
     return report;
   }
   check_invariant(sweep_phase::clean_run, "the clean run");
