@@ -674,21 +674,44 @@ TEST_CASE("override over 20,000 conflicting lines stays linear and reverts exact
 TEST_CASE("count_byte and count_line_breaks agree with a byte loop at every length and alignment") {
   std::string text;
   for (int i = 0; i < 3000; ++i) text += "ab\ncd\r\ne\rf\n\n"[i % 12];
-  for (std::size_t from : {std::size_t{0}, std::size_t{1}, std::size_t{7}})
-    for (std::size_t to = from; to <= text.size(); to += 97) {
-      std::size_t lf = 0, breaks = 0;
-      for (std::size_t i = from; i < to; ++i) {
-        lf += text[i] == '\n' ? 1 : 0;
-        breaks += (text[i] == '\n' || (text[i] == '\r' && !(i + 1 < text.size() && text[i + 1] == '\n'))) ? 1 : 0;
-      }
-      CAPTURE(from);
-      CAPTURE(to);
-      CHECK(detail::count_byte(text.data() + from, text.data() + to, '\n') == lf);
-      CHECK(detail::count_line_breaks(text, from, to) == breaks);
+  // The same without any '\r' but one, placed in a whole 32-byte block, in the tail after the
+  // last whole block, or just before `to` with its '\n' after `to`: the AVX2 count learns from its
+  // blocks whether a '\r' is there and must not miss one outside them.
+  std::string lf_only;
+  for (int i = 0; i < 3000; ++i) lf_only += "ab\ncd\ne\nf\n\n"[i % 11];
+  auto naive = [](const std::string& t, std::size_t from, std::size_t to) {
+    std::size_t lf = 0, breaks = 0;
+    for (std::size_t i = from; i < to; ++i) {
+      lf += t[i] == '\n' ? 1 : 0;
+      breaks += (t[i] == '\n' || (t[i] == '\r' && !(i + 1 < t.size() && t[i + 1] == '\n'))) ? 1 : 0;
     }
-  // More than 255 rounds of 32 bytes, all matches: the per-byte tallies must not overflow.
-  std::string all(32 * 600 + 5, '\n');
-  CHECK(detail::count_byte(all.data(), all.data() + all.size(), '\n') == all.size());
+    return std::make_pair(lf, breaks);
+  };
+  for (auto isa : {detail::search_isa::best, detail::search_isa::portable}) {
+    CAPTURE(isa == detail::search_isa::best);
+    for (std::size_t from : {std::size_t{0}, std::size_t{1}, std::size_t{7}})
+      for (std::size_t to = from; to <= text.size(); to += 97) {
+        auto [lf, breaks] = naive(text, from, to);
+        CAPTURE(from);
+        CAPTURE(to);
+        CHECK(detail::count_byte(text.data() + from, text.data() + to, '\n', isa) == lf);
+        CHECK(detail::count_line_breaks(text, from, to, isa) == breaks);
+      }
+    for (std::size_t to : {std::size_t{31}, std::size_t{32}, std::size_t{95}, std::size_t{2048}, lf_only.size()})
+      for (std::size_t cr_at : {std::size_t{0}, std::size_t{5}, to > 3 ? to - 3 : 0, to > 1 ? to - 1 : 0}) {
+        std::string t = lf_only;
+        t[cr_at] = '\r';
+        auto [lf, breaks] = naive(t, 0, to);
+        CAPTURE(to);
+        CAPTURE(cr_at);
+        CHECK(detail::count_byte(t.data(), t.data() + to, '\n', isa) == lf);
+        CHECK(detail::count_line_breaks(t, 0, to, isa) == breaks);
+      }
+    // More than 255 rounds of 32 bytes, all matches: the per-byte tallies must not overflow.
+    std::string all(32 * 600 + 5, '\n');
+    CHECK(detail::count_byte(all.data(), all.data() + all.size(), '\n', isa) == all.size());
+    CHECK(detail::count_line_breaks(all, 0, all.size(), isa) == all.size());
+  }
 }
 
 TEST_CASE("line_numberer numbers line starts asked in any order") {
