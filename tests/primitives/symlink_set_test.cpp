@@ -348,6 +348,47 @@ TEST_CASE("probe names every state of a link") {
   CHECK(only_item(*unreadable).detail.find("Permission denied") != std::string::npos);
 }
 
+TEST_CASE("a correct link is followed by a stat of its target when its text is that absolute path, else from the link") {
+  MemoryFs fs = mac_tree();
+  fs.add_dir("/Users/alice/bin", 0755, 501, 20);
+  const std::string docker = std::string(src) + "/docker";
+  fs.add_symlink("/Users/alice/bin/absolute", docker, 501, 20);
+  fs.add_symlink("/Users/alice/bin/dotted", "/Applications/./Docker.app/Contents/Resources/bin/docker", 501, 20);
+  fs.add_symlink("/Users/alice/bin/relative", "../../../Applications/Docker.app/Contents/Resources/bin/docker", 501, 20);
+  ScriptedPrivilege priv(alice(), answer::granted);
+  context ctx(fs, priv, app);
+  ledgers books;
+  // The Fs operations one probe made on `path`, by name.
+  auto ops_on = [&](const std::string& op, const std::string& path) {
+    std::size_t n = 0;
+    for (const auto& r : fs.op_log()) n += (r.op == op && r.path == path) ? 1 : 0;
+    return n;
+  };
+  for (const char* name : {"absolute", "dotted", "relative"}) {
+    CAPTURE(name);
+    const std::string link = std::string("/Users/alice/bin/") + name;
+    SymlinkSet set = single(link, docker);
+    set.executables = true;  // the target must be an executable file: the probe follows the link
+    fs.clear_log();
+    auto r = set.probe(ctx, books);
+    REQUIRE(r);
+    CHECK(only_item(*r).state == item_state::matches);
+    CHECK(ops_on("readlink", link) == 1);
+    const bool direct = std::string(name) == "absolute";
+    CHECK(ops_on("stat", docker) == (direct ? 1u : 0u));
+    CHECK(ops_on("stat", link) == (direct ? 0u : 1u));
+  }
+  // Followed either way, a target that is not executable is refused the same.
+  fs.add_file("/Applications/Docker.app/Contents/Resources/bin/notes", "text\n", 0644, 0, 0);
+  fs.add_symlink("/Users/alice/bin/notes", std::string(src) + "/notes", 501, 20);
+  SymlinkSet notes = single("/Users/alice/bin/notes", std::string(src) + "/notes");
+  notes.executables = true;
+  auto refused = notes.probe(ctx, books);
+  REQUIRE(refused);
+  CHECK(only_item(*refused).state == item_state::conflict);
+  CHECK(only_item(*refused).detail.find("not an executable regular file (mode 0644)") != std::string::npos);
+}
+
 TEST_CASE("conflicts are left alone and reported: the user's file, a Homebrew link, a directory") {
   MemoryFs fs = mac_tree();
   fs.add_file("/usr/local/bin/docker", "user's wrapper\n", 0755, 501, 20);

@@ -989,7 +989,12 @@ struct SymlinkSet {
     item.state = item_state::matches;
     item.detail = "correct";
     if (!listed || executables || allow_dangling) {
-      auto followed = ctx.fs.stat(ctx.user_actor(), l.path);
+      // A link whose text is the absolute, normal target is followed by stat-ing that target: the
+      // same walk the kernel would take from the link, without reading the link a second time
+      // (two system calls per link of a no-op converge). Any other text (relative, or with '.'
+      // or '..' that a symlink on the way would resolve differently) is followed from the link.
+      const std::string& follow = item.current == wanted_abs ? wanted_abs : l.path;
+      auto followed = ctx.fs.stat(ctx.user_actor(), follow);
       auto conflict = [&](std::string why) {
         item.state = item_state::conflict;
         item.detail = std::move(why);
