@@ -378,6 +378,19 @@ TEST_CASE("a correct link is followed by a stat of its target when its text is t
     CHECK(ops_on("stat", docker) == (direct ? 1u : 0u));
     CHECK(ops_on("stat", link) == (direct ? 0u : 1u));
   }
+  // A link the user cannot reach (its directory is root's, mode 0700), read as root by a process
+  // that elevates in process: followed from the link, as the user, so the user's view decides.
+  fs.add_dir("/Users/alice/locked", 0700, 0, 0);
+  fs.add_symlink("/Users/alice/locked/docker", docker, 0, 0);
+  SymlinkSet locked = single("/Users/alice/locked/docker", docker);
+  locked.executables = true;
+  fs.clear_log();
+  auto unreachable = locked.probe(ctx, books);
+  REQUIRE(unreachable);
+  CHECK(only_item(*unreachable).state == item_state::conflict);
+  CHECK(only_item(*unreachable).detail.find("as it should, but uid 501 cannot follow it") != std::string::npos);
+  CHECK(ops_on("stat", "/Users/alice/locked/docker") == 1);
+  CHECK(ops_on("stat", docker) == 0);
   // Followed either way, a target that is not executable is refused the same.
   fs.add_file("/Applications/Docker.app/Contents/Resources/bin/notes", "text\n", 0644, 0, 0);
   fs.add_symlink("/Users/alice/bin/notes", std::string(src) + "/notes", 501, 20);

@@ -842,11 +842,13 @@ struct SymlinkSet {
 
     // The link itself first: for a correct link this lstat and readlink are all it costs.
     auto st = ctx.fs.lstat(user, l.path);
+    bool user_reached_link = static_cast<bool>(st);  // no step below was retried as root
     if (!st && st.error().is_errno(EACCES) && ctx.priv.elevates_in_process())
       st = ctx.fs.lstat(ctx.elevated_actor(), l.path);
     std::optional<result<std::string>> current;
     if (st && st->type == file_type::symlink) {
       current = ctx.fs.readlink(user, l.path);
+      user_reached_link = user_reached_link && static_cast<bool>(*current);
       if (!*current && current->error().is_errno(EACCES) && ctx.priv.elevates_in_process())
         current = ctx.fs.readlink(ctx.elevated_actor(), l.path);
       if (*current) {
@@ -854,7 +856,7 @@ struct SymlinkSet {
         if (current_abs && *current_abs == *wanted_abs) {
           item.observed = *st;
           item.current = **current;
-          return probe_correct(ctx, books, l, *wanted_abs, listed, item);
+          return probe_correct(ctx, books, l, *wanted_abs, listed, user_reached_link, item);
         }
       }
     }
@@ -985,15 +987,21 @@ struct SymlinkSet {
   /// `executables` (it must end at an executable regular file, as the user sees it).
   template <class Ctx>
   item_probe probe_correct(Ctx& ctx, const ledgers& books, const link_spec& l, const std::string& wanted_abs,
-                           bool listed, item_probe item) const {
+                           bool listed, bool user_reached_link, item_probe item) const {
     item.state = item_state::matches;
     item.detail = "correct";
     if (!listed || executables || allow_dangling) {
       // A link whose text is the absolute, normal target is followed by stat-ing that target: the
       // same walk the kernel would take from the link, without reading the link a second time
-      // (two system calls per link of a no-op converge). Any other text (relative, or with '.'
-      // or '..' that a symlink on the way would resolve differently) is followed from the link.
-      const std::string& follow = item.current == wanted_abs ? wanted_abs : l.path;
+      // (two system calls per link of a no-op converge). Only when the user's own lstat and
+      // readlink reached the link: one read as root for the user (a directory the user cannot
+      // search) must be followed from the link, as the user, so that "as the user sees it" stays
+      // true. Any other text (relative, or with '.' or '..' that a symlink on the way would
+      // resolve differently) is followed from the link too. The one difference left: the hop
+      // through the link itself no longer counts toward the backend's limit of links followed
+      // (40 for PosixFs), so a target chain one link longer still resolves.
+      const bool direct = user_reached_link && item.current == wanted_abs;
+      const std::string& follow = direct ? wanted_abs : l.path;
       auto followed = ctx.fs.stat(ctx.user_actor(), follow);
       auto conflict = [&](std::string why) {
         item.state = item_state::conflict;
