@@ -733,8 +733,10 @@ class Server {
       const auto before = s.conns.size();
       s.conns.erase(std::remove_if(s.conns.begin(), s.conns.end(), [](const detail::connection& c) { return !c.fd; }),
                     s.conns.end());
-      s.closed += before - s.conns.size();
+      // `open` before `closed` (stats() loads them the other way round): a snapshot that counts
+      // every accepted connection closed never shows one still open.
       s.open = s.conns.size();
+      s.closed += before - s.conns.size();
       if (s.config.once && s.done_once && s.conns.empty()) return {};
       if (accepting && fds[1].revents != 0) accept_clients();
     }
@@ -758,7 +760,7 @@ class Server {
     out.refused = s.refused;
     out.bad_requests = s.bad_requests;
     out.timed_out = s.timed_out;
-    out.closed = s.closed;
+    out.closed = s.closed;  // loaded before `open`, which is stored before it
     out.open = s.open;
     return out;
   }
@@ -1005,8 +1007,8 @@ class Server {
         c.fd.reset();
       }
     s.conns.clear();
+    s.open = 0;  // before `closed`, as in the loop
     s.closed += others;
-    s.open = 0;
     s.listen.reset();
     // 2. The socket file, only if it is still the one we bound (not a successor's).
     const std::string& socket_path = s.config.socket_path;
