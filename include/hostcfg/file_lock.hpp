@@ -33,7 +33,6 @@ struct held_dir_lock {
     fs_lock lock;
   };
   const void* fs;
-  std::string dir;
   std::pair<std::uint64_t, std::uint64_t> identity;  ///< dev, ino of the directory when it was locked
   std::shared_ptr<shared> state;
 };
@@ -121,7 +120,7 @@ result<fs_lock> lock_for_edit(Fs& fs, const actor& who, std::string_view path) {
   auto state = std::make_shared<detail::held_dir_lock::shared>();
   state->depth = 1;
   state->lock = std::move(*lock);
-  held.push_back(detail::held_dir_lock{static_cast<const void*>(&fs), dir, *locked, state});
+  held.push_back(detail::held_dir_lock{static_cast<const void*>(&fs), *locked, state});
   return fs_lock([state] { detail::release_held(*state); });
 }
 

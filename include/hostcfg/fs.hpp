@@ -260,12 +260,17 @@ struct fs_has_sync_dir<Fs, std::void_t<decltype(std::declval<Fs&>().sync_dir(std
 }  // namespace detail
 
 /// Makes the entries of directory `dir` durable (fsync of the directory) through the backend's
-/// optional `result<void> sync_dir(const actor&, std::string_view dir)`; a backend without it, or
-/// a failure, is ignored: durability is best effort here, never a reason to fail a change that
-/// already happened.
+/// optional `result<void> sync_dir(const actor&, std::string_view dir)`. False only when that sync
+/// failed (true for a backend without it): most callers ignore it, since durability is best effort
+/// there and never a reason to fail a change that already happened; those that must know (a
+/// record written ahead, a swap to report as not durable) check it.
 template <class Fs>
-void sync_directory(Fs& fs, const actor& who, std::string_view dir) {
-  if constexpr (detail::fs_has_sync_dir<Fs>::value) (void)fs.sync_dir(who, dir);
+bool sync_directory(Fs& fs, const actor& who, std::string_view dir) {
+  if constexpr (detail::fs_has_sync_dir<Fs>::value) return fs.sync_dir(who, dir).has_value();
+  (void)fs;
+  (void)who;
+  (void)dir;
+  return true;
 }
 
 namespace detail {

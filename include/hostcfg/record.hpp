@@ -352,16 +352,6 @@ inline tl::unexpected<error> while_storing(error e, const record_location& where
   return tl::unexpected<error>(std::move(e));
 }
 
-/// `sync_dir` when the backend has one: false when it failed (true without one).
-template <class Fs>
-bool synced(Fs& fs, const actor& who, const std::string& dir) {
-  if constexpr (fs_has_sync_dir<Fs>::value) return fs.sync_dir(who, dir).has_value();
-  (void)fs;
-  (void)who;
-  (void)dir;
-  return true;
-}
-
 /// How `store_record_in_new_chain` ended.
 enum class chain_outcome { stored, stored_not_durable, exists_now };
 
@@ -412,7 +402,7 @@ result<chain_outcome> store_record_in_new_chain(Fs& fs, const record_location& w
   // Every directory of the chain synced (the record's own by replace_file), so the rename below
   // publishes a tree that is complete on disk; a failed sync makes the store not durable.
   bool durable = written->durable;
-  for (std::size_t i = missing->size() - 1; i > 0; --i) durable = synced(fs, who, in_temp((*missing)[i - 1])) && durable;
+  for (std::size_t i = missing->size() - 1; i > 0; --i) durable = sync_directory(fs, who, in_temp((*missing)[i - 1])) && durable;
   // Another program may have made `top` meanwhile (hostcfg's builders wait for the lock): never
   // rename onto it, not even onto an empty directory.
   if (auto there = fs.lstat(who, top); there || !there.error().is_errno(ENOENT)) {
@@ -420,16 +410,17 @@ result<chain_outcome> store_record_in_new_chain(Fs& fs, const record_location& w
     return chain_outcome::exists_now;
   }
   if (auto moved = fs.rename(who, temp, top); !moved) return give_up(moved.error());
-  durable = synced(fs, who, parent_path(top)) && durable;
+  durable = sync_directory(fs, who, parent_path(top)) && durable;
   return durable ? chain_outcome::stored : chain_outcome::stored_not_durable;
 }
 
-/// Stores `r` with its missing directories (store_record_in_new_chain), looking again when
-/// another program makes one meanwhile. Nothing (nullopt) when the record's directory exists:
-/// store the ordinary way then.
+/// Stores `r` with its missing directories (store_record_in_new_chain), first removing a chain
+/// a crashed store left on the way, and looking again when another program makes a directory
+/// meanwhile. Nothing (nullopt) when the record's directory exists: store the ordinary way then.
 template <class Fs>
 result<std::optional<bool>> store_record_with_its_dirs(Fs& fs, const record_location& where, const record& r,
                                                        const std::string& dirs, record_sync sync) {
+  remove_stale_record_chains(fs, where);
   for (int attempt = 0; attempt < 3; ++attempt) {
     auto chained = store_record_in_new_chain(fs, where, r, dirs);
     if (!chained) return tl::unexpected(chained.error());
@@ -485,7 +476,6 @@ result<bool> store_record(Fs& fs, const record_location& where, record r, const 
   // Missing directories are made together with the record (store_record_in_new_chain), so no
   // crash leaves a directory that no record names.
   if (!fs.lstat(where.owner, parent_path(where.path))) {
-    detail::remove_stale_record_chains(fs, where);
     auto stored = detail::store_record_with_its_dirs(fs, where, r, dirs_field, sync);
     if (!stored) return tl::unexpected(stored.error());
     if (*stored) return **stored;
@@ -526,7 +516,6 @@ result<bool> store_record_merged(Fs& fs, const record_location& where, const rec
     // directories, all at once; unless another run makes the directory meanwhile.
     record next = rebase_record(record{mine.app_id, {}}, loaded, mine);
     if (next.empty()) return store_record(fs, where, next, loaded, sync);  // nothing to keep: no directory
-    detail::remove_stale_record_chains(fs, where);
     auto stored = detail::store_record_with_its_dirs(fs, where, next, std::string(), sync);
     if (!stored) return tl::unexpected(stored.error());
     if (*stored) return **stored;

@@ -1073,8 +1073,7 @@ struct SymlinkSet {
           return false;
         return tl::unexpected(e);
       }
-      if constexpr (detail::fs_has_sync_dir<std::decay_t<decltype(ctx.fs)>>::value)
-        if (!ctx.fs.sync_dir(who, parent_path(c.path))) ctx.note_not_durable(c.path);
+      if (!sync_directory(ctx.fs, who, parent_path(c.path))) ctx.note_not_durable(c.path);
       return true;
     } else {
       (void)ctx, (void)who, (void)c, (void)backup;
