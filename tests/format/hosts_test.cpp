@@ -827,6 +827,90 @@ TEST_CASE("field_search's vector loops: every case, every block offset, both ins
   CHECK(field_hits(" kubernetes.Docker.internal", {"KUBERNETES.docker.INTERNAL"}, "").size() == 1);
 }
 
+TEST_CASE("hosts_numbering::problems_only numbers only what is not in sync, and counts no line for a file in sync") {
+  std::string filler;
+  for (int i = 0; i < 5000; ++i) filler += "0.0.0.0 host-" + std::to_string(i) + ".example\n";
+  const std::string bytes = "127.0.0.1 localhost\n10.9.9.9 odin\n" + filler + "#127.0.0.1 comm.test\n" +
+                            markers.begin_line + "\n127.0.0.1\tkube.test\n10.1.1.1\tstale.test\n" + markers.end_line +
+                            "\n";
+  auto w = want({{"127.0.0.1", "localhost"},
+                 {"127.0.0.1", "odin"},
+                 {"127.0.0.1", "comm.test"},
+                 {"127.0.0.1", "kube.test"},
+                 {"127.0.0.1", "stale.test"}});
+  auto every = probe_hosts(bytes, markers, w, scan_hosts(bytes, markers, w, hosts_numbering::all));
+  const hosts_scan lazy_scan = scan_hosts(bytes, markers, w, hosts_numbering::problems_only);
+  auto lazy = probe_hosts(bytes, markers, w, lazy_scan);
+  REQUIRE(every.has_value());
+  REQUIRE(lazy.has_value());
+  CHECK(every->section->begin_line_number == 5004);
+  CHECK(lazy->section->begin_line_number == 0);
+  const std::vector<std::size_t> all_numbers{1, 2, 5003, 5005, 5006};
+  const std::vector<hosts_mapping_state> states{hosts_mapping_state::in_sync, hosts_mapping_state::conflict,
+                                                hosts_mapping_state::commented_out, hosts_mapping_state::in_sync,
+                                                hosts_mapping_state::stale_in_section};
+  for (std::size_t k = 0; k < w.size(); ++k) {
+    CAPTURE(k);
+    CHECK(every->mappings[k].state == states[k]);
+    CHECK(lazy->mappings[k].state == states[k]);
+    CHECK(every->mappings[k].line_number == all_numbers[k]);
+    CHECK(lazy->mappings[k].line_number == (states[k] == hosts_mapping_state::in_sync ? 0 : all_numbers[k]));
+    CHECK(lazy->mappings[k].line_text == every->mappings[k].line_text);
+  }
+  // Apply's answers (conflicts left, lines disabled by override) carry their numbers either way.
+  hosts_edit_options o;
+  auto applied = apply_hosts(bytes, markers, w, o, lazy_scan);
+  REQUIRE(applied.has_value());
+  REQUIRE(applied->conflicts_left.size() == 1);
+  CHECK(applied->conflicts_left[0].line_number == 2);
+  CHECK(applied->bytes == apply_hosts(bytes, markers, w, o)->bytes);
+  o.override_conflicts = true;
+  o.disable_prefix = prefix;
+  auto overridden = apply_hosts(bytes, markers, w, o, lazy_scan);
+  REQUIRE(overridden.has_value());
+  REQUIRE(overridden->disabled.size() == 1);
+  CHECK(overridden->disabled[0].line_number == 2);
+  CHECK(overridden->bytes == apply_hosts(bytes, markers, w, o)->bytes);
+
+  // A file in sync: probe and the edit's description count no line at all; with `all` they
+  // number our section, at the end of the file.
+  auto in_sync = want({{"127.0.0.1", "localhost"}, {"127.0.0.1", "kube.test"}});
+  const hosts_scan quiet = scan_hosts(bytes, markers, in_sync, hosts_numbering::problems_only);
+  hosts_edit_options describe;
+  describe.compute_bytes = false;
+  auto quiet_probe = probe_hosts(bytes, markers, in_sync, quiet);
+  auto quiet_apply = apply_hosts(bytes, markers, in_sync, describe, quiet);
+  REQUIRE(quiet_probe.has_value());
+  REQUIRE(quiet_apply.has_value());
+  CHECK_FALSE(quiet_apply->changed);
+  CHECK(quiet.numbers.highest_numbered() == 0);
+  const hosts_scan counted = scan_hosts(bytes, markers, in_sync);
+  REQUIRE(probe_hosts(bytes, markers, in_sync, counted).has_value());
+  CHECK(counted.numbers.highest_numbered() >= bytes.find(markers.begin_line));
+
+  // Broken markers name their line in both modes; a scan that does not fit keeps the mode.
+  const std::string broken = filler + markers.begin_line + "\n127.0.0.1 odin\n";
+  auto lazy_broken = probe_hosts(broken, markers, w, scan_hosts(broken, markers, w, hosts_numbering::problems_only));
+  REQUIRE_FALSE(lazy_broken.has_value());
+  CHECK(lazy_broken.error().message() == probe_hosts(broken, markers, w).error().message());
+  CHECK(lazy_broken.error().message().find("line 5001") != std::string::npos);
+  const std::string copy(bytes);
+  auto refitted = probe_hosts(bytes, markers, w, scan_hosts(copy, markers, w, hosts_numbering::problems_only));
+  REQUIRE(refitted.has_value());
+  CHECK(refitted->mappings[0].line_number == 0);
+  CHECK(refitted->mappings[1].line_number == 2);
+
+  // A commented-out mention, then the line that decides (in sync): no number left over from the
+  // comment (the fuzzer found that one).
+  const std::string both = "#127.0.0.1 odin\n127.0.0.1 odin\n";
+  auto w_odin = want({{"127.0.0.1", "odin"}});
+  auto decided = probe_hosts(both, markers, w_odin, scan_hosts(both, markers, w_odin, hosts_numbering::problems_only));
+  REQUIRE(decided.has_value());
+  CHECK(decided->mappings[0].state == hosts_mapping_state::in_sync);
+  CHECK(decided->mappings[0].line_number == 0);
+  CHECK(probe_hosts(both, markers, w_odin)->mappings[0].line_number == 2);
+}
+
 TEST_CASE("a shared hosts_scan gives probe and apply exactly their own answers; a scan that does not fit is ignored") {
   // Our section with a stale line, a conflict before it, a commented-out mention, CRLF endings.
   const std::string bytes =
@@ -844,7 +928,9 @@ TEST_CASE("a shared hosts_scan gives probe and apply exactly their own answers; 
   CHECK((*scan.section)->begin_line_number == 4);
   // Line starts of lines 1, 2, 3 and 5 (the four lines naming a wanted name), in order.
   CHECK(scan.line_starts == std::vector<std::size_t>{0, 21, 42, 64 + markers.begin_line.size() + 2});
-  CHECK(scan.line_numbers == std::vector<std::size_t>{1, 2, 3, 5});
+  std::vector<std::size_t> numbers;
+  for (std::size_t start : scan.line_starts) numbers.push_back(scan.line_number(start));
+  CHECK(numbers == std::vector<std::size_t>{1, 2, 3, 5});
 
   auto plain = probe_hosts(bytes, markers, w);
   auto shared = probe_hosts(bytes, markers, w, scan);

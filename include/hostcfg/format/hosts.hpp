@@ -584,7 +584,11 @@ inline std::size_t count_line_breaks(std::string_view bytes, std::size_t from, s
 /// whole file three times.
 class line_numberer {
  public:
-  explicit line_numberer(std::string_view bytes) : bytes_(bytes), known_{{0, 1}} {}
+  explicit line_numberer(std::string_view bytes = {}) : bytes_(bytes), known_{{0, 1}} {}
+
+  /// The largest offset numbered so far (0 before any question): what has been counted, for tests
+  /// that check a probe did not count through the whole file.
+  std::size_t highest_numbered() const { return known_.back().offset; }
 
   /// The number of the line that starts at `offset`.
   std::size_t at(std::size_t offset) {
@@ -918,9 +922,13 @@ inline std::vector<std::size_t> lines_naming(std::string_view bytes, const std::
 /// `find_section`'s judgement of the marker lines, given the sorted starts of every line that
 /// starts with one of the marker texts (`hosts_candidates::marker_lines`), in file order.
 /// `numbers`, when given, is shared with the caller's other line numbering (see hosts_scan).
+/// With `number_begin` false, a sound section's `begin_line_number` stays 0 and no marker line
+/// is numbered (numbering a section at the end of a large file is a pass over all of it); a
+/// broken-markers error still names its line.
 inline result<std::optional<section_span>> section_from_marker_lines(std::string_view bytes, const section_markers& m,
                                                                      const std::vector<std::size_t>& starts,
-                                                                     line_numberer* numbers = nullptr) {
+                                                                     line_numberer* numbers = nullptr,
+                                                                     bool number_begin = true) {
   std::optional<section_span> found, open;
   std::optional<line_numberer> own;
   if (!numbers) numbers = &own.emplace(bytes);
@@ -934,19 +942,20 @@ inline result<std::optional<section_span>> section_from_marker_lines(std::string
     std::string_view text = trim_trailing_space(line.text);
     bool begin = is_begin_marker(text, m);
     if (!begin && text != m.end_line) continue;
-    std::size_t number = numbers->at(start);
     if (begin) {
-      if (open || found) return broken_at(number, "a second begin marker '" + std::string(text) + "'");
-      open = section_span{start, 0, start + line.text.size() + line.ending.size(), 0, number, std::string(text)};
+      if (open || found)
+        return broken_at(numbers->at(start), "a second begin marker '" + std::string(text) + "'");
+      open = section_span{start, 0, start + line.text.size() + line.ending.size(), 0,
+                          number_begin ? numbers->at(start) : 0, std::string(text)};
     } else {
-      if (!open) return broken_at(number, "end marker without a begin marker");
+      if (!open) return broken_at(numbers->at(start), "end marker without a begin marker");
       open->inner_end = start;
       open->end = start + line.text.size() + line.ending.size();
       found = open;
       open.reset();
     }
   }
-  if (open) return broken_at(open->begin_line_number, "begin marker without an end marker");
+  if (open) return broken_at(numbers->at(open->begin), "begin marker without an end marker");
   return found;
 }
 
@@ -965,20 +974,18 @@ inline bool inside(const std::optional<section_span>& s, std::size_t offset) {
 }
 
 /// Calls `fn(const hosts_line&, hosts_names)` for each line starting at one of `starts` (sorted
-/// line starts, as `lines_naming` gives), in file order, with its true line number (from
-/// `numbers`, one per start, when given: hosts_scan::line_numbers); stops when `fn` returns
-/// false. Every other line is never tokenised: no allocation per line.
+/// line starts, as `lines_naming` gives), in file order; stops when `fn` returns false. Every
+/// other line is never tokenised: no allocation per line. Lines are not numbered here (`number`
+/// is 1 for the file's first line, for its BOM, and 0 for any other): callers number the lines
+/// they report with `hosts_scan::line_number`, so that lines nobody reports are never counted.
 template <class Fn>
-void for_each_line_at(std::string_view bytes, const std::vector<std::size_t>& starts, Fn&& fn,
-                      const std::vector<std::size_t>* numbers = nullptr) {
+void for_each_line_at(std::string_view bytes, const std::vector<std::size_t>& starts, Fn&& fn) {
   std::vector<std::string_view> names;
-  std::optional<line_numberer> counter;
-  if (!numbers) counter.emplace(bytes);
-  for (std::size_t i = 0; i < starts.size(); ++i) {
-    std::size_t pos = starts[i];
+  for (std::size_t start : starts) {
+    std::size_t pos = start;
     line_view lv = next_line(bytes, pos);
     names.clear();
-    hosts_line line = read_line(lv, numbers ? (*numbers)[i] : counter->at(starts[i]), names);
+    hosts_line line = read_line(lv, start == 0 ? 1 : 0, names);
     if (!fn(line, hosts_names{names.data(), names.size()})) break;
   }
 }
@@ -999,6 +1006,17 @@ void for_each_line_between(std::string_view bytes, std::size_t from, std::size_t
 
 }  // namespace detail
 
+/// Which line numbers `probe_hosts` fills in (see `scan_hosts`). Every other number (a conflict,
+/// a commented-out or stale line, a disabled line, broken markers) is always there.
+enum class hosts_numbering {
+  /// Also the line of an in-sync mapping and our section's `begin_line_number`.
+  all,
+  /// Only where the file is not as wanted: an in-sync mapping's `line_number` and the section's
+  /// `begin_line_number` stay 0. Numbering our section at the end of a 150k-line file is a pass
+  /// over all of it (a fifth of the probe of a file in sync); HostsEntry shows neither number.
+  problems_only,
+};
+
 /// The two searches probe_hosts and apply_hosts both start with, done once: our section (or the
 /// broken-markers error) and the starts of the lines that may name a wanted name. HostsEntry's
 /// probe runs both functions on the same bytes; sharing one scan halves its search work (the
@@ -1009,6 +1027,7 @@ void for_each_line_between(std::string_view bytes, std::size_t from, std::size_t
 /// scans afresh: such a mix-up costs time, not a wrong answer.
 struct hosts_scan {
   std::string_view bytes;          ///< the scanned input (matched by address and size)
+  hosts_numbering numbering = hosts_numbering::all;  ///< which line numbers a probe fills in
   section_markers markers;         ///< the markers the section was searched with
   std::vector<std::string> names;  ///< the names the lines were searched for
   /// `find_our_section`'s answer: the section, none, or why the markers are broken.
@@ -1016,34 +1035,39 @@ struct hosts_scan {
   /// Sorted starts of the lines naming one of `names` (`lines_naming`); empty when the markers
   /// are broken, since probe and apply then read no line.
   std::vector<std::size_t> line_starts;
-  /// The line number of each of `line_starts`, counted along with the marker lines' (one
-  /// line_numberer for the whole scan).
-  std::vector<std::size_t> line_numbers;
+  /// Line numbers, counted when first asked and kept (one counter for the marker lines and the
+  /// reported lines): a probe of a file in sync with `hosts_numbering::problems_only` counts none.
+  /// Asking changes this cache, so one scan is not for two threads at once.
+  mutable detail::line_numberer numbers;
+
+  /// The 1-based number of the line that starts at `offset` in `bytes`.
+  std::size_t line_number(std::size_t offset) const { return numbers.at(offset); }
 };
 
 /// Scans `bytes` once for `probe_hosts`/`apply_hosts` with these markers and mappings. Never
 /// fails: broken markers are kept in `section` and reported by the function given the scan.
 inline hosts_scan scan_hosts(std::string_view bytes, const section_markers& markers,
-                             const std::vector<hosts_mapping>& want) {
+                             const std::vector<hosts_mapping>& want, hosts_numbering numbering = hosts_numbering::all) {
   hosts_scan scan;
   scan.bytes = bytes;
+  scan.numbering = numbering;
+  scan.numbers = detail::line_numberer(bytes);
   scan.markers = markers;
   scan.names.reserve(want.size());
   for (const auto& m : want) scan.names.push_back(m.name);
-  detail::line_numberer numbers(bytes);
+  const bool number_begin = numbering == hosts_numbering::all;
   std::vector<std::string_view> wanted(scan.names.begin(), scan.names.end());
   if (auto texts = detail::marker_texts(markers)) {
     detail::hosts_candidates found = detail::find_candidates(bytes, wanted, *texts);  // one pass for both
-    scan.section = detail::section_from_marker_lines(bytes, markers, found.marker_lines, &numbers);
+    scan.section = detail::section_from_marker_lines(bytes, markers, found.marker_lines, &scan.numbers, number_begin);
     if (!scan.section) return scan;
     scan.line_starts = std::move(found.naming);
   } else {
-    scan.section = detail::find_our_section(bytes, markers, &numbers);
+    // Markers holding a line break: find_section numbers its own lines (a rare, slow case).
+    scan.section = detail::find_our_section(bytes, markers, &scan.numbers);
     if (!scan.section) return scan;
     scan.line_starts = detail::lines_naming(bytes, wanted);
   }
-  scan.line_numbers.reserve(scan.line_starts.size());
-  for (std::size_t start : scan.line_starts) scan.line_numbers.push_back(numbers.at(start));
   return scan;
 }
 
@@ -1054,7 +1078,6 @@ namespace detail {
 inline bool scan_fits(const hosts_scan& scan, std::string_view bytes, const section_markers& markers,
                       const std::vector<desired_mapping>& desired) {
   if (scan.bytes.data() != bytes.data() || scan.bytes.size() != bytes.size()) return false;
-  if (scan.line_numbers.size() != scan.line_starts.size()) return false;
   if (scan.markers.begin_line != markers.begin_line || scan.markers.end_line != markers.end_line ||
       scan.markers.begin_prefixes != markers.begin_prefixes)
     return false;
@@ -1078,7 +1101,7 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
   if (!desired) return tl::unexpected(desired.error());
   hosts_scan fresh;
   const bool fits = detail::scan_fits(given, bytes, markers, *desired);
-  if (!fits) fresh = scan_hosts(bytes, markers, want);
+  if (!fits) fresh = scan_hosts(bytes, markers, want, given.numbering);
   const hosts_scan& scan = fits ? given : fresh;
   const auto& section = scan.section;
   if (!section) return tl::unexpected(section.error());
@@ -1093,6 +1116,7 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
 
   std::vector<std::string_view> scratch;
   std::size_t undecided = desired->size();
+  const bool number_in_sync = scan.numbering == hosts_numbering::all;
   detail::for_each_line_at(bytes, scan.line_starts, [&](const hosts_line& line, hosts_names names) {
     if (line.kind == hosts_line_kind::entry) {
       for (std::size_t k = 0; k < desired->size(); ++k) {
@@ -1101,13 +1125,14 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
         decided[k] = true;
         --undecided;
         auto& st = out.mappings[k];
-        st.line_number = line.number;
         st.line_text = std::string(line.text);
         st.in_section = detail::inside(*section, line.offset);
         bool same = line.ip == d.ip && line.zone.empty();
         st.found_address = std::string(line.address);
         st.state = same ? hosts_mapping_state::in_sync
                         : (st.in_section ? hosts_mapping_state::stale_in_section : hosts_mapping_state::conflict);
+        // (0, not a commented-out line's number seen before: this line decides.)
+        st.line_number = (!same || number_in_sync) ? scan.line_number(line.offset) : 0;
       }
     } else if (line.kind == hosts_line_kind::comment) {
       // Only the first commented-out mention is reported; a later real line still decides.
@@ -1124,14 +1149,14 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
         seen_commented[k] = true;
         auto& st = out.mappings[k];
         st.state = hosts_mapping_state::commented_out;
-        st.line_number = line.number;
+        st.line_number = scan.line_number(line.offset);
         st.line_text = std::string(line.text);
         st.found_address = std::string(inner.address);
         st.in_section = detail::inside(*section, line.offset);
       }
     }
     return undecided != 0;  // every name decided: the rest of the file cannot change the answer
-  }, &scan.line_numbers);
+  });
   return out;
 }
 
@@ -1287,7 +1312,7 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
   }
   hosts_scan fresh;
   const bool fits = detail::scan_fits(given, bytes, markers, desired);
-  if (!fits) fresh = scan_hosts(bytes, markers, want);
+  if (!fits) fresh = scan_hosts(bytes, markers, want, given.numbering);
   const hosts_scan& scan = fits ? given : fresh;
   const auto& section_r = scan.section;
   if (!section_r) return tl::unexpected(section_r.error());
@@ -1299,7 +1324,6 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
   // section, the first such line after it, and whether our section names it at all.
   struct match {
     std::size_t offset;
-    std::size_t number;
     std::string_view text;
     std::string_view address;
     bool same;
@@ -1318,7 +1342,7 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
       const auto& d = desired[k];
       if (line.ip.family != d.ip.family || !detail::names_contain(names, d.mapping.name)) continue;
       bool same = detail::same_address(d, line);
-      match m{line.offset, line.number, line.text, line.address, same};
+      match m{line.offset, line.text, line.address, same};
       if (in_sec) {
         named_in_section[k] = true;
       } else if (line.offset < section_begin) {
@@ -1329,7 +1353,7 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
       }
     }
     return true;
-  }, &scan.line_numbers);
+  });
 
   // Override: which lines before our section to disable (see disabled_by_override).
   std::vector<std::size_t> disabled_offsets;
@@ -1362,7 +1386,7 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
         hosts_mapping_status st;
         st.mapping = desired[k].mapping;
         st.state = hosts_mapping_state::conflict;
-        st.line_number = first->number;
+        st.line_number = scan.line_number(first->offset);
         st.line_text = std::string(first->text);
         st.found_address = std::string(first->address);
         out.conflicts_left.push_back(std::move(st));

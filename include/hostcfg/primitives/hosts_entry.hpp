@@ -174,7 +174,8 @@ struct HostsEntry {
     // Per-name states and the edit's description from one shared scan (one section search and
     // one search per name, not two); the new file itself is not built here (apply builds it
     // from what it reads under the lock).
-    const hosts_scan scan = scan_hosts(bytes, ctx.markers, mappings);
+    // It reports no line number for an in-sync name, so none is counted for one.
+    const hosts_scan scan = scan_hosts(bytes, ctx.markers, mappings, hosts_numbering::problems_only);
     auto probed = probe_hosts(bytes, ctx.markers, mappings, scan);
     hosts_edit_options describe = edit_options(ctx);
     describe.compute_bytes = false;
