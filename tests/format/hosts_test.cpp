@@ -909,6 +909,37 @@ TEST_CASE("hosts_numbering::problems_only numbers only what is not in sync, and 
   CHECK(decided->mappings[0].state == hosts_mapping_state::in_sync);
   CHECK(decided->mappings[0].line_number == 0);
   CHECK(probe_hosts(both, markers, w_odin)->mappings[0].line_number == 2);
+  CHECK(refitted->section->begin_line_number == 0);
+
+  // Line 1 after a UTF-8 BOM is still read as line 1 (its BOM skipped) in both modes.
+  const std::string bom = std::string("\xEF\xBB\xBF") + "10.0.0.9 odin\n" + markers.begin_line + "\n" + markers.end_line + "\n";
+  for (hosts_numbering mode : {hosts_numbering::all, hosts_numbering::problems_only}) {
+    auto p = probe_hosts(bom, markers, w_odin, scan_hosts(bom, markers, w_odin, mode));
+    REQUIRE(p.has_value());
+    CHECK(p->mappings[0].state == hosts_mapping_state::conflict);
+    CHECK(p->mappings[0].line_number == 1);
+    CHECK(p->mappings[0].found_address == "10.0.0.9");
+    CHECK(p->section->begin_line_number == (mode == hosts_numbering::all ? 2u : 0u));
+  }
+
+  // Markers that cannot be searched for (an older begin text holding a line break) take the
+  // line-by-line path: the mode still decides the section's number.
+  section_markers odd = markers;
+  odd.begin_prefixes.push_back("# older\nmarker");
+  auto odd_lazy = probe_hosts(bytes, odd, w, scan_hosts(bytes, odd, w, hosts_numbering::problems_only));
+  auto odd_all = probe_hosts(bytes, odd, w, scan_hosts(bytes, odd, w));
+  REQUIRE(odd_lazy.has_value());
+  REQUIRE(odd_all.has_value());
+  CHECK(odd_lazy->section->begin_line_number == 0);
+  CHECK(odd_all->section->begin_line_number == 5004);
+  CHECK(odd_lazy->mappings[1].line_number == 2);
+
+  // A scan whose bytes were re-pointed by hand counts in its own bytes, never in a stale view.
+  hosts_scan moved = scan_hosts(bytes, markers, w, hosts_numbering::problems_only);
+  const std::string twin(bytes);
+  moved.bytes = twin;
+  CHECK(moved.line_number(bytes.find("10.9.9.9")) == 2);
+  CHECK(moved.numbers.bytes().data() == twin.data());
 }
 
 TEST_CASE("a shared hosts_scan gives probe and apply exactly their own answers; a scan that does not fit is ignored") {

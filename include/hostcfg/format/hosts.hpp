@@ -76,7 +76,7 @@ struct hosts_line {
   std::string_view text;     ///< the line without its ending (a BOM on line 1 included)
   std::string_view ending;   ///< "\n", "\r\n", "\r" or "" (last line without a final newline)
   std::size_t offset = 0;    ///< byte offset of `text` in the input
-  std::size_t number = 0;    ///< 1-based line number
+  std::size_t number = 0;    ///< 1-based line number (`detail::for_each_line_at`: 1 for line 1, else 0)
   hosts_line_kind kind = hosts_line_kind::blank;
   std::string_view address;  ///< first field as written (entry; unparsable when it has fields)
   std::string_view zone;     ///< zone id after `%` (e.g. "lo0" of fe80::1%lo0), else empty
@@ -357,7 +357,7 @@ inline const char* hosts_mapping_state_name(hosts_mapping_state s) {
 struct hosts_mapping_status {
   hosts_mapping mapping;      ///< what was asked for
   hosts_mapping_state state = hosts_mapping_state::missing;
-  std::size_t line_number = 0;  ///< the line that decided (0 when missing)
+  std::size_t line_number = 0;  ///< the line that decided (0 when missing, or in sync under hosts_numbering::problems_only)
   std::string line_text;        ///< that line's text, for a report
   std::string found_address;    ///< conflict / stale / commented out: the address that line has
   bool in_section = false;      ///< that line is inside our section
@@ -578,13 +578,17 @@ inline std::size_t count_line_breaks(std::string_view bytes, std::size_t from, s
 }
 
 /// 1-based line numbers of line starts, asked in any order. Each answer counts from the nearest
-/// line already numbered, above or below, and is kept, so numbering the lines one scan needs
-/// (our marker lines, then the lines naming a wanted name) costs about one pass over the file
-/// in all: probe and apply on a 150k-line file with our section at its end used to count the
-/// whole file three times.
+/// line already numbered, above or below, and is kept, so numbering the lines a probe and an
+/// apply report from one scan (a conflict, a disabled line, our begin marker when asked for)
+/// costs at most about one pass over the file in all: probe and apply on a 150k-line file with
+/// our section at its end used to count the whole file three times. Lines nobody reports are
+/// never counted (see hosts_numbering).
 class line_numberer {
  public:
   explicit line_numberer(std::string_view bytes = {}) : bytes_(bytes), known_{{0, 1}} {}
+
+  /// The bytes it counts in.
+  std::string_view bytes() const { return bytes_; }
 
   /// The largest offset numbered so far (0 before any question): what has been counted, for tests
   /// that check a probe did not count through the whole file.
@@ -1040,8 +1044,13 @@ struct hosts_scan {
   /// Asking changes this cache, so one scan is not for two threads at once.
   mutable detail::line_numberer numbers;
 
-  /// The 1-based number of the line that starts at `offset` in `bytes`.
-  std::size_t line_number(std::size_t offset) const { return numbers.at(offset); }
+  /// The 1-based number of the line that starts at `offset` in `bytes`. Always counted in
+  /// `bytes`: a scan built or changed by hand gets a counter of its own bytes first.
+  std::size_t line_number(std::size_t offset) const {
+    if (numbers.bytes().data() != bytes.data() || numbers.bytes().size() != bytes.size())
+      numbers = detail::line_numberer(bytes);
+    return numbers.at(offset);
+  }
 };
 
 /// Scans `bytes` once for `probe_hosts`/`apply_hosts` with these markers and mappings. Never
@@ -1063,9 +1072,11 @@ inline hosts_scan scan_hosts(std::string_view bytes, const section_markers& mark
     if (!scan.section) return scan;
     scan.line_starts = std::move(found.naming);
   } else {
-    // Markers holding a line break: find_section numbers its own lines (a rare, slow case).
+    // Markers holding a line break: find_section reads every line and numbers them itself (a
+    // rare, slow case); the mode still decides what the section reports.
     scan.section = detail::find_our_section(bytes, markers, &scan.numbers);
     if (!scan.section) return scan;
+    if (!number_begin && *scan.section) (*scan.section)->begin_line_number = 0;
     scan.line_starts = detail::lines_naming(bytes, wanted);
   }
   return scan;
@@ -1094,7 +1105,8 @@ inline bool scan_fits(const hosts_scan& scan, std::string_view bytes, const sect
 /// Reports, per desired mapping, whether the file makes it resolve (see hosts_mapping_state).
 /// One search per name over the file, tokenising only the lines that name one; broken markers ->
 /// errc::broken_markers; invalid mappings -> invalid_input.
-/// `given` should be `scan_hosts(bytes, markers, want)` (see hosts_scan; any other scan is ignored).
+/// `given` should be `scan_hosts(bytes, markers, want)` (see hosts_scan; any other scan is ignored,
+/// but for its `numbering`, which the scan made afresh keeps).
 inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const section_markers& markers,
                                               const std::vector<hosts_mapping>& want, const hosts_scan& given) {
   auto desired = detail::validate_mappings(want);
@@ -1293,7 +1305,8 @@ void disable_by_override(std::string_view before, const std::vector<desired_mapp
 /// with override, tagging conflicting lines). Pure: returns bytes and a description of the edit.
 /// Broken markers -> errc::broken_markers and nothing produced; invalid mappings or prefix ->
 /// errc::invalid_input. Idempotent: applying to its own output returns `changed == false`.
-/// `given` should be `scan_hosts(bytes, markers, want)` (see hosts_scan; any other scan is ignored).
+/// `given` should be `scan_hosts(bytes, markers, want)` (see hosts_scan; any other scan is ignored,
+/// but for its `numbering`, which the scan made afresh keeps).
 inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const section_markers& markers,
                                               const std::vector<hosts_mapping>& want,
                                               const hosts_edit_options& options, const hosts_scan& given) {

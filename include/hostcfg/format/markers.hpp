@@ -70,7 +70,7 @@ struct section_span {
   std::size_t end = 0;
   std::size_t inner_begin = 0;
   std::size_t inner_end = 0;
-  std::size_t begin_line_number = 0;  ///< 1-based line number of the begin marker
+  std::size_t begin_line_number = 0;  ///< 1-based line number of the begin marker (hosts: 0 under hosts_numbering::problems_only)
   std::string begin_line;             ///< the begin line as found (may be an older version)
 };
 
