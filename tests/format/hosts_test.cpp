@@ -332,6 +332,40 @@ TEST_CASE("a conflict is reported and left alone without override: no duplicate 
   CHECK(r.bytes.find("taken.test", 10) == std::string::npos);
 }
 
+TEST_CASE("a conflict below our section is left alone without override too; with it our line comes first") {
+  // Lines below our section (appended by hand or by another app) decide a name our section does
+  // not name: adding ours would take the name over, which only override may do.
+  const std::string bytes = std::string(begin_marker) + "\n127.0.0.1\tmine.test\n" + end_marker +
+                            "\n10.0.0.9 below.test other.test\n";
+  auto w = want({{"127.0.0.1", "mine.test"}, {"127.0.0.1", "below.test"}});
+  auto probed = probe_hosts(bytes, markers, w);
+  REQUIRE(probed.has_value());
+  CHECK(probed->mappings[1].state == hosts_mapping_state::conflict);
+  CHECK(probed->mappings[1].line_number == 4);
+  auto left = apply_ok(bytes, w);
+  CHECK_FALSE(left.changed);
+  CHECK(left.bytes == bytes);
+  REQUIRE(left.conflicts_left.size() == 1);
+  CHECK(left.conflicts_left[0].mapping.name == "below.test");
+  CHECK(left.conflicts_left[0].line_number == 4);
+  CHECK(left.conflicts_left[0].found_address == "10.0.0.9");
+  // With override: our line first; the line below keeps deciding its other name, untouched.
+  auto taken = apply_ok(bytes, w, true);
+  CHECK(taken.changed);
+  CHECK(taken.disabled.empty());
+  CHECK(taken.bytes == std::string(begin_marker) + "\n127.0.0.1\tmine.test\n127.0.0.1\tbelow.test\n" + end_marker +
+                           "\n10.0.0.9 below.test other.test\n");
+  auto after = parse_hosts(taken.bytes);
+  CHECK(to_string(resolve_hosts(after, "below.test", address_family::ipv4)->address) == "127.0.0.1");
+  CHECK(to_string(resolve_hosts(after, "other.test", address_family::ipv4)->address) == "10.0.0.9");
+  // A correct line below needs nothing of ours.
+  const std::string fine = std::string(begin_marker) + "\n127.0.0.1\tmine.test\n" + end_marker +
+                           "\n127.0.0.1 below.test\n";
+  auto nothing = apply_ok(fine, w);
+  CHECK_FALSE(nothing.changed);
+  CHECK(nothing.conflicts_left.empty());
+}
+
 TEST_CASE("override disables the conflicting line, re-adds its other names, and revert restores it exactly") {
   std::string bytes = "127.0.0.1 localhost\n10.0.0.9\ttaken.test  Other.Test # lab box\r\n::1 localhost\n";
   auto w = want({{"127.0.0.1", "taken.test"}});
@@ -575,6 +609,39 @@ TEST_CASE("revert keeps lines the user added to our section and says so") {
   REQUIRE(blind.has_value());
   CHECK(blind->bytes == "127.0.0.1 localhost\n");
   CHECK(blind->kept_user_lines.empty());
+}
+
+TEST_CASE("a user's lines in our section are not recorded as ours by a later apply given the previous record") {
+  const std::string original = "127.0.0.1 localhost\n";
+  auto r1 = apply_ok(original, want({{"127.0.0.1", "a.test"}}));
+  std::string edited = r1.bytes;
+  const std::string ours = "127.0.0.1\ta.test\n";
+  // The user adds a line, and a second copy of one of ours (the same text: counted, not lost).
+  edited.replace(edited.find(ours), ours.size(), ours + "192.168.1.5 nas\n" + ours);
+  hosts_edit_options o;
+  o.previous = &r1.record;
+  auto w2 = want({{"127.0.0.1", "a.test"}, {"127.0.0.1", "b.test"}});
+  auto r2 = apply_hosts(edited, markers, w2, o);
+  REQUIRE(r2.has_value());
+  REQUIRE(r2->changed);
+  const std::string body = ours + "192.168.1.5 nas\n" + ours + "127.0.0.1\tb.test\n";
+  CHECK(r2->section == begin_marker + std::string("\n") + body + end_marker + "\n");
+  CHECK(r2->record.section == begin_marker + std::string("\n") + ours + "127.0.0.1\tb.test\n" + end_marker + "\n");
+  CHECK(r2->bytes == original + r2->section);
+  auto back = revert_hosts(r2->bytes, markers, prefix, &r2->record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes == original + "192.168.1.5 nas\n" + ours);
+  CHECK(back->kept_user_lines == std::vector<std::string>{"192.168.1.5 nas", "127.0.0.1\ta.test"});
+  // Without the previous record every line of the section counts as ours (a lost record).
+  auto blind = apply_hosts(edited, markers, w2, {});
+  REQUIRE(blind.has_value());
+  CHECK(blind->record.section == blind->section);
+  // A first apply (no section yet) records what it writes either way.
+  hosts_edit_options first;
+  first.previous = &r1.record;
+  auto fresh = apply_hosts(original, markers, w2, first);
+  REQUIRE(fresh.has_value());
+  CHECK(fresh->record.section == fresh->section);
 }
 
 TEST_CASE("revert reports a disabled line the user changed since") {

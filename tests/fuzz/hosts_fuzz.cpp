@@ -347,6 +347,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto again = apply_hosts(applied->bytes, markers, want, options);
     HOSTCFG_FUZZ_CHECK(again.has_value());
     HOSTCFG_FUZZ_CHECK(!again->changed);
+    // The section as written is in the new bytes; with no previous record every line of it is
+    // recorded as ours. A run given the record it left changes nothing and records the same
+    // lines (nothing someone else added), and revert with that record still gives the input back.
+    HOSTCFG_FUZZ_CHECK(applied->record.section == applied->section);
+    HOSTCFG_FUZZ_CHECK(applied->section.empty() || applied->bytes.find(applied->section) != std::string::npos);
+    {
+      hosts_edit_options with_record = options;
+      with_record.previous = &applied->record;
+      auto next = apply_hosts(applied->bytes, markers, want, with_record);
+      HOSTCFG_FUZZ_CHECK(next.has_value() && !next->changed);
+      HOSTCFG_FUZZ_CHECK(next->record.section == applied->record.section);
+    }
     // After apply every mapping resolves, except conflicts deliberately left alone.
     auto after = probe_hosts(applied->bytes, markers, want);
     HOSTCFG_FUZZ_CHECK(after.has_value());

@@ -174,6 +174,12 @@ TEST_CASE("hosts entry: a conflict is reported and left alone; override disables
   auto forced_report = converge(ctx, forced);
   REQUIRE(forced_report);
   CHECK(forced_report->ok());
+  // Why privilege was asked for names the line that will be disabled, not only the added ones.
+  const item_probe* file_item = forced_report->steps[0].before.find("hosts:/etc/hosts");
+  REQUIRE(file_item);
+  CHECK(file_item->needs_elevation);
+  CHECK(file_item->elevation_reason.find("disabling line 2 '10.0.0.9 kubernetes.docker.internal lab'") !=
+        std::string::npos);
   CHECK(fs.file_bytes("/etc/hosts") ==
         std::optional<std::string>("127.0.0.1 localhost\n# [disabled by com.example.app] 10.0.0.9 "
                                    "kubernetes.docker.internal lab\n" +
@@ -282,6 +288,30 @@ TEST_CASE("hosts entry: lines the user added to our section survive uninstall, w
   CHECK(undone->steps[0].applied.events[0].message.find("kept 1 line(s)") != std::string::npos);
   CHECK(undone->steps[0].applied.events[0].message.find("'192.168.1.5 nas'") != std::string::npos);
   CHECK_FALSE(undone->steps[0].applied.notes.empty());
+}
+
+TEST_CASE("hosts entry: a user's line in our section stays theirs when a later run rewrites the section") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  REQUIRE(converge(ctx, docker_entry()));
+  std::string edited = *fs.file_bytes("/etc/hosts");
+  std::string ours = "127.0.0.1\tkubernetes.docker.internal\n";
+  edited.replace(edited.find(ours), ours.size(), ours + "192.168.1.5 nas\n");
+  fs.add_file("/etc/hosts", edited, 0644, 0, 0);
+  // A later version wants one more name: the section is rewritten, the user's line kept in it.
+  HostsEntry wider{"127.0.0.1", {"kubernetes.docker.internal", "gateway.docker.internal"}};
+  auto second = converge(ctx, wider);
+  REQUIRE(second);
+  const std::string now = *fs.file_bytes("/etc/hosts");
+  CHECK(now.find("192.168.1.5 nas\n") != std::string::npos);
+  CHECK(now.find("127.0.0.1\tgateway.docker.internal\n") != std::string::npos);
+  // Uninstall removes what we wrote, both runs' lines, and keeps theirs.
+  auto undone = uninstall(ctx, wider);
+  REQUIRE(undone);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock + "192.168.1.5 nas\n"));
+  REQUIRE(undone->steps[0].applied.events.size() == 1);
+  CHECK(undone->steps[0].applied.events[0].message.find("'192.168.1.5 nas'") != std::string::npos);
 }
 
 TEST_CASE("hosts entry: a bind-mounted hosts file needs allow_in_place; then it is rewritten in place") {

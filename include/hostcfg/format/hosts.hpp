@@ -1182,6 +1182,52 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
 // ---------------------------------------------------------------------------------------------
 // Apply
 
+namespace detail {
+
+/// The inner lines (between the first and the last line, our markers) of a recorded section.
+inline std::unordered_multiset<std::string_view> recorded_inner_lines(std::string_view recorded) {
+  std::vector<std::string_view> all;
+  for (std::size_t pos = 0; pos < recorded.size();) all.push_back(next_line(recorded, pos).text);
+  std::unordered_multiset<std::string_view> out;
+  if (all.size() >= 2) out.insert(all.begin() + 1, all.end() - 1);
+  return out;
+}
+
+/// `written` (our section as apply writes it, markers first and last) without the lines someone
+/// else added: those of `found_inner` (the body of the section found in the file) beyond what
+/// `recorded` (the previous record's section) lists, matched by text as revert matches them.
+/// Lines apply adds now are not in `found_inner`, so they stay ours.
+inline std::string owned_section(std::string_view written, std::string_view found_inner, std::string_view recorded) {
+  std::unordered_multiset<std::string_view> listed = recorded_inner_lines(recorded);
+  std::unordered_multiset<std::string_view> foreign;
+  for (std::size_t pos = 0; pos < found_inner.size();) {
+    std::string_view text = next_line(found_inner, pos).text;
+    auto it = listed.find(text);
+    if (it != listed.end()) listed.erase(it);
+    else foreign.insert(text);
+  }
+  std::string out;
+  out.reserve(written.size());
+  std::size_t pos = 0;
+  bool first = true;
+  while (pos < written.size()) {
+    line_view lv = next_line(written, pos);
+    const bool last = pos >= written.size();
+    auto it = first || last ? foreign.end() : foreign.find(lv.text);
+    first = false;
+    if (it != foreign.end()) {
+      foreign.erase(it);
+      continue;
+    }
+    out.append(lv.text).append(lv.ending);
+  }
+  return out;
+}
+
+}  // namespace detail
+
+struct hosts_revert_record;
+
 /// How apply treats conflicts.
 struct hosts_edit_options {
   /// Disable (comment out, tagged) a line outside our section that maps a desired name to another
@@ -1195,6 +1241,12 @@ struct hosts_edit_options {
   /// the lists and the record are exact). A probe needs the description, not a second copy of a
   /// large file.
   bool compute_bytes = true;
+  /// The record of the apply before this one, when there is one (HostsEntry passes its record
+  /// item's). A line in our section that it does not list was added there by someone else (the
+  /// user): it stays in the file, and the new record does not list it either, so revert leaves
+  /// it and says so. Without it every line of a section found in the file counts as ours (a
+  /// section whose record was lost, or one Docker Desktop wrote under its own markers).
+  const hosts_revert_record* previous = nullptr;
 };
 
 /// A line apply disabled: where it was and its exact original text (without the line ending,
@@ -1208,7 +1260,9 @@ struct hosts_disabled_line {
 /// What revert needs to undo an apply exactly. Keep it in the record. When merging the records of
 /// several applies, keep `added_newline_before_section` true once set and the union of `disabled`.
 struct hosts_revert_record {
-  std::string section;                        ///< the section as written, markers and endings included
+  /// Our section as written, markers and endings included, less the lines someone else added to
+  /// it (see hosts_edit_options::previous): the lines revert removes.
+  std::string section;
   bool added_newline_before_section = false;  ///< apply terminated the file's last line to append
   std::vector<hosts_disabled_line> disabled;  ///< lines apply disabled
 };
@@ -1216,6 +1270,7 @@ struct hosts_revert_record {
 /// The outcome of apply: the new bytes, and each change, so a primitive can report and record it.
 struct hosts_apply_result {
   std::string bytes;   ///< the whole new file (empty when `compute_bytes` was false)
+  std::string section;  ///< our section as it will be in the file (empty: none), a user's lines in it included
   bool changed = false;  ///< bytes differ from the input (false: make no write)
   std::vector<hosts_mapping> added;    ///< mappings now written in our section that were not there
   std::vector<hosts_mapping_status> conflicts_left;  ///< conflicts not overridden (nothing added for them)
@@ -1386,6 +1441,15 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
   // Which mappings need a line in our section.
   std::vector<bool> needed(k_count, false);
   std::vector<bool> decided_before(k_count, false);  // by a live line above our section
+  auto leave_conflict = [&](std::size_t k, const match& m) {
+    hosts_mapping_status st;
+    st.mapping = desired[k].mapping;
+    st.state = hosts_mapping_state::conflict;
+    st.line_number = scan.line_number(m.offset);
+    st.line_text = std::string(m.text);
+    st.found_address = std::string(m.address);
+    out.conflicts_left.push_back(std::move(st));
+  };
   for (std::size_t k = 0; k < k_count; ++k) {
     const match* first = nullptr;
     for (const auto& m : before[k])
@@ -1395,19 +1459,18 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
       }
     if (first) {
       decided_before[k] = true;
-      if (!first->same) {
-        hosts_mapping_status st;
-        st.mapping = desired[k].mapping;
-        st.state = hosts_mapping_state::conflict;
-        st.line_number = scan.line_number(first->offset);
-        st.line_text = std::string(first->text);
-        st.found_address = std::string(first->address);
-        out.conflicts_left.push_back(std::move(st));
-      }
+      if (!first->same) leave_conflict(k, *first);
       continue;  // decided before our section: correct (nothing to add) or a conflict left alone
     }
-    // Nothing before us: our section decides if it names the name; otherwise a correct line
-    // after it already does the job.
+    // Nothing before us: our section decides if it names the name. Otherwise the first line
+    // after it decides: a correct one already does the job, and one with another address is a
+    // conflict like one above. Without override it is left alone (a line of ours would come
+    // first and take the name over); with it, our line does come first, so that line no longer
+    // decides the name and its other names still resolve through it: nothing to disable.
+    if (!named_in_section[k] && after[k] && !after[k]->same && !options.override_conflicts) {
+      leave_conflict(k, *after[k]);
+      continue;
+    }
     needed[k] = named_in_section[k] || !(after[k] && after[k]->same);
   }
 
@@ -1550,7 +1613,12 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
     result_bytes.append(section_text);
     result_bytes.append(bytes.substr(section_end));
   }
-  out.record.section = std::move(section_text);
+  out.record.section = options.previous && section
+                           ? detail::owned_section(section_text,
+                                                   bytes.substr(section->inner_begin, section->inner_end - section->inner_begin),
+                                                   options.previous->section)
+                           : section_text;
+  out.section = std::move(section_text);
   out.record.disabled = out.disabled;
   return out;
 }
@@ -1594,12 +1662,7 @@ inline result<hosts_revert_result> revert_hosts(std::string_view bytes, const se
 
   // What we wrote between the markers, as a multiset of line texts.
   std::unordered_multiset<std::string_view> ours;
-  if (record) {
-    std::size_t pos = 0;
-    std::vector<std::string_view> all;
-    while (pos < record->section.size()) all.push_back(detail::next_line(record->section, pos).text);
-    if (all.size() >= 2) ours.insert(all.begin() + 1, all.end() - 1);
-  }
+  if (record) ours = detail::recorded_inner_lines(record->section);
 
   std::string& o = out.bytes;
   o.reserve(bytes.size());

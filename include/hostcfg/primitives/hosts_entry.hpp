@@ -400,7 +400,7 @@ struct HostsEntry {
                                  const hosts_apply_result& applied, bool after) {
     std::string out;
     for (const auto& d : applied.disabled) out.append(after ? d.written : d.original).append("\n");
-    if (after) out.append(applied.record.section);
+    if (after) out.append(applied.section);
     else if (probed.section) out.append(bytes.substr(probed.section->begin, probed.section->end - probed.section->begin));
     return out;
   }
@@ -451,11 +451,15 @@ struct HostsEntry {
     return out;
   }
 
+  /// The lines an edit adds, then those it disables (override), for the elevation reason.
   static std::string added_lines(const hosts_apply_result& r) {
     std::string out = mapping_list(r.added);
     std::string carried = mapping_list(r.carried);
     if (!carried.empty()) out += (out.empty() ? "" : ", ") + carried;
-    return out.empty() ? "(no new lines)" : out;
+    if (out.empty()) out = "(no new lines)";
+    for (const auto& d : r.disabled)
+      out += "; disabling line " + std::to_string(d.line_number) + " '" + detail::printable(d.original) + "'";
+    return out;
   }
 
   /// One readable sentence of what apply would do: the change's reason and the prompt's text.
@@ -536,7 +540,16 @@ struct HostsEntry {
     }
     if (exists != c.expected.has_value())
       return fail(errc::changed_since_probe, "apply", path, "the file changed since it was probed", "run again");
-    auto applied = apply_hosts(bytes, ctx.markers, mappings, edit_options(ctx));
+    // Only the record of this change's scope: a forged user record never reaches root's undo data.
+    bool privileged = c.needs_elevation;
+    const record_item* previous = books.scope(privileged).find(id());
+    hosts_edit_options options_now = edit_options(ctx);
+    hosts_revert_record previous_record;  // what our section held that we wrote: a user's lines in it stay theirs
+    if (previous) {
+      previous_record = revert_record_of(*previous);
+      options_now.previous = &previous_record;
+    }
+    auto applied = apply_hosts(bytes, ctx.markers, mappings, options_now);
     if (!applied) return tl::unexpected(applied.error());
     // The precondition is the edit, not the file's version: a line another writer added
     // elsewhere meanwhile is kept, but an edit different from the one planned (and prompted
@@ -549,9 +562,6 @@ struct HostsEntry {
     if (applied->changed != writes)
       return fail(errc::changed_since_probe, "apply", path, "the file changed since it was probed", "run again");
     // The record: merged with an earlier one, so revert still knows the first apply's changes.
-    bool privileged = c.needs_elevation;
-    // Only the record of this change's scope: a forged user record never reaches root's undo data.
-    const record_item* previous = books.scope(privileged).find(id());
     record_item item = previous ? *previous : record_item{id(), kind(), {}};
     if (!previous) item.fields["created"] = exists ? "0" : "1";
     item.fields["section"] = applied->record.section;
