@@ -314,6 +314,42 @@ TEST_CASE("hosts entry: a user's line in our section stays theirs when a later r
   CHECK(undone->steps[0].applied.events[0].message.find("'192.168.1.5 nas'") != std::string::npos);
 }
 
+TEST_CASE("hosts entry: with no record, an uninstall as root removes a section between our markers; a user's says why not") {
+  // Our section is in the file but no record lists it (a record lost, or written by a run whose
+  // state directory was wiped): the markers alone say it is ours.
+  const std::string with_section =
+      stock + section_begin + "\n127.0.0.1\tkubernetes.docker.internal\n" + section_end + "\n";
+  {
+    MemoryFs fs = mac_tree(with_section);
+    ScriptedPrivilege priv(mac_user(), answer::declined);
+    context ctx(fs, priv, app);
+    auto before = fs.take_snapshot();
+    auto undone = uninstall(ctx, docker_entry());
+    REQUIRE(undone);
+    CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
+    bool said = false;
+    for (const auto& e : undone->steps[0].applied.events)
+      said = said || (e.kind == event_kind::skipped && e.message.find("without a record") != std::string::npos &&
+                      e.message.find("run the uninstall as root") != std::string::npos);
+    CHECK(said);
+  }
+  {
+    // Run as root (an installer's own uninstall as root, or the elevated runner): removed.
+    MemoryFs fs = mac_tree(with_section);
+    ScriptedPrivilege priv(user_identity{0, 0, {0}, "root", "/var/root", "/bin/sh", std::nullopt, std::nullopt},
+                           answer::granted);
+    context ctx(fs, priv, app);
+    auto undone = uninstall(ctx, docker_entry());
+    REQUIRE(undone);
+    CHECK(priv.prompts() == 0);
+    CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock));
+    auto st = fs.status_of("/etc/hosts");
+    REQUIRE(st);
+    CHECK(st->mode == 0644);
+    CHECK(st->uid == 0);
+  }
+}
+
 TEST_CASE("hosts entry: a bind-mounted hosts file needs allow_in_place; then it is rewritten in place") {
   MemoryFs fs = mac_tree();
   fs.set_mount_point("/etc/hosts");

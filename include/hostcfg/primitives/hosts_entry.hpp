@@ -316,7 +316,8 @@ struct HostsEntry {
           if (!dir || !may_write_dir(who, *dir)) {
             report.events.push_back(event{id(), event_kind::skipped, path,
                                           "a section between our markers was found without a record; removing it "
-                                          "needs elevation",
+                                          "needs admin rights, which an uninstall asks for only for recorded "
+                                          "changes: run the uninstall as root to remove it",
                                           std::nullopt, false});
             return report;
           }
