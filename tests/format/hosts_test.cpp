@@ -136,21 +136,31 @@ TEST_CASE("line kinds, fields and endings of awkward input are read and kept exa
   std::vector<hosts_line_kind> kinds;
   for (const auto& l : f.lines) kinds.push_back(l.kind);
   using k = hosts_line_kind;
-  CHECK(kinds == std::vector<k>{k::entry, k::blank, k::comment, k::entry, k::unparsable, k::unparsable,
+  CHECK(kinds == std::vector<k>{k::unparsable, k::blank, k::comment, k::entry, k::unparsable, k::unparsable,
                                 k::unparsable, k::unparsable, k::unparsable, k::entry});
   CHECK(f.lines[0].ending == "\r\n");
   CHECK(f.lines[2].ending == "\r");
   CHECK(f.lines[9].ending == "");
-  auto n0 = f.names_of(f.lines[0]);
+  // An entry after a BOM does not resolve (glibc reads the mark as part of the address: checked
+  // with getent on a bind-mounted file); the same line without it does.
+  CHECK(f.names_of(f.lines[0]).size() == 0);
+  CHECK(std::string(f.lines[0].problem).find("byte-order mark") != std::string::npos);
+  CHECK_FALSE(resolve_hosts(f, "local.host", address_family::ipv4).has_value());
+  const std::string plain = bytes.substr(3);
+  auto g = parse_hosts(plain);
+  auto n0 = g.names_of(g.lines[0]);
   REQUIRE(n0.size() == 2);
   CHECK(n0[1] == "LOCAL.Host");
+  // A comment or blank line after a BOM stays one.
+  CHECK(parse_hosts(std::string("\xEF\xBB\xBF") + "# banner\n").lines[0].kind == k::comment);
+  CHECK(parse_hosts(std::string("\xEF\xBB\xBF") + "\n").lines[0].kind == k::blank);
   CHECK(f.names_of(f.lines[3]).size() == 1);
   CHECK(f.lines[3].comment == "#glued comment");
   CHECK(std::string(f.lines[4].problem) == "an address without names");
   CHECK(std::string(f.lines[5].problem) == "contains a NUL byte");
   CHECK(std::string(f.lines[7].problem) == "empty zone id after '%'");
   // Names compare case-insensitively.
-  auto r = resolve_hosts(f, "local.host", address_family::ipv4);
+  auto r = resolve_hosts(g, "local.host", address_family::ipv4);
   REQUIRE(r.has_value());
   CHECK(r->line->number == 1);
 }
@@ -330,6 +340,37 @@ TEST_CASE("a conflict is reported and left alone without override: no duplicate 
   CHECK(r.conflicts_left[0].found_address == "10.0.0.9");
   CHECK(r.bytes == bytes + begin_marker + "\n127.0.0.1\tfree.test\n" + end_marker + "\n");
   CHECK(r.bytes.find("taken.test", 10) == std::string::npos);
+}
+
+TEST_CASE("fields split at vertical tabs and form feeds too, as glibc splits them") {
+  // getent on a bind-mounted file resolves "10.9.9.8<VT>vtab.example": a name there decides.
+  const std::string bytes = "10.9.9.8\vodin\n10.9.9.7\f\fthor  \v# note\n";
+  auto f = parse_hosts(bytes);
+  CHECK(f.serialize() == bytes);
+  REQUIRE(f.lines.size() == 2);
+  CHECK(f.lines[0].kind == hosts_line_kind::entry);
+  CHECK(f.lines[1].kind == hosts_line_kind::entry);
+  CHECK(f.names_of(f.lines[1]).size() == 1);
+  CHECK(f.lines[1].comment == "# note");
+  for (auto isa : {detail::search_isa::best, detail::search_isa::portable}) {
+    CAPTURE(isa == detail::search_isa::best);
+    std::string big(200, ' ');
+    big += "\n10.0.0.1\vodin\n" + std::string(300, 'x') + "\n";
+    std::vector<std::size_t> hits;
+    detail::field_search({"odin"}, "", isa).run(big, [&](std::size_t, std::size_t p) { hits.push_back(p); },
+                                                [](std::size_t) {});
+    CHECK(hits == std::vector<std::size_t>{big.find("odin")});
+  }
+  auto w = want({{"127.0.0.1", "odin"}, {"127.0.0.1", "thor"}});
+  auto probed = probe_hosts(bytes, markers, w);
+  REQUIRE(probed.has_value());
+  CHECK(probed->mappings[0].state == hosts_mapping_state::conflict);
+  CHECK(probed->mappings[0].line_number == 1);
+  CHECK(probed->mappings[1].state == hosts_mapping_state::conflict);
+  CHECK(probed->mappings[1].found_address == "10.9.9.7");
+  auto left = apply_ok(bytes, w);
+  CHECK_FALSE(left.changed);
+  CHECK(left.conflicts_left.size() == 2);
 }
 
 TEST_CASE("a conflict below our section is left alone without override too; with it our line comes first") {
@@ -978,16 +1019,25 @@ TEST_CASE("hosts_numbering::problems_only numbers only what is not in sync, and 
   CHECK(probe_hosts(both, markers, w_odin)->mappings[0].line_number == 2);
   CHECK(refitted->section->begin_line_number == 0);
 
-  // Line 1 after a UTF-8 BOM is still read as line 1 (its BOM skipped) in both modes.
+  // Line 1 after a UTF-8 BOM is read as the resolver reads it in both modes: an entry there
+  // decides nothing (so it is no conflict), a commented-out mention there is one.
   const std::string bom = std::string("\xEF\xBB\xBF") + "10.0.0.9 odin\n" + markers.begin_line + "\n" + markers.end_line + "\n";
+  const std::string bom_comment = std::string("\xEF\xBB\xBF") + "#127.0.0.1 odin\n";
   for (hosts_numbering mode : {hosts_numbering::all, hosts_numbering::problems_only}) {
     auto p = probe_hosts(bom, markers, w_odin, scan_hosts(bom, markers, w_odin, mode));
     REQUIRE(p.has_value());
-    CHECK(p->mappings[0].state == hosts_mapping_state::conflict);
-    CHECK(p->mappings[0].line_number == 1);
-    CHECK(p->mappings[0].found_address == "10.0.0.9");
+    CHECK(p->mappings[0].state == hosts_mapping_state::missing);
     CHECK(p->section->begin_line_number == (mode == hosts_numbering::all ? 2u : 0u));
+    auto c = probe_hosts(bom_comment, markers, w_odin, scan_hosts(bom_comment, markers, w_odin, mode));
+    REQUIRE(c.has_value());
+    CHECK(c->mappings[0].state == hosts_mapping_state::commented_out);
+    CHECK(c->mappings[0].line_number == 1);
   }
+  auto fixed = apply_hosts(bom, markers, w_odin, {});
+  REQUIRE(fixed.has_value());
+  CHECK(fixed->conflicts_left.empty());
+  CHECK(fixed->bytes == std::string("\xEF\xBB\xBF") + "10.0.0.9 odin\n" + markers.begin_line + "\n127.0.0.1\todin\n" +
+                            markers.end_line + "\n");
 
   // Markers that cannot be searched for (an older begin text holding a line break) take the
   // line-by-line path: the mode still decides the section's number.

@@ -177,7 +177,7 @@ void check_fast_paths(std::string_view bytes, const section_markers& markers,
   using hit = std::pair<std::size_t, std::size_t>;  // (position, name index or SIZE_MAX for a line)
   std::vector<hit> naive;
   for (std::size_t p = 0; p < bytes.size(); ++p) {
-    if (p > 0 && (bytes[p - 1] == ' ' || bytes[p - 1] == '\t'))
+    if (p > 0 && detail::is_field_space(bytes[p - 1]))
       for (std::size_t k = 0; k < searched.size(); ++k)
         if (searched[k].size() <= bytes.size() - p && iequals_ascii(bytes.substr(p, searched[k].size()), searched[k]))
           naive.emplace_back(p, k);

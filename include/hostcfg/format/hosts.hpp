@@ -102,7 +102,10 @@ struct hosts_file {
   std::string_view bytes;               ///< the input
   std::vector<hosts_line> lines;        ///< every line, in order
   std::vector<std::string_view> names;  ///< every entry's names, flattened (see hosts_line::names_begin)
-  bool has_bom = false;                 ///< the input starts with a UTF-8 BOM (ignored when reading fields)
+  /// The input starts with a UTF-8 BOM. An entry on line 1 after it is unparsable: glibc reads the
+  /// mark as part of the address and skips the line (checked with `getent`); a comment or blank
+  /// line after it stays one.
+  bool has_bom = false;
 
   /// The names of `line` (empty unless it is an entry).
   hosts_names names_of(const hosts_line& line) const {
@@ -158,9 +161,11 @@ inline line_view next_line(std::string_view bytes, std::size_t& pos) {
   return {bytes.substr(start, end - start), bytes.substr(end, 1), start};
 }
 
-inline bool is_field_space(char c) { return c == ' ' || c == '\t'; }
+/// What separates fields: glibc splits a hosts line at any `isspace` byte but the newline that
+/// ends it (checked with `getent` on "10.9.9.8\vname"); a lone '\r' is a line break here.
+inline bool is_field_space(char c) { return c == ' ' || c == '\t' || c == '\v' || c == '\f'; }
 
-/// Reads the fields of one line's content (BOM already removed) into `line` and appends its names
+/// Reads the fields of one line's content into `line` and appends its names
 /// to `names`. Used for real lines and, in probe, for the content of comment lines.
 inline void read_fields(std::string_view content, hosts_line& line, std::vector<std::string_view>& names) {
   // One pass: fields end at a space, a tab or the first '#' (glibc truncates the line there even
@@ -173,10 +178,10 @@ inline void read_fields(std::string_view content, hosts_line& line, std::vector<
   std::string_view address;
   line.names_begin = names.size();
   for (;;) {
-    while (i < n && (p[i] == ' ' || p[i] == '\t')) ++i;
+    while (i < n && is_field_space(p[i])) ++i;
     if (i == n || p[i] == '#') break;
     std::size_t start = i;
-    while (i < n && p[i] != ' ' && p[i] != '\t' && p[i] != '#') {
+    while (i < n && !is_field_space(p[i]) && p[i] != '#') {
       nul = nul || p[i] == '\0';
       ++i;
     }
@@ -223,8 +228,16 @@ inline hosts_line read_line(const line_view& lv, std::size_t number, std::vector
   line.offset = lv.offset;
   line.number = number;
   std::string_view content = lv.text;
-  if (number == 1 && content.substr(0, utf8_bom.size()) == utf8_bom) content.remove_prefix(utf8_bom.size());
+  const bool bom = number == 1 && content.substr(0, utf8_bom.size()) == utf8_bom;
+  if (bom) content.remove_prefix(utf8_bom.size());
   read_fields(content, line, names);
+  if (bom && line.kind != hosts_line_kind::comment && line.kind != hosts_line_kind::blank) {
+    // The resolver does not skip the mark: to it the address is not one, and the line decides nothing.
+    names.resize(line.names_begin);
+    line.names_count = 0;
+    line.kind = hosts_line_kind::unparsable;
+    line.problem = "a UTF-8 byte-order mark before the address (the resolver reads it as part of the address)";
+  }
   return line;
 }
 
@@ -627,18 +640,18 @@ inline std::size_t line_start_at(std::string_view bytes, std::size_t p) {
 inline char fold_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 /// Searches a hosts file, in one pass, for the places scan_hosts must look at: where one of a
-/// few names starts a name field (right after a space or a tab; ASCII case-insensitive), and
+/// few names starts a name field (right after a field space, see is_field_space; ASCII case-insensitive), and
 /// which lines start with one of a few bytes (every marker line of ours starts with such a byte).
 ///
 /// A window can only be a name if its first and last byte fold to the name's first and last
-/// byte and the byte before it is a space or a tab; that test is branch-free and the same at
+/// byte and the byte before it is a field space; that test is branch-free and the same at
 /// every position ((c | 0x20) == letter for a letter, c == byte otherwise), so it runs on 64
 /// positions at a time and the exact, byte-by-byte check runs only at the rare positions that
 /// pass it. Upper case anywhere in the file therefore costs nothing extra. A line-start
 /// candidate is a position whose byte is one of the given bytes and whose previous byte ends a
 /// line. Every name and every line byte is tested in the same loop, so the file is read once.
 /// The AVX2 loop first lets through only blocks holding a name's first byte after a byte that
-/// may be a space or a tab, or the line byte (a few percent of a blocklist's blocks), and only
+/// may be a field space, or the line byte (a few percent of a blocklist's blocks), and only
 /// there tests last bytes and line starts.
 ///
 /// History, measured on the 150k-line benchmark file (issue 4, Performance; read floor about
@@ -672,7 +685,7 @@ class field_search {
   }
 
   /// Calls `on_name(k, p)` for each position p where the k-th non-empty name occurs right after
-  /// a space or a tab, and `on_line(p)` for each line start p (0, or just after '\n' or '\r')
+  /// a field space (is_field_space), and `on_line(p)` for each line start p (0, or just after '\n' or '\r')
   /// whose byte is one of `line_firsts`, in increasing p (at one p, names before the line).
   template <class OnName, class OnLine>
   void run(std::string_view hay, OnName&& on_name, OnLine&& on_line) const {
@@ -697,7 +710,7 @@ class field_search {
 
   static bool is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
   static bool ends_line(unsigned char c) { return c == '\n' || c == '\r'; }
-  static bool is_blank(unsigned char c) { return c == ' ' || c == '\t'; }
+  static bool is_blank(unsigned char c) { return is_field_space(static_cast<char>(c)); }
 
   /// The exact check at one position, calling the callbacks for what is there.
   template <class OnName, class OnLine>
@@ -738,7 +751,7 @@ class field_search {
         const unsigned char* z = h + i + n.text.size() - 1;
         for (std::size_t j = 0; j < 64; ++j)
           any |= static_cast<unsigned char>(((a[j] | n.first_or) == n.first) & ((z[j] | n.last_or) == n.last) &
-                                            ((b[j] == ' ') | (b[j] == '\t')));
+                                            ((b[j] == ' ') | (static_cast<unsigned char>(b[j] - '\t') < 4)));
       }
       for (char c : line_firsts_) {
         const auto u = static_cast<unsigned char>(c);
@@ -803,6 +816,7 @@ class field_search {
     const auto* h = reinterpret_cast<const unsigned char*>(hay.data());
     const std::size_t end = blocks_end(hay.size());
     const lanes32 space = splat(' '), tab = splat('\t'), lf = splat('\n'), cr = splat('\r');
+    const lanes32 vt = splat('\v'), ff = splat('\f');  // field spaces too (is_field_space)
     lanes32 first[N > 0 ? N : 1], first_or[N > 0 ? N : 1], last[N > 0 ? N : 1], last_or[N > 0 ? N : 1];
     std::size_t last_at[N > 0 ? N : 1];
     for (std::size_t k = 0; k < N; ++k) {
@@ -818,7 +832,7 @@ class field_search {
       const lanes32 b0 = load32(h + i - 1), b1 = load32(h + i + 31);
       const lanes32 a0 = load32(h + i), a1 = load32(h + i + 32);
       // First a cheap test that lets few blocks through: a name's first byte after a byte that
-      // may be a space or a tab (signed: every byte <= ' ' and every byte >= 0x80; the exact
+      // may be a field space (signed: every byte <= ' ' and every byte >= 0x80; the exact
       // check sorts them out), or the line byte anywhere. Only then the last bytes and line starts.
       lanes32 maybe0{}, maybe1{};
       if constexpr (N > 0) {
@@ -838,7 +852,8 @@ class field_search {
       if (movemask64(maybe0, maybe1) == 0) continue;
       lanes32 hit0{}, hit1{};
       if constexpr (N > 0) {
-        const lanes32 field0 = (b0 == space) | (b0 == tab), field1 = (b1 == space) | (b1 == tab);
+        const lanes32 field0 = (b0 == space) | (b0 == tab) | (b0 == vt) | (b0 == ff);
+        const lanes32 field1 = (b1 == space) | (b1 == tab) | (b1 == vt) | (b1 == ff);
         for (std::size_t k = 0; k < N; ++k) {
           const unsigned char* z = h + i + last_at[k];
           hit0 |= ((a0 | first_or[k]) == first[k]) & ((load32(z) | last_or[k]) == last[k]) & field0;
@@ -915,8 +930,8 @@ inline hosts_candidates find_candidates(std::string_view bytes, const std::vecto
   return found;
 }
 
-/// Offsets of the lines in which one of `names` occurs the way a name field does (after a space
-/// or tab; before a space, tab, '#', a line break or the end), sorted, each once. Every line
+/// Offsets of the lines in which one of `names` occurs the way a name field does (after a field space
+/// (is_field_space); before a field space, '#', a line break or the end), sorted, each once. Every line
 /// whose fields (or, for a comment line, whose commented-out fields) name one of them is in
 /// it, since a name is never a line's first field: probe and apply read only these lines.
 inline std::vector<std::size_t> lines_naming(std::string_view bytes, const std::vector<std::string_view>& names) {
@@ -996,7 +1011,8 @@ void for_each_line_at(std::string_view bytes, const std::vector<std::size_t>& st
 
 /// Calls `fn(const line_view&, const hosts_line&, hosts_names)` for each line in [from, to) (both
 /// line starts, e.g. our section's inner span), reusing one names buffer. Line numbers are not
-/// counted (every line gets 2: not the first line, so no BOM is looked for).
+/// counted (every line gets 2: not the first line, so no BOM is looked for: [from, to) is inside
+/// our section, never at the file's start).
 template <class Fn>
 void for_each_line_between(std::string_view bytes, std::size_t from, std::size_t to, Fn&& fn) {
   std::vector<std::string_view> names;
