@@ -685,6 +685,30 @@ TEST_CASE("a user's lines in our section are not recorded as ours by a later app
   CHECK(fresh->record.section == fresh->section);
 }
 
+TEST_CASE("a user's line in our section that apply drops as stale: the lines made from its other names stay theirs") {
+  const std::string original = "127.0.0.1 localhost\n";
+  auto r1 = apply_ok(original, want({{"127.0.0.1", "foo.test"}}));
+  std::string edited = r1.bytes;
+  const std::string ours = "127.0.0.1\tfoo.test\n";
+  edited.replace(edited.find(ours), ours.size(), "10.0.0.5 foo.test nas\n" + ours);
+  hosts_edit_options o;
+  o.previous = &r1.record;
+  auto r2 = apply_hosts(edited, markers, want({{"127.0.0.1", "foo.test"}}), o);
+  REQUIRE(r2.has_value());
+  CHECK(r2->dropped_section_lines == std::vector<std::string>{"10.0.0.5 foo.test nas"});
+  CHECK(r2->section == begin_marker + std::string("\n10.0.0.5\tnas\n") + ours + end_marker + "\n");
+  CHECK(r2->record.section == begin_marker + std::string("\n") + ours + end_marker + "\n");
+  auto back = revert_hosts(r2->bytes, markers, prefix, &r2->record);
+  REQUIRE(back.has_value());
+  CHECK(back->bytes == original + "10.0.0.5\tnas\n");
+  CHECK(back->kept_user_lines == std::vector<std::string>{"10.0.0.5\tnas"});
+  // One of ours dropped as stale (no previous record lists it as someone else's): its other
+  // names' lines are ours, removed by revert.
+  auto r3 = apply_hosts(edited, markers, want({{"127.0.0.1", "foo.test"}}), {});
+  REQUIRE(r3.has_value());
+  CHECK(r3->record.section == r3->section);
+}
+
 TEST_CASE("revert reports a disabled line the user changed since") {
   std::string bytes = "10.0.0.9 a.test\n";
   auto r = apply_ok(bytes, want({{"127.0.0.1", "a.test"}}), true);

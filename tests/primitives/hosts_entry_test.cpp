@@ -193,6 +193,27 @@ TEST_CASE("hosts entry: a conflict is reported and left alone; override disables
   CHECK(MemoryFs::diff(before, fs.take_snapshot()).empty());
 }
 
+TEST_CASE("hosts entry: override of a conflict below our section says our line comes first; that line stays") {
+  const std::string hosts = "127.0.0.1 localhost\n" + section_begin + "\n127.0.0.1\tother.test\n" + section_end +
+                            "\n10.0.0.9 kubernetes.docker.internal lab\n";
+  MemoryFs fs = mac_tree(hosts);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  HostsEntry forced = docker_entry();
+  forced.override_conflicts = true;
+  auto report = converge(ctx, forced);
+  REQUIRE(report);
+  CHECK(report->ok());
+  const item_probe* name_item = report->steps[0].before.find("hosts:/etc/hosts:127.0.0.1 kubernetes.docker.internal");
+  REQUIRE(name_item);
+  CAPTURE(name_item->detail);
+  CHECK(name_item->detail.find("(line 5); our section's line will come first, that line stays") != std::string::npos);
+  CHECK(fs.file_bytes("/etc/hosts") ==
+        std::optional<std::string>("127.0.0.1 localhost\n" + section_begin +
+                                   "\n127.0.0.1\tother.test\n127.0.0.1\tkubernetes.docker.internal\n" + section_end +
+                                   "\n10.0.0.9 kubernetes.docker.internal lab\n"));
+}
+
 TEST_CASE("hosts entry: a crash after the write-ahead, before the write: the retry lists the disabled line once") {
   const std::string hosts = "127.0.0.1 localhost\n10.0.0.9 kubernetes.docker.internal lab\n";
   HostsEntry forced = docker_entry();

@@ -1209,11 +1209,11 @@ inline std::unordered_multiset<std::string_view> recorded_inner_lines(std::strin
   return out;
 }
 
-/// `written` (our section as apply writes it, markers first and last) without the lines someone
-/// else added: those of `found_inner` (the body of the section found in the file) beyond what
-/// `recorded` (the previous record's section) lists, matched by text as revert matches them.
-/// Lines apply adds now are not in `found_inner`, so they stay ours.
-inline std::string owned_section(std::string_view written, std::string_view found_inner, std::string_view recorded) {
+/// The lines of `found_inner` (the body of our section as found in the file) beyond those
+/// `recorded` (the previous record's section) lists, matched by text as revert matches them:
+/// lines someone else added to our section.
+inline std::unordered_multiset<std::string_view> foreign_section_lines(std::string_view found_inner,
+                                                                        std::string_view recorded) {
   std::unordered_multiset<std::string_view> listed = recorded_inner_lines(recorded);
   std::unordered_multiset<std::string_view> foreign;
   for (std::size_t pos = 0; pos < found_inner.size();) {
@@ -1222,6 +1222,12 @@ inline std::string owned_section(std::string_view written, std::string_view foun
     if (it != listed.end()) listed.erase(it);
     else foreign.insert(text);
   }
+  return foreign;
+}
+
+/// `written` (our section as apply writes it, markers first and last) without the inner lines
+/// `foreign` lists (each taken once): what the record says is ours.
+inline std::string owned_section(std::string_view written, std::unordered_multiset<std::string_view> foreign) {
   std::string out;
   out.reserve(written.size());
   std::size_t pos = 0;
@@ -1548,6 +1554,13 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
   // whatever its address, so a file probe calls in sync is never rewritten. Lines we did not
   // write (comments, other entries, other names on our lines) stay as they are.
   std::vector<bool> emitted(k_count, false);  // decided correctly by a kept line of the section
+  // With the previous record: the lines of our section someone else added, and the lines made
+  // from the other names of such a line when it is dropped (theirs too, so revert keeps them).
+  std::unordered_multiset<std::string_view> foreign;
+  std::vector<std::string> carried_for_them;
+  if (options.previous && section)
+    foreign = detail::foreign_section_lines(bytes.substr(section->inner_begin, section->inner_end - section->inner_begin),
+                                            options.previous->section);
   if (section) {
     detail::for_each_line_between(bytes, section->inner_begin, section->inner_end, [&](const line_view& lv,
                                                                                         const hosts_line& line,
@@ -1574,8 +1587,12 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
         return;
       }
       out.dropped_section_lines.push_back(std::string(lv.text));
+      const bool theirs = foreign.count(lv.text) != 0;
       for (std::string_view n : names)
-        if (!is_desired_name(n, line.ip.family)) carry(line.address, n);
+        if (!is_desired_name(n, line.ip.family)) {
+          carry(line.address, n);
+          if (theirs) carried_for_them.push_back(std::string(line.address) + "\t" + std::string(n));
+        }
     });
   }
   for (std::size_t k = 0; k < k_count; ++k) {
@@ -1629,11 +1646,8 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
     result_bytes.append(section_text);
     result_bytes.append(bytes.substr(section_end));
   }
-  out.record.section = options.previous && section
-                           ? detail::owned_section(section_text,
-                                                   bytes.substr(section->inner_begin, section->inner_end - section->inner_begin),
-                                                   options.previous->section)
-                           : section_text;
+  for (const std::string& t : carried_for_them) foreign.insert(t);
+  out.record.section = foreign.empty() ? section_text : detail::owned_section(section_text, foreign);
   out.section = std::move(section_text);
   out.record.disabled = out.disabled;
   return out;

@@ -219,7 +219,7 @@ struct HostsEntry {
     const any_resolver* resolver = ctx.template find<any_resolver>();
     std::vector<std::pair<std::string, resolver_answer>> asked;  // one question per distinct name
     for (const auto& st : probed->mappings) {
-      item_probe item = mapping_item(st);
+      item_probe item = mapping_item(st, *applied);
       if (resolver) add_resolver_note(item, st.mapping, answer_for(*resolver, st.mapping.name, asked));
       report.items.push_back(std::move(item));
     }
@@ -480,7 +480,8 @@ struct HostsEntry {
     return out;
   }
 
-  item_probe mapping_item(const hosts_mapping_status& st) const {
+  /// One name's item; `applied` is the edit's description, for what override does to a conflict.
+  item_probe mapping_item(const hosts_mapping_status& st, const hosts_apply_result& applied) const {
     item_probe item;
     item.id = id() + ":" + st.mapping.address + " " + st.mapping.name;
     item.path = path;
@@ -500,9 +501,15 @@ struct HostsEntry {
         break;
       case hosts_mapping_state::conflict:
         item.state = override_conflicts ? item_state::differs : item_state::conflict;
-        item.detail = "mapped to " + detail::printable(st.found_address) + where +
-                      (override_conflicts ? "; that line will be disabled"
-                                          : "; set override_conflicts to replace it");
+        item.detail = "mapped to " + detail::printable(st.found_address) + where;
+        if (!override_conflicts) {
+          item.detail += "; set override_conflicts to replace it";
+        } else {
+          // Override disables a line above our section; one below it stays, our line comes first.
+          bool disabled = false;
+          for (const auto& d : applied.disabled) disabled = disabled || d.line_number == st.line_number;
+          item.detail += disabled ? "; that line will be disabled" : "; our section's line will come first, that line stays";
+        }
         break;
     }
     return item;
