@@ -42,6 +42,15 @@ MemoryFs mac_tree(const std::string& hosts = stock) {
 
 HostsEntry docker_entry() { return HostsEntry{"127.0.0.1", {"kubernetes.docker.internal"}}; }
 
+/// Edits /etc/hosts as a user would: `line` right after our kubernetes.docker.internal line, inside
+/// our section.
+void add_line_after_ours(MemoryFs& fs, const std::string& line) {
+  std::string edited = *fs.file_bytes("/etc/hosts");
+  const std::string ours = "127.0.0.1\tkubernetes.docker.internal\n";
+  edited.replace(edited.find(ours), ours.size(), ours + line);
+  fs.add_file("/etc/hosts", edited, 0644, 0, 0);
+}
+
 }  // namespace
 
 TEST_CASE("hosts entry: one prompt naming /etc/hosts and the line; golden bytes; owner and mode kept") {
@@ -298,10 +307,7 @@ TEST_CASE("hosts entry: lines the user added to our section survive uninstall, w
   ScriptedPrivilege priv(mac_user(), answer::granted);
   context ctx(fs, priv, app);
   REQUIRE(converge(ctx, docker_entry()));
-  std::string edited = *fs.file_bytes("/etc/hosts");
-  std::string ours = "127.0.0.1\tkubernetes.docker.internal\n";
-  edited.replace(edited.find(ours), ours.size(), ours + "192.168.1.5 nas\n");
-  fs.add_file("/etc/hosts", edited, 0644, 0, 0);
+  add_line_after_ours(fs, "192.168.1.5 nas\n");
   auto undone = uninstall(ctx, docker_entry());
   REQUIRE(undone);
   CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock + "192.168.1.5 nas\n"));
@@ -316,10 +322,7 @@ TEST_CASE("hosts entry: a user's line in our section stays theirs when a later r
   ScriptedPrivilege priv(mac_user(), answer::granted);
   context ctx(fs, priv, app);
   REQUIRE(converge(ctx, docker_entry()));
-  std::string edited = *fs.file_bytes("/etc/hosts");
-  std::string ours = "127.0.0.1\tkubernetes.docker.internal\n";
-  edited.replace(edited.find(ours), ours.size(), ours + "192.168.1.5 nas\n");
-  fs.add_file("/etc/hosts", edited, 0644, 0, 0);
+  add_line_after_ours(fs, "192.168.1.5 nas\n");
   // A later version wants one more name: the section is rewritten, the user's line kept in it.
   HostsEntry wider{"127.0.0.1", {"kubernetes.docker.internal", "gateway.docker.internal"}};
   auto second = converge(ctx, wider);
