@@ -710,13 +710,12 @@ class field_search {
 
   static bool is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
   static bool ends_line(unsigned char c) { return c == '\n' || c == '\r'; }
-  static bool is_blank(unsigned char c) { return is_field_space(static_cast<char>(c)); }
 
   /// The exact check at one position, calling the callbacks for what is there.
   template <class OnName, class OnLine>
   void check_at(std::string_view hay, std::size_t p, OnName& on_name, OnLine& on_line) const {
     const auto* h = reinterpret_cast<const unsigned char*>(hay.data());
-    if (p > 0 && is_blank(h[p - 1]))
+    if (p > 0 && is_field_space(static_cast<char>(h[p - 1])))
       for (std::size_t k = 0; k < names_.size(); ++k)
         if (names_[k].text.size() <= hay.size() - p && matches_at(names_[k], h + p)) on_name(k, p);
     if ((p == 0 || ends_line(h[p - 1])) && line_firsts_.find(hay[p]) != std::string_view::npos) on_line(p);
