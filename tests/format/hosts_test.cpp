@@ -632,6 +632,89 @@ TEST_CASE("broken markers are refused by probe, apply and revert: nothing produc
   }
 }
 
+TEST_CASE("a section after a UTF-8 BOM on line 1 is ours: found by both searches, edited in place, reverted with the BOM kept") {
+  // An editor added a BOM to a file that began with our section.
+  const std::string bom = "\xEF\xBB\xBF";
+  const std::string body = std::string(begin_marker) + "\n127.0.0.1\ta.test\n" + end_marker + "\n";
+  const std::string bytes = bom + body + "10.0.0.1 nas\n";
+  auto slow = find_section(bytes, markers);
+  auto fast = detail::find_our_section(bytes, markers);
+  REQUIRE(slow);
+  REQUIRE(fast);
+  REQUIRE(slow->has_value());
+  REQUIRE(fast->has_value());
+  for (const section_span& s : {**slow, **fast}) {
+    CHECK(s.begin == bom.size());
+    CHECK(s.end == bom.size() + body.size());
+    CHECK(s.begin_line_number == 1);
+    CHECK(s.begin_line == begin_marker);
+  }
+  // In sync: no write.
+  CHECK(probe_ok(bytes, want({{"127.0.0.1", "a.test"}})).mappings[0].state == hosts_mapping_state::in_sync);
+  CHECK_FALSE(apply_ok(bytes, want({{"127.0.0.1", "a.test"}})).changed);
+  // A new address: the section is rewritten where it is, after the BOM.
+  auto moved = apply_ok(bytes, want({{"127.0.0.2", "a.test"}}));
+  CHECK(moved.bytes == bom + begin_marker + "\n127.0.0.2\ta.test\n" + end_marker + "\n10.0.0.1 nas\n");
+  CHECK(moved.section_line_number == 1);
+  // Revert removes the section and keeps the BOM and the rest.
+  auto back = revert_hosts(moved.bytes, markers, prefix, &moved.record);
+  REQUIRE(back);
+  CHECK(back->bytes == bom + "10.0.0.1 nas\n");
+  CHECK(back->kept_user_lines.empty());
+  // Without a record too.
+  auto blind = revert_hosts(bytes, markers, prefix, nullptr);
+  REQUIRE(blind);
+  CHECK(blind->bytes == bom + "10.0.0.1 nas\n");
+  // An end marker alone after the BOM is still broken markers, on line 1.
+  auto stray = find_section(bom + end_marker + "\n", markers);
+  REQUIRE_FALSE(stray);
+  CHECK(stray.error().message().find("line 1:") != std::string::npos);
+  auto stray_fast = detail::find_our_section(bom + end_marker + "\n", markers);
+  REQUIRE_FALSE(stray_fast);
+  CHECK(stray_fast.error().message() == stray.error().message());
+}
+
+TEST_CASE("the record's section_before_write names the section's lines before the write as ours until it lands") {
+  const std::string original = "127.0.0.1 localhost\n";
+  auto r1 = apply_ok(original, want({{"127.0.0.1", "a.test"}}));
+  CHECK(r1.record.section_before_write.empty());  // no section before the first apply
+  hosts_edit_options o;
+  o.previous = &r1.record;
+  auto r2 = apply_hosts(r1.bytes, markers, want({{"127.0.0.2", "a.test"}}), o);
+  REQUIRE(r2);
+  CHECK(r2->record.section_before_write == r1.record.section);
+  // A crash after the record of r2 was written, before its write: the file is r1's.
+  auto back = revert_hosts(r1.bytes, markers, prefix, &r2->record);
+  REQUIRE(back);
+  CHECK(back->bytes == original);
+  CHECK(back->kept_user_lines.empty());
+  // Without section_before_write, the old line would be taken for a user's.
+  hosts_revert_record landed = r2->record;
+  landed.section_before_write.clear();
+  auto wrong = revert_hosts(r1.bytes, markers, prefix, &landed);
+  REQUIRE(wrong);
+  CHECK(wrong->kept_user_lines == std::vector<std::string>{"127.0.0.1\ta.test"});
+  // A retry given r2's record (the file still r1's) records nothing of r1 as someone else's.
+  hosts_edit_options retry_options;
+  retry_options.previous = &r2->record;
+  auto retry = apply_hosts(r1.bytes, markers, want({{"127.0.0.2", "a.test"}}), retry_options);
+  REQUIRE(retry);
+  CHECK(retry->bytes == r2->bytes);
+  CHECK(retry->record.section == r2->record.section);
+  // A user's line in the section stays out of section_before_write, as it stays out of section.
+  std::string edited = r1.bytes;
+  const std::string ours = "127.0.0.1\ta.test\n";
+  edited.replace(edited.find(ours), ours.size(), ours + "192.168.1.5 nas\n");
+  o.previous = &r1.record;
+  auto r3 = apply_hosts(edited, markers, want({{"127.0.0.2", "a.test"}}), o);
+  REQUIRE(r3);
+  CHECK(r3->record.section_before_write == r1.record.section);
+  auto after_crash = revert_hosts(edited, markers, prefix, &r3->record);
+  REQUIRE(after_crash);
+  CHECK(after_crash->bytes == original + "192.168.1.5 nas\n");
+  CHECK(after_crash->kept_user_lines == std::vector<std::string>{"192.168.1.5 nas"});
+}
+
 // ---------------------------------------------------------------------------------------------
 // Revert
 
@@ -673,6 +756,12 @@ TEST_CASE("a user's lines in our section are not recorded as ours by a later app
   REQUIRE(back.has_value());
   CHECK(back->bytes == original + "192.168.1.5 nas\n" + ours);
   CHECK(back->kept_user_lines == std::vector<std::string>{"192.168.1.5 nas", "127.0.0.1\ta.test"});
+  // The same with the section before the write still in the record (a crash after the write,
+  // before the record's final store): r2's section explains the file better, and is taken.
+  REQUIRE(r2->record.section_before_write == r1.record.section);
+  auto pending = revert_hosts(r2->bytes, markers, prefix, &r2->record);
+  REQUIRE(pending.has_value());
+  CHECK(pending->bytes == back->bytes);
   // Without the previous record every line of the section counts as ours (a lost record).
   auto blind = apply_hosts(edited, markers, w2, {});
   REQUIRE(blind.has_value());

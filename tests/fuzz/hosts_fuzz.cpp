@@ -377,6 +377,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       auto blind = revert_hosts(applied->bytes, markers, prefix, nullptr);
       HOSTCFG_FUZZ_CHECK(blind.has_value());
       if (!applied->record.added_newline_before_section) HOSTCFG_FUZZ_CHECK(blind->bytes == bytes);
+      // A crash between a second apply's record (written ahead, merged with this one's) and its
+      // write leaves this file with that record: revert still gives the input back, since the
+      // record names the section before the write as ours too.
+      std::vector<hosts_mapping> wider = want;
+      wider.push_back({"127.0.0.1", "crash-window.test"});
+      hosts_edit_options second = options;
+      second.previous = &applied->record;
+      auto next = apply_hosts(applied->bytes, markers, wider, second);
+      if (next) {
+        HOSTCFG_FUZZ_CHECK(next->record.section_before_write == applied->record.section);
+        hosts_revert_record merged = next->record;
+        merged.added_newline_before_section = applied->record.added_newline_before_section;
+        auto undone = revert_hosts(applied->bytes, markers, prefix, &merged);
+        HOSTCFG_FUZZ_CHECK(undone.has_value());
+        HOSTCFG_FUZZ_CHECK(undone->bytes == bytes);
+      }
     }
   }
   return 0;

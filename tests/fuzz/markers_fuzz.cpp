@@ -4,7 +4,8 @@
 //     are contiguous, and a text never holds '\n'.
 //  2. find_section either refuses with errc::broken_markers naming a line, or returns nothing, or
 //     one span with begin <= inner_begin <= inner_end <= end <= size whose first line is a begin
-//     marker and whose last line is the end marker.
+//     marker and whose last line is the end marker; it begins at a line start, or after a UTF-8
+//     BOM that starts the file.
 //  3. Cutting the found section out leaves a file with no section and no broken markers; the bytes
 //     before and after it are untouched.
 //  4. A file without a section gets one appended on its own line (a newline added only when the
@@ -50,7 +51,9 @@ void check_markers(std::string_view bytes, const hostcfg::section_markers& m) {
   }
   const section_span& s = **found;
   check(s.begin <= s.inner_begin && s.inner_begin <= s.inner_end && s.inner_end <= s.end && s.end <= bytes.size());
-  check(s.begin == 0 || bytes[s.begin - 1] == '\n' || bytes[s.begin - 1] == '\r');
+  // At a line start, or on line 1 right after a UTF-8 BOM (the BOM stays outside the section).
+  check(s.begin == 0 || bytes[s.begin - 1] == '\n' || bytes[s.begin - 1] == '\r' ||
+        (s.begin == detail::utf8_bom.size() && bytes.substr(0, s.begin) == detail::utf8_bom));
   std::string_view first = bytes.substr(s.begin, s.inner_begin - s.begin);
   check(!first.empty() && (first.back() == '\n' || first.back() == '\r'));
   std::string_view last = bytes.substr(s.inner_end, s.end - s.inner_end);

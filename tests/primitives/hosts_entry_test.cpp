@@ -272,6 +272,71 @@ TEST_CASE("hosts entry: a crash after the write-ahead, before the write: the ret
   CHECK(rebooted.file_bytes("/etc/hosts") == std::optional<std::string>(hosts));
 }
 
+TEST_CASE("hosts entry: a crash at any step of a run that changes our section, then uninstall or a retry: our old line is ours") {
+  // Run 1 maps the name to 127.0.0.1; run 2 moves it to 127.0.0.2 and dies at one of its steps.
+  // Between its write-ahead record and the file's replace, the file keeps run 1's line while the
+  // record already describes run 2's section; after the replace, the record's final store may be
+  // missing. Whatever the step, the uninstall gives back the stock file and keeps nothing as a
+  // user's line; a retry first converges to run 2's section.
+  const HostsEntry moved{"127.0.0.2", {"kubernetes.docker.internal"}};
+  std::size_t steps = 0;       // operations of a clean run 2
+  std::size_t replace_at = 0;  // the first step of its replace of /etc/hosts (1-based)
+  {
+    MemoryFs fs = mac_tree();
+    ScriptedPrivilege priv(mac_user(), answer::granted);
+    context ctx(fs, priv, app);
+    REQUIRE(converge(ctx, docker_entry()));
+    fs.clear_log();
+    REQUIRE(converge(ctx, moved));
+    steps = fs.op_log().size();
+    for (std::size_t i = 0; i < steps && !replace_at; ++i)
+      if (fs.op_log()[i].op.rfind("replace_file", 0) == 0 && fs.op_log()[i].path == "/etc/hosts") replace_at = i + 1;
+  }
+  REQUIRE(replace_at > 1);
+  const std::string run2 = stock + section_begin + "\n127.0.0.2\tkubernetes.docker.internal\n" + section_end + "\n";
+  std::size_t old_line_kept = 0;  // crash points after which the file still held run 1's line
+  for (std::size_t crash_at = 0; crash_at <= steps; ++crash_at) {
+    for (auto keep : {MemoryFs::crash_keep::none, MemoryFs::crash_keep::all}) {
+      for (bool retry_first : {false, true}) {
+        CAPTURE(crash_at);
+        CAPTURE(static_cast<int>(keep));
+        CAPTURE(retry_first);
+        MemoryFs fs = mac_tree();
+        {
+          ScriptedPrivilege priv(mac_user(), answer::granted);
+          context ctx(fs, priv, app);
+          REQUIRE(converge(ctx, docker_entry()));
+          fs.clear_log();
+          fs.crash_after(crash_at);
+          (void)converge(ctx, moved);
+        }
+        MemoryFs rebooted = fs.after_crash(keep, 0);
+        const std::string now = *rebooted.file_bytes("/etc/hosts");
+        if (now != run2) {
+          REQUIRE(now.find("127.0.0.1\tkubernetes.docker.internal\n") != std::string::npos);
+          if (crash_at >= replace_at - 1 && !retry_first) ++old_line_kept;
+        }
+        ScriptedPrivilege priv(mac_user(), answer::granted);
+        context ctx(rebooted, priv, app);
+        if (retry_first) {
+          auto again = converge(ctx, moved);
+          REQUIRE(again);
+          CHECK(again->ok());
+          CHECK(rebooted.file_bytes("/etc/hosts") == std::optional<std::string>(run2));
+        }
+        auto undone = uninstall(ctx, moved);
+        REQUIRE(undone);
+        CHECK(undone->ok());
+        CHECK(undone->notes == std::vector<std::string>{});
+        CHECK(rebooted.file_bytes("/etc/hosts") == std::optional<std::string>(stock));
+      }
+    }
+  }
+  CHECK(old_line_kept > 0);  // the window between the record and the replace was swept
+  MESSAGE(steps << " crash points x 2 reboots x (uninstall | retry + uninstall); " << old_line_kept
+                << " left run 1's line under run 2's record");
+}
+
 TEST_CASE("hosts entry: disabled lines merge: a line listed ahead counts once, a tagged copy means it landed") {
   const std::string line = "10.0.0.9 k8s.local";
   const std::string tagged = "# [disabled by com.example.app] " + line;

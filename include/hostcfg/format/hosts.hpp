@@ -132,8 +132,6 @@ struct hosts_file {
 
 namespace detail {
 
-inline constexpr std::string_view utf8_bom = "\xEF\xBB\xBF";
-
 /// The next line at `pos` (same rules as split_lines, without building a vector), advancing pos.
 inline line_view next_line(std::string_view bytes, std::size_t& pos) {
   // memchr for '\n', then for a lone '\r' inside the line: two vectorised scans instead of a
@@ -926,6 +924,14 @@ inline hosts_candidates find_candidates(std::string_view bytes, const std::vecto
       }
   };
   field_search(distinct, firsts).run(bytes, on_name, on_line);
+  // A marker on line 1 after a UTF-8 BOM is a marker (as find_section reads it); the search saw no
+  // line start there. Nothing comes before offset 3 (the BOM holds no line break).
+  if (!texts.empty() && bytes.substr(0, utf8_bom.size()) == utf8_bom) {
+    const std::size_t listed = found.marker_lines.size();
+    on_line(utf8_bom.size());
+    if (found.marker_lines.size() != listed)
+      std::rotate(found.marker_lines.begin(), found.marker_lines.end() - 1, found.marker_lines.end());
+  }
   return found;
 }
 
@@ -1208,20 +1214,32 @@ inline std::unordered_multiset<std::string_view> recorded_inner_lines(std::strin
   return out;
 }
 
-/// The lines of `found_inner` (the body of our section as found in the file) beyond those
-/// `recorded` (the previous record's section) lists, matched by text as revert matches them:
-/// lines someone else added to our section.
+/// The lines of `found_inner` (the body of our section as found in the file) not in `ours`
+/// (matched by text as revert matches them, each taken once): lines someone else added.
 inline std::unordered_multiset<std::string_view> foreign_section_lines(std::string_view found_inner,
-                                                                        std::string_view recorded) {
-  std::unordered_multiset<std::string_view> listed = recorded_inner_lines(recorded);
+                                                                        std::unordered_multiset<std::string_view> ours) {
   std::unordered_multiset<std::string_view> foreign;
   for (std::size_t pos = 0; pos < found_inner.size();) {
     std::string_view text = next_line(found_inner, pos).text;
-    auto it = listed.find(text);
-    if (it != listed.end()) listed.erase(it);
+    auto it = ours.find(text);
+    if (it != ours.end()) ours.erase(it);
     else foreign.insert(text);
   }
   return foreign;
+}
+
+/// Our lines in `found_inner`, by a record: those of its `section`, or, when the file still holds
+/// the section as it was before the record's write (`before_write`, kept while that write may not
+/// have happened), those. The one that leaves fewer of the found lines unexplained is the file's
+/// state (a user's edits since aside); a tie goes to `section`, the newer.
+inline std::unordered_multiset<std::string_view> owned_lines(std::string_view found_inner, std::string_view section,
+                                                             std::string_view before_write) {
+  std::unordered_multiset<std::string_view> listed = recorded_inner_lines(section);
+  if (before_write.empty()) return listed;
+  std::unordered_multiset<std::string_view> before = recorded_inner_lines(before_write);
+  if (foreign_section_lines(found_inner, before).size() < foreign_section_lines(found_inner, listed).size())
+    return before;
+  return listed;
 }
 
 /// `written` (our section as apply writes it, markers first and last) without the inner lines
@@ -1284,6 +1302,13 @@ struct hosts_revert_record {
   /// Our section as written, markers and endings included, less the lines someone else added to
   /// it (see hosts_edit_options::previous): the lines revert removes.
   std::string section;
+  /// Our lines of the section as the file held it before this apply (markers first and last;
+  /// empty: no section). A record written ahead of the file's replace keeps it until the write is
+  /// done: after a crash between the two the file still holds those lines, and revert (or the next
+  /// apply) must know them as ours, not as lines someone else added. Of the two, the one that
+  /// explains more of the section found is taken (detail::owned_lines). Clear it once the file is
+  /// written.
+  std::string section_before_write;
   bool added_newline_before_section = false;  ///< apply terminated the file's last line to append
   std::vector<hosts_disabled_line> disabled;  ///< lines apply disabled
 };
@@ -1557,9 +1582,12 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
   // from the other names of such a line when it is dropped (theirs too, so revert keeps them).
   std::unordered_multiset<std::string_view> foreign;
   std::vector<std::string> carried_for_them;
-  if (options.previous && section)
-    foreign = detail::foreign_section_lines(bytes.substr(section->inner_begin, section->inner_end - section->inner_begin),
-                                            options.previous->section);
+  if (options.previous && section) {
+    std::string_view found_inner = bytes.substr(section->inner_begin, section->inner_end - section->inner_begin);
+    foreign = detail::foreign_section_lines(
+        found_inner,
+        detail::owned_lines(found_inner, options.previous->section, options.previous->section_before_write));
+  }
   if (section) {
     detail::for_each_line_between(bytes, section->inner_begin, section->inner_end, [&](const line_view& lv,
                                                                                         const hosts_line& line,
@@ -1645,6 +1673,10 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
     result_bytes.append(section_text);
     result_bytes.append(bytes.substr(section_end));
   }
+  if (section) {
+    std::string_view found = bytes.substr(section->begin, section->end - section->begin);
+    out.record.section_before_write = foreign.empty() ? std::string(found) : detail::owned_section(found, foreign);
+  }
   for (const std::string& t : carried_for_them) foreign.insert(t);
   out.record.section = foreign.empty() ? section_text : detail::owned_section(section_text, foreign);
   out.section = std::move(section_text);
@@ -1689,13 +1721,20 @@ inline result<hosts_revert_result> revert_hosts(std::string_view bytes, const se
   const std::size_t section_begin = section ? section->begin : bytes.size();
   const std::size_t section_end = section ? section->end : bytes.size();
 
-  // What we wrote between the markers, as a multiset of line texts.
+  // What we wrote between the markers (or had there before a write that may not have happened).
   std::unordered_multiset<std::string_view> ours;
-  if (record) ours = detail::recorded_inner_lines(record->section);
+  if (record && section)
+    ours = detail::owned_lines(bytes.substr(section->inner_begin, section->inner_end - section->inner_begin),
+                               record->section, record->section_before_write);
 
   std::string& o = out.bytes;
   o.reserve(bytes.size());
   std::size_t pos = 0, number = 0;
+  // A section can begin mid-line only after a BOM on line 1 (find_section): the BOM stays.
+  if (section && detail::line_start_at(bytes, section->begin) != section->begin) {
+    o.append(bytes.substr(0, section->begin));
+    pos = section->begin;
+  }
   while (pos < bytes.size()) {
     line_view lv = detail::next_line(bytes, pos);
     ++number;

@@ -75,6 +75,9 @@ struct section_span {
 };
 
 namespace detail {
+/// The UTF-8 byte order mark some editors put at the start of a file.
+inline constexpr std::string_view utf8_bom = "\xEF\xBB\xBF";
+
 inline std::string_view trim_trailing_space(std::string_view s) {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
@@ -90,6 +93,8 @@ inline bool is_begin_marker(std::string_view text, const section_markers& m) {
 
 /// Finds the app's section in `bytes`. Returns nullopt when there is none; `errc::broken_markers`
 /// (naming the line) when an end has no begin, a begin has no end, or there are two sections.
+/// A marker on line 1 after a UTF-8 BOM (an editor added one to a file that began with our
+/// section) is a marker: the section begins after the BOM, which stays outside it.
 inline result<std::optional<section_span>> find_section(std::string_view bytes, const section_markers& m) {
   std::optional<section_span> found;
   std::optional<section_span> open;
@@ -108,15 +113,21 @@ inline result<std::optional<section_span>> find_section(std::string_view bytes, 
   for_each_line(bytes, [&](const line_view& line) {
     ++number;
     if (broken) return;
-    if (hash_only && (line.text.empty() || line.text.front() != '#')) return;
-    std::string_view text = detail::trim_trailing_space(line.text);
+    std::string_view text = line.text;
+    std::size_t offset = line.offset;
+    if (number == 1 && text.substr(0, detail::utf8_bom.size()) == detail::utf8_bom) {
+      text.remove_prefix(detail::utf8_bom.size());
+      offset += detail::utf8_bom.size();
+    }
+    if (hash_only && (text.empty() || text.front() != '#')) return;
+    text = detail::trim_trailing_space(text);
     if (detail::is_begin_marker(text, m)) {
       if (open || found) return broken_at(number, "a second begin marker '" + std::string(text) + "'");
-      open = section_span{line.offset, 0, line.offset + line.text.size() + line.ending.size(), 0, number,
+      open = section_span{offset, 0, line.offset + line.text.size() + line.ending.size(), 0, number,
                           std::string(text)};
     } else if (text == m.end_line) {
       if (!open) return broken_at(number, "end marker without a begin marker");
-      open->inner_end = line.offset;
+      open->inner_end = offset;
       open->end = line.offset + line.text.size() + line.ending.size();
       found = open;
       open.reset();

@@ -518,6 +518,7 @@ struct HostsEntry {
   static hosts_revert_record revert_record_of(const record_item& item) {
     hosts_revert_record rec;
     rec.section = item.get("section");
+    rec.section_before_write = item.get("section_before_write");
     rec.added_newline_before_section = item.get("added_newline") == "1";
     const std::string disabled = item.get("disabled");
     for (const auto& l : split_lines(disabled)) rec.disabled.push_back({0, std::string(l.text), {}});
@@ -577,10 +578,18 @@ struct HostsEntry {
     item.fields["disabled"] =
         detail::merged_disabled(item.get("disabled"), applied->record.disabled, bytes, disabled_line_prefix(ctx.app_id));
     item.fields["path"] = path;
+    item.fields.erase("section_before_write");  // a crashed run's: this run's final record has none
     // Recorded before the write (context::record_ahead): a crash right after it cannot lose the
-    // lines our section disabled. A revert that finds no section of ours has nothing to undo.
-    if (writes)
-      if (auto noted = ctx.record_ahead(books, privileged, {item}); !noted) return tl::unexpected(noted.error());
+    // lines our section disabled. Until the write is done the file may still hold the section as
+    // it was, so the item written ahead also names that section's lines as ours: a revert (or a
+    // retry) after such a crash removes them instead of keeping them as a user's. A revert that
+    // finds no section of ours has nothing to undo.
+    if (writes) {
+      record_item ahead = item;
+      if (!applied->record.section_before_write.empty())
+        ahead.fields["section_before_write"] = applied->record.section_before_write;
+      if (auto noted = ctx.record_ahead(books, privileged, {ahead}); !noted) return tl::unexpected(noted.error());
+    }
     bool in_place = false;
     if (writes) {
       replace_options options;
