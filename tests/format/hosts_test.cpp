@@ -637,8 +637,12 @@ TEST_CASE("a section after a UTF-8 BOM on line 1 is ours: found by both searches
   const std::string bom = "\xEF\xBB\xBF";
   const std::string body = std::string(begin_marker) + "\n127.0.0.1\ta.test\n" + end_marker + "\n";
   const std::string bytes = bom + body + "10.0.0.1 nas\n";
-  auto slow = find_section(bytes, markers);
+  auto slow = find_section(bytes, markers, marker_after_bom::allowed);
   auto fast = detail::find_our_section(bytes, markers);
+  // Shell profiles keep refusing it: a shell would run the line as a command.
+  auto profile = find_section(bytes, markers);
+  REQUIRE_FALSE(profile);
+  CHECK(profile.error().is(errc::broken_markers));
   REQUIRE(slow);
   REQUIRE(fast);
   REQUIRE(slow->has_value());
@@ -656,17 +660,30 @@ TEST_CASE("a section after a UTF-8 BOM on line 1 is ours: found by both searches
   auto moved = apply_ok(bytes, want({{"127.0.0.2", "a.test"}}));
   CHECK(moved.bytes == bom + begin_marker + "\n127.0.0.2\ta.test\n" + end_marker + "\n10.0.0.1 nas\n");
   CHECK(moved.section_line_number == 1);
-  // Revert removes the section and keeps the BOM and the rest.
+  // Revert removes the section. The BOM goes with it when an entry would follow it (that entry
+  // would then decide nothing), with or without a record.
   auto back = revert_hosts(moved.bytes, markers, prefix, &moved.record);
   REQUIRE(back);
-  CHECK(back->bytes == bom + "10.0.0.1 nas\n");
+  CHECK(back->bytes == "10.0.0.1 nas\n");
   CHECK(back->kept_user_lines.empty());
-  // Without a record too.
   auto blind = revert_hosts(bytes, markers, prefix, nullptr);
   REQUIRE(blind);
-  CHECK(blind->bytes == bom + "10.0.0.1 nas\n");
+  CHECK(blind->bytes == "10.0.0.1 nas\n");
+  // A comment or blank line after it: the BOM stays, as every byte outside our section does.
+  for (const std::string& next : {std::string("# my hosts\n10.0.0.1 nas\n"), std::string("\n10.0.0.1 nas\n")}) {
+    auto kept = revert_hosts(bom + body + next, markers, prefix, nullptr);
+    REQUIRE(kept);
+    CHECK(kept->bytes == bom + next);
+  }
+  // A user's entry kept from inside our section would follow it: the BOM goes.
+  const hosts_apply_result in_sync = apply_ok(bytes, want({{"127.0.0.1", "a.test"}}));
+  auto user_line = revert_hosts(bom + begin_marker + "\n127.0.0.1\ta.test\n10.0.0.7 mine\n" + end_marker + "\n",
+                                markers, prefix, &in_sync.record);
+  REQUIRE(user_line);
+  CHECK(user_line->bytes == "10.0.0.7 mine\n");
+  CHECK(user_line->kept_user_lines == std::vector<std::string>{"10.0.0.7 mine"});
   // An end marker alone after the BOM is still broken markers, on line 1.
-  auto stray = find_section(bom + end_marker + "\n", markers);
+  auto stray = find_section(bom + end_marker + "\n", markers, marker_after_bom::allowed);
   REQUIRE_FALSE(stray);
   CHECK(stray.error().message().find("line 1:") != std::string::npos);
   auto stray_fast = detail::find_our_section(bom + end_marker + "\n", markers);
@@ -756,10 +773,13 @@ TEST_CASE("a user's lines in our section are not recorded as ours by a later app
   REQUIRE(back.has_value());
   CHECK(back->bytes == original + "192.168.1.5 nas\n" + ours);
   CHECK(back->kept_user_lines == std::vector<std::string>{"192.168.1.5 nas", "127.0.0.1\ta.test"});
-  // The same with the section before the write still in the record (a crash after the write,
-  // before the record's final store): r2's section explains the file better, and is taken.
-  REQUIRE(r2->record.section_before_write == r1.record.section);
-  auto pending = revert_hosts(r2->bytes, markers, prefix, &r2->record);
+  // r1's lines are all in r2's section: nothing to name as the section before the write.
+  CHECK(r2->record.section_before_write.empty());
+  // Were it named (a record from a crash after the write, before the record's final store), r2's
+  // section explains the file better, and is taken.
+  hosts_revert_record pending_record = r2->record;
+  pending_record.section_before_write = r1.record.section;
+  auto pending = revert_hosts(r2->bytes, markers, prefix, &pending_record);
   REQUIRE(pending.has_value());
   CHECK(pending->bytes == back->bytes);
   // Without the previous record every line of the section counts as ours (a lost record).

@@ -194,7 +194,7 @@ void check_fast_paths(std::string_view bytes, const section_markers& markers,
 
   // find_our_section == find_section: the same span, or the same error naming the same line.
   auto fast = detail::find_our_section(bytes, markers);
-  auto slow = find_section(bytes, markers);
+  auto slow = find_section(bytes, markers, marker_after_bom::allowed);
   HOSTCFG_FUZZ_CHECK(fast.has_value() == slow.has_value());
   if (!fast) {
     HOSTCFG_FUZZ_CHECK(fast.error().message() == slow.error().message());
@@ -252,7 +252,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::vector<detail::desired_mapping> desired = detail::validate_mappings(want).value();
   check_fast_paths(bytes, markers, desired);
   const bool had_section = [&] {
-    auto s = find_section(bytes, markers);
+    auto s = find_section(bytes, markers, marker_after_bom::allowed);
     return !s || s->has_value();
   }();
   const bool has_prefix_lines = bytes.find(prefix) != std::string_view::npos;
@@ -324,7 +324,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     // The begin marker's line number, computed from the input, is where the new bytes have it.
     {
-      auto written = find_section(applied->bytes, markers);
+      auto written = find_section(applied->bytes, markers, marker_after_bom::allowed);
       HOSTCFG_FUZZ_CHECK(written.has_value());
       if (*written) HOSTCFG_FUZZ_CHECK(applied->section_line_number == (*written)->begin_line_number);
       else HOSTCFG_FUZZ_CHECK(applied->section_line_number == 0);
@@ -380,18 +380,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       // A crash between a second apply's record (written ahead, merged with this one's) and its
       // write leaves this file with that record: revert still gives the input back, since the
       // record names the section before the write as ours too.
-      std::vector<hosts_mapping> wider = want;
+      // The second apply adds a name, or moves one (its line in our section goes stale: the
+      // record's section no longer names it, only section_before_write does).
+      std::vector<hosts_mapping> wider = want, moved = want;
       wider.push_back({"127.0.0.1", "crash-window.test"});
-      hosts_edit_options second = options;
-      second.previous = &applied->record;
-      auto next = apply_hosts(applied->bytes, markers, wider, second);
-      if (next) {
-        HOSTCFG_FUZZ_CHECK(next->record.section_before_write == applied->record.section);
+      for (auto& m : moved)
+        if (m.name == "odin") m.address = "127.0.0.3";
+      for (const auto* second_want : {&wider, &moved}) {
+        hosts_edit_options second = options;
+        second.previous = &applied->record;
+        auto next = apply_hosts(applied->bytes, markers, *second_want, second);
+        if (!next) continue;
+        HOSTCFG_FUZZ_CHECK(next->record.section_before_write.empty() ||
+                           next->record.section_before_write == applied->record.section);
         hosts_revert_record merged = next->record;
         merged.added_newline_before_section = applied->record.added_newline_before_section;
         auto undone = revert_hosts(applied->bytes, markers, prefix, &merged);
         HOSTCFG_FUZZ_CHECK(undone.has_value());
         HOSTCFG_FUZZ_CHECK(undone->bytes == bytes);
+        HOSTCFG_FUZZ_CHECK(undone->kept_user_lines.empty());
       }
     }
   }

@@ -4,8 +4,8 @@
 //     are contiguous, and a text never holds '\n'.
 //  2. find_section either refuses with errc::broken_markers naming a line, or returns nothing, or
 //     one span with begin <= inner_begin <= inner_end <= end <= size whose first line is a begin
-//     marker and whose last line is the end marker; it begins at a line start, or after a UTF-8
-//     BOM that starts the file.
+//     marker and whose last line is the end marker; it begins at a line start, or (only with
+//     marker_after_bom::allowed) after a UTF-8 BOM that starts the file.
 //  3. Cutting the found section out leaves a file with no section and no broken markers; the bytes
 //     before and after it are untouched.
 //  4. A file without a section gets one appended on its own line (a newline added only when the
@@ -27,9 +27,9 @@ namespace {
 // Aborts (a libFuzzer crash) naming the invariant's line (support/fuzz_check.hpp).
 #define check(ok) HOSTCFG_FUZZ_CHECK(ok)
 
-void check_markers(std::string_view bytes, const hostcfg::section_markers& m) {
+void check_markers(std::string_view bytes, const hostcfg::section_markers& m, hostcfg::marker_after_bom bom) {
   using namespace hostcfg;
-  auto found = find_section(bytes, m);
+  auto found = find_section(bytes, m, bom);
   if (!found) {
     check(found.error().is(errc::broken_markers));
     check(found.error().message().find("line ") != std::string::npos);
@@ -41,7 +41,7 @@ void check_markers(std::string_view bytes, const hostcfg::section_markers& m) {
     if (!with.empty() && with.back() != '\n') with += '\n';
     const std::string body = "127.0.0.1\tfuzz.test\n";
     with += m.begin_line + "\n" + body + m.end_line + "\n";
-    auto again = find_section(with, m);
+    auto again = find_section(with, m, bom);
     check(again && again->has_value());
     const section_span& s = **again;
     check(with.substr(s.inner_begin, s.inner_end - s.inner_begin) == body);
@@ -51,9 +51,11 @@ void check_markers(std::string_view bytes, const hostcfg::section_markers& m) {
   }
   const section_span& s = **found;
   check(s.begin <= s.inner_begin && s.inner_begin <= s.inner_end && s.inner_end <= s.end && s.end <= bytes.size());
-  // At a line start, or on line 1 right after a UTF-8 BOM (the BOM stays outside the section).
+  // At a line start, or (marker_after_bom::allowed) on line 1 right after a UTF-8 BOM, which stays
+  // outside the section.
   check(s.begin == 0 || bytes[s.begin - 1] == '\n' || bytes[s.begin - 1] == '\r' ||
-        (s.begin == detail::utf8_bom.size() && bytes.substr(0, s.begin) == detail::utf8_bom));
+        (bom == marker_after_bom::allowed && s.begin == detail::utf8_bom.size() &&
+         bytes.substr(0, s.begin) == detail::utf8_bom));
   std::string_view first = bytes.substr(s.begin, s.inner_begin - s.begin);
   check(!first.empty() && (first.back() == '\n' || first.back() == '\r'));
   std::string_view last = bytes.substr(s.inner_end, s.end - s.inner_end);
@@ -62,7 +64,7 @@ void check_markers(std::string_view bytes, const hostcfg::section_markers& m) {
   check(last == m.end_line);
   // 3: without the section there is none, and nothing broken.
   std::string cut = std::string(bytes.substr(0, s.begin)) + std::string(bytes.substr(s.end));
-  auto none = find_section(cut, m);
+  auto none = find_section(cut, m, bom);
   check(none && !none->has_value());
 }
 
@@ -88,8 +90,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const section_markers ours = default_markers("com.docker.desktop");
   static const section_markers docker = custom_markers("# Added by Docker Desktop", "# End of section");
   static const section_markers plain = custom_markers("BEGIN fuzz", "END fuzz");
-  check_markers(bytes, ours);
-  check_markers(bytes, docker);
-  check_markers(bytes, plain);
+  for (auto bom : {marker_after_bom::refused, marker_after_bom::allowed}) {
+    check_markers(bytes, ours, bom);
+    check_markers(bytes, docker, bom);
+    check_markers(bytes, plain, bom);
+  }
   return 0;
 }

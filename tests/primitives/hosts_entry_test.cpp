@@ -323,6 +323,11 @@ TEST_CASE("hosts entry: a crash at any step of a run that changes our section, t
           REQUIRE(again);
           CHECK(again->ok());
           CHECK(rebooted.file_bytes("/etc/hosts") == std::optional<std::string>(run2));
+          // A retry that wrote the file leaves a record without the section before its write.
+          auto rec = parse_record(*rebooted.file_bytes(ctx.system_record.path), "r");
+          REQUIRE(rec);
+          REQUIRE(rec->find("hosts:/etc/hosts"));
+          if (now != run2) CHECK(rec->find("hosts:/etc/hosts")->get("section_before_write") == "");
         }
         auto undone = uninstall(ctx, moved);
         REQUIRE(undone);
@@ -335,6 +340,37 @@ TEST_CASE("hosts entry: a crash at any step of a run that changes our section, t
   CHECK(old_line_kept > 0);  // the window between the record and the replace was swept
   MESSAGE(steps << " crash points x 2 reboots x (uninstall | retry + uninstall); " << old_line_kept
                 << " left run 1's line under run 2's record");
+}
+
+TEST_CASE("hosts entry: clean runs store no section_before_write: a moved name, and our line deleted by the user") {
+  MemoryFs fs = mac_tree();
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  auto stored_before_write = [&] {
+    auto rec = parse_record(*fs.file_bytes(ctx.system_record.path), "r");
+    REQUIRE(rec);
+    REQUIRE(rec->find("hosts:/etc/hosts"));
+    return rec->find("hosts:/etc/hosts")->get("section_before_write", "(none)");
+  };
+  REQUIRE(converge(ctx, docker_entry()));
+  CHECK(stored_before_write() == "(none)");
+  // The user deletes our line and keeps the markers: the same section is written again.
+  std::string edited = *fs.file_bytes("/etc/hosts");
+  const std::string ours = "127.0.0.1\tkubernetes.docker.internal\n";
+  edited.erase(edited.find(ours), ours.size());
+  fs.add_file("/etc/hosts", edited, 0644, 0, 0);
+  auto rewritten = converge(ctx, docker_entry());
+  REQUIRE(rewritten);
+  CHECK(rewritten->ok());
+  CHECK(stored_before_write() == "(none)");
+  // A moved name: written ahead with the old section, stored without it.
+  auto moved = converge(ctx, HostsEntry{"127.0.0.2", {"kubernetes.docker.internal"}});
+  REQUIRE(moved);
+  CHECK(moved->ok());
+  CHECK(stored_before_write() == "(none)");
+  auto undone = uninstall(ctx, HostsEntry{"127.0.0.2", {"kubernetes.docker.internal"}});
+  REQUIRE(undone);
+  CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock));
 }
 
 TEST_CASE("hosts entry: disabled lines merge: a line listed ahead counts once, a tagged copy means it landed") {

@@ -924,13 +924,16 @@ inline hosts_candidates find_candidates(std::string_view bytes, const std::vecto
       }
   };
   field_search(distinct, firsts).run(bytes, on_name, on_line);
-  // A marker on line 1 after a UTF-8 BOM is a marker (as find_section reads it); the search saw no
-  // line start there. Nothing comes before offset 3 (the BOM holds no line break).
+  // Line 1 of a file that starts with a UTF-8 BOM is judged after the BOM, as find_section reads
+  // hosts files (marker_after_bom::allowed); the search saw no line start there. Nothing lies
+  // between offsets 0 and 3 (the BOM holds no line break), so the list stays sorted.
   if (!texts.empty() && bytes.substr(0, utf8_bom.size()) == utf8_bom) {
-    const std::size_t listed = found.marker_lines.size();
+    if (!found.marker_lines.empty() && found.marker_lines.front() == 0)  // a marker text starting with a BOM
+      found.marker_lines.erase(found.marker_lines.begin());
+    std::vector<std::size_t> rest;
+    rest.swap(found.marker_lines);
     on_line(utf8_bom.size());
-    if (found.marker_lines.size() != listed)
-      std::rotate(found.marker_lines.begin(), found.marker_lines.end() - 1, found.marker_lines.end());
+    found.marker_lines.insert(found.marker_lines.end(), rest.begin(), rest.end());
   }
   return found;
 }
@@ -989,7 +992,7 @@ inline result<std::optional<section_span>> section_from_marker_lines(std::string
 inline result<std::optional<section_span>> find_our_section(std::string_view bytes, const section_markers& m,
                                                             line_numberer* numbers = nullptr) {
   auto texts = marker_texts(m);
-  if (!texts) return find_section(bytes, m);
+  if (!texts) return find_section(bytes, m, marker_after_bom::allowed);
   return section_from_marker_lines(bytes, m, find_candidates(bytes, {}, *texts).marker_lines, numbers);
 }
 
@@ -1205,6 +1208,20 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
 
 namespace detail {
 
+/// The bytes between the first and the last line (our markers) of a recorded section.
+inline std::string_view section_inner(std::string_view recorded) {
+  std::size_t pos = 0;
+  if (recorded.empty()) return recorded;
+  next_line(recorded, pos);
+  const std::size_t inner_begin = pos;
+  std::size_t inner_end = inner_begin;
+  while (pos < recorded.size()) {
+    inner_end = pos;
+    next_line(recorded, pos);
+  }
+  return recorded.substr(inner_begin, inner_end - inner_begin);
+}
+
 /// The inner lines (between the first and the last line, our markers) of a recorded section.
 inline std::unordered_multiset<std::string_view> recorded_inner_lines(std::string_view recorded) {
   std::vector<std::string_view> all;
@@ -1303,11 +1320,12 @@ struct hosts_revert_record {
   /// it (see hosts_edit_options::previous): the lines revert removes.
   std::string section;
   /// Our lines of the section as the file held it before this apply (markers first and last;
-  /// empty: no section). A record written ahead of the file's replace keeps it until the write is
-  /// done: after a crash between the two the file still holds those lines, and revert (or the next
-  /// apply) must know them as ours, not as lines someone else added. Of the two, the one that
-  /// explains more of the section found is taken (detail::owned_lines). Clear it once the file is
-  /// written.
+  /// empty: no section, or every line of it is in `section`). A record written ahead of the file's
+  /// replace keeps it until the write is done: after a crash between the two the file still holds
+  /// those lines, and revert (or the next apply) must know them as ours, not as lines someone else
+  /// added. Of the two, the one that explains more of the section found is taken
+  /// (detail::owned_lines). Clear it once the file is written (HostsEntry: its final record; after a
+  /// crash past the write but before that record, it stays until the next run that writes the file).
   std::string section_before_write;
   bool added_newline_before_section = false;  ///< apply terminated the file's last line to append
   std::vector<hosts_disabled_line> disabled;  ///< lines apply disabled
@@ -1673,12 +1691,17 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
     result_bytes.append(section_text);
     result_bytes.append(bytes.substr(section_end));
   }
+  std::string before_write;
   if (section) {
     std::string_view found = bytes.substr(section->begin, section->end - section->begin);
-    out.record.section_before_write = foreign.empty() ? std::string(found) : detail::owned_section(found, foreign);
+    before_write = foreign.empty() ? std::string(found) : detail::owned_section(found, foreign);
   }
   for (const std::string& t : carried_for_them) foreign.insert(t);
   out.record.section = foreign.empty() ? section_text : detail::owned_section(section_text, foreign);
+  // Only when it names a line the new section does not: else it could never be taken.
+  if (!detail::foreign_section_lines(detail::section_inner(before_write), detail::recorded_inner_lines(out.record.section))
+           .empty())
+    out.record.section_before_write = std::move(before_write);
   out.section = std::move(section_text);
   out.record.disabled = out.disabled;
   return out;
@@ -1765,6 +1788,16 @@ inline result<hosts_revert_result> revert_hosts(std::string_view bytes, const se
       out.kept_user_lines.empty()) {
     if (o.size() >= 2 && o.compare(o.size() - 2, 2, "\r\n") == 0) o.resize(o.size() - 2);
     else if (!o.empty() && (o.back() == '\n' || o.back() == '\r')) o.pop_back();
+  }
+  // A section that began the file after a BOM (an editor added the mark): with the section gone,
+  // the mark would stand before the next line, and an entry there would decide nothing (the
+  // resolver reads the mark as part of the address). Then the mark goes with the section.
+  if (section && section->begin == detail::utf8_bom.size() && o.compare(0, section->begin, detail::utf8_bom) == 0 &&
+      bytes.compare(0, section->begin, detail::utf8_bom) == 0) {
+    std::size_t first_pos = section->begin;
+    std::vector<std::string_view> names;
+    const hosts_line first = detail::read_line(detail::next_line(o, first_pos), 2, names);  // 2: read as if unmarked
+    if (first.kind == hosts_line_kind::entry) o.erase(0, section->begin);
   }
   if (record && !record->disabled.empty()) {
     std::unordered_multiset<std::string_view> restored;

@@ -91,11 +91,20 @@ inline bool is_begin_marker(std::string_view text, const section_markers& m) {
 }
 }  // namespace detail
 
+/// Whether a marker line may follow a UTF-8 BOM at the start of a file (line 1).
+enum class marker_after_bom {
+  /// Not a marker: the line is not the marker's text. For shell profiles, where a shell runs
+  /// such a line as a command: a section there is then broken markers, and refused.
+  refused,
+  /// A marker (hosts files: an editor added a BOM to a file that began with our section, and the
+  /// line is still a comment to the resolver): the section begins after the BOM, outside it.
+  allowed,
+};
+
 /// Finds the app's section in `bytes`. Returns nullopt when there is none; `errc::broken_markers`
 /// (naming the line) when an end has no begin, a begin has no end, or there are two sections.
-/// A marker on line 1 after a UTF-8 BOM (an editor added one to a file that began with our
-/// section) is a marker: the section begins after the BOM, which stays outside it.
-inline result<std::optional<section_span>> find_section(std::string_view bytes, const section_markers& m) {
+inline result<std::optional<section_span>> find_section(std::string_view bytes, const section_markers& m,
+                                                        marker_after_bom bom = marker_after_bom::refused) {
   std::optional<section_span> found;
   std::optional<section_span> open;
   std::optional<error> broken;
@@ -115,7 +124,7 @@ inline result<std::optional<section_span>> find_section(std::string_view bytes, 
     if (broken) return;
     std::string_view text = line.text;
     std::size_t offset = line.offset;
-    if (number == 1 && text.substr(0, detail::utf8_bom.size()) == detail::utf8_bom) {
+    if (bom == marker_after_bom::allowed && number == 1 && text.substr(0, detail::utf8_bom.size()) == detail::utf8_bom) {
       text.remove_prefix(detail::utf8_bom.size());
       offset += detail::utf8_bom.size();
     }
