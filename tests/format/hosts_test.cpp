@@ -669,6 +669,10 @@ TEST_CASE("a section after a UTF-8 BOM on line 1 is ours: found by both searches
   auto blind = revert_hosts(bytes, markers, prefix, nullptr);
   REQUIRE(blind);
   CHECK(blind->bytes == "10.0.0.1 nas\n");
+  // Nothing after the section: the BOM goes too (a file hostcfg created is then empty, and removed).
+  auto alone = revert_hosts(bom + body, markers, prefix, nullptr);
+  REQUIRE(alone);
+  CHECK(alone->bytes.empty());
   // A comment or blank line after it: the BOM stays, as every byte outside our section does.
   for (const std::string& next : {std::string("# my hosts\n10.0.0.1 nas\n"), std::string("\n10.0.0.1 nas\n")}) {
     auto kept = revert_hosts(bom + body + next, markers, prefix, nullptr);

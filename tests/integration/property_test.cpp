@@ -75,12 +75,19 @@ struct gen {
 
 const std::string lower_alnum = "abcdefghijklmnopqrstuvwxyz0123456789";
 
-// Everything outside our section (markers of `app`); nullopt when the markers are broken.
-std::optional<std::string> outside_section(const std::string& bytes) {
-  auto found = find_section(bytes, default_markers(app));
+// Everything outside our section (markers of `app`); nullopt when the markers are broken. `bom`:
+// whether a marker may follow a BOM on line 1, as the file's own codec reads it.
+std::optional<std::string> outside_section(const std::string& bytes, marker_after_bom bom) {
+  auto found = find_section(bytes, default_markers(app), bom);
   if (!found) return std::nullopt;
   if (!*found) return bytes;
   return bytes.substr(0, (*found)->begin) + bytes.substr((*found)->end);
+}
+std::optional<std::string> hosts_outside_section(const std::string& bytes) {
+  return outside_section(bytes, marker_after_bom::allowed);
+}
+std::optional<std::string> profile_outside_section(const std::string& bytes) {
+  return outside_section(bytes, marker_after_bom::refused);
 }
 
 // The user's bytes survive a hostcfg step: unchanged, except for the one line ending hostcfg adds
@@ -153,7 +160,7 @@ void check_hosts_round_trip(const std::string& hosts) {
   CHECK(MemoryFs::diff(once, fs.take_snapshot()).empty());
   REQUIRE(second->steps.size() == 1);
   CHECK(second->steps[0].before.in_sync());  // probe after apply = in sync
-  auto outside = outside_section(*fs.file_bytes("/etc/hosts"));
+  auto outside = hosts_outside_section(*fs.file_bytes("/etc/hosts"));
   REQUIRE(outside);
   CHECK(user_bytes_kept(hosts, *outside));
   auto undone = uninstall(ctx, docker_hosts());  // revert after apply = the original bytes
@@ -207,7 +214,7 @@ TEST_CASE("property: hosts - random apply / uninstall / user edits never lose a 
     MemoryFs fs = hosts_tree(generate_hosts(g));
     ScriptedPrivilege priv(alice(), answer::granted);
     context ctx(fs, priv, app);
-    std::string user = *outside_section(*fs.file_bytes("/etc/hosts"));
+    std::string user = *hosts_outside_section(*fs.file_bytes("/etc/hosts"));
     for (std::size_t step = 0; step < 12; ++step) {
       std::string bytes = *fs.file_bytes("/etc/hosts");
       std::size_t op = g.below(5);
@@ -220,7 +227,7 @@ TEST_CASE("property: hosts - random apply / uninstall / user edits never lose a 
         auto r = op == 0 ? converge(ctx, docker_hosts()) : uninstall(ctx, docker_hosts());
         REQUIRE(r);
         CHECK(r->ok());
-        auto now = outside_section(*fs.file_bytes("/etc/hosts"));
+        auto now = hosts_outside_section(*fs.file_bytes("/etc/hosts"));
         REQUIRE(now);
         CHECK(user_bytes_kept(user, *now));
         user = *now;
@@ -231,10 +238,10 @@ TEST_CASE("property: hosts - random apply / uninstall / user edits never lose a 
         } else if (op == 3) {  // the user edits outside our section: a comment at the top
           bytes = "# " + g.comment_text() + nl + bytes;
         } else {  // the user deletes our section
-          bytes = *outside_section(bytes);
+          bytes = *hosts_outside_section(bytes);
         }
         fs.add_file("/etc/hosts", bytes, 0644, 0, 0);
-        user = *outside_section(bytes);
+        user = *hosts_outside_section(bytes);
       }
       ++steps_done;
     }
@@ -305,7 +312,7 @@ TEST_CASE("property: hosts files with conflicting lines - left alone or overridd
       if (after.find(disabled_line_prefix(app)) != std::string::npos) ++overridden;
       // The user's bytes are kept: outside our section, only disabled tags (overridden lines) and
       // one line ending before the section differ.
-      auto outside = outside_section(after);
+      auto outside = hosts_outside_section(after);
       REQUIRE(outside);
       CHECK(user_bytes_kept(hosts, without_disabled_tags(*outside)));
       fs.clear_log();
@@ -390,7 +397,7 @@ TEST_CASE("property: shell profiles - apply twice = once, probe after apply in s
     CHECK(second->steps[0].before.in_sync());
     auto now = fs.file_bytes("/Users/alice/.zshrc");
     REQUIRE(now);
-    auto outside = outside_section(*now);
+    auto outside = profile_outside_section(*now);
     REQUIRE(outside);
     if (zshrc) CHECK(user_bytes_kept(*zshrc, *outside));
     auto undone = uninstall(ctx, edit);
@@ -413,7 +420,7 @@ TEST_CASE("property: shell profiles - random apply / uninstall / user edits neve
     context ctx(fs, priv, app);
     ShellProfilePathEdit edit{docker_bin};
     edit.re_add = g.chance(50);
-    std::string user = *outside_section(*fs.file_bytes("/Users/alice/.zshrc"));
+    std::string user = *profile_outside_section(*fs.file_bytes("/Users/alice/.zshrc"));
     for (std::size_t step = 0; step < 12; ++step) {
       auto current = fs.file_bytes("/Users/alice/.zshrc");
       std::string bytes = current ? *current : std::string();
@@ -428,7 +435,7 @@ TEST_CASE("property: shell profiles - random apply / uninstall / user edits neve
         REQUIRE(r);
         CHECK(r->ok());
         auto after = fs.file_bytes("/Users/alice/.zshrc");
-        auto now = outside_section(after ? *after : std::string());
+        auto now = profile_outside_section(after ? *after : std::string());
         REQUIRE(now);
         CHECK(user_bytes_kept(user, *now));
         user = *now;
@@ -439,10 +446,10 @@ TEST_CASE("property: shell profiles - random apply / uninstall / user edits neve
         } else if (op == 3) {
           bytes = "# " + g.comment_text() + nl + bytes;
         } else {
-          bytes = *outside_section(bytes);
+          bytes = *profile_outside_section(bytes);
         }
         fs.add_file("/Users/alice/.zshrc", bytes, 0644, 501, 20);
-        user = *outside_section(bytes);
+        user = *profile_outside_section(bytes);
       }
       ++steps_done;
     }

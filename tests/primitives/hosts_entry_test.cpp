@@ -373,6 +373,28 @@ TEST_CASE("hosts entry: clean runs store no section_before_write: a moved name, 
   CHECK(fs.file_bytes("/etc/hosts") == std::optional<std::string>(stock));
 }
 
+TEST_CASE("hosts entry: a hosts file hostcfg created, to which an editor added a BOM, is still removed by uninstall") {
+  MemoryFs fs;
+  fs.add_dir("/etc", 0755, 0, 0);
+  fs.add_dir("/var/lib", 0755, 0, 0);
+  fs.add_dir("/Users/alice", 0750, 501, 20);
+  ScriptedPrivilege priv(mac_user(), answer::granted);
+  context ctx(fs, priv, app);
+  REQUIRE(converge(ctx, docker_entry()));
+  REQUIRE(fs.file_bytes("/etc/hosts"));
+  fs.add_file("/etc/hosts", "\xEF\xBB\xBF" + *fs.file_bytes("/etc/hosts"), 0644, 0, 0);
+  // Still ours and in sync: no write.
+  fs.clear_log();
+  auto again = converge(ctx, docker_entry());
+  REQUIRE(again);
+  CHECK(again->ok());
+  CHECK(fs.mutating_ops() == 0);
+  auto undone = uninstall(ctx, docker_entry());
+  REQUIRE(undone);
+  CHECK(undone->ok());
+  CHECK_FALSE(fs.file_bytes("/etc/hosts").has_value());
+}
+
 TEST_CASE("hosts entry: disabled lines merge: a line listed ahead counts once, a tagged copy means it landed") {
   const std::string line = "10.0.0.9 k8s.local";
   const std::string tagged = "# [disabled by com.example.app] " + line;

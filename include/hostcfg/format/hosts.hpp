@@ -1791,13 +1791,16 @@ inline result<hosts_revert_result> revert_hosts(std::string_view bytes, const se
   }
   // A section that began the file after a BOM (an editor added the mark): with the section gone,
   // the mark would stand before the next line, and an entry there would decide nothing (the
-  // resolver reads the mark as part of the address). Then the mark goes with the section.
+  // resolver reads the mark as part of the address). Then the mark goes with the section, as it
+  // does when nothing follows it (a file hostcfg created is then empty again, and removed).
   if (section && section->begin == detail::utf8_bom.size() && o.compare(0, section->begin, detail::utf8_bom) == 0 &&
       bytes.compare(0, section->begin, detail::utf8_bom) == 0) {
     std::size_t first_pos = section->begin;
     std::vector<std::string_view> names;
-    const hosts_line first = detail::read_line(detail::next_line(o, first_pos), 2, names);  // 2: read as if unmarked
-    if (first.kind == hosts_line_kind::entry) o.erase(0, section->begin);
+    const bool nothing_follows = o.size() == section->begin;
+    if (nothing_follows ||
+        detail::read_line(detail::next_line(o, first_pos), 2, names).kind == hosts_line_kind::entry)  // 2: as if unmarked
+      o.erase(0, section->begin);
   }
   if (record && !record->disabled.empty()) {
     std::unordered_multiset<std::string_view> restored;
