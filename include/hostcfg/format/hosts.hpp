@@ -1208,20 +1208,6 @@ inline result<hosts_probe_result> probe_hosts(std::string_view bytes, const sect
 
 namespace detail {
 
-/// The bytes between the first and the last line (our markers) of a recorded section.
-inline std::string_view section_inner(std::string_view recorded) {
-  std::size_t pos = 0;
-  if (recorded.empty()) return recorded;
-  next_line(recorded, pos);
-  const std::size_t inner_begin = pos;
-  std::size_t inner_end = inner_begin;
-  while (pos < recorded.size()) {
-    inner_end = pos;
-    next_line(recorded, pos);
-  }
-  return recorded.substr(inner_begin, inner_end - inner_begin);
-}
-
 /// The inner lines (between the first and the last line, our markers) of a recorded section.
 inline std::unordered_multiset<std::string_view> recorded_inner_lines(std::string_view recorded) {
   std::vector<std::string_view> all;
@@ -1243,6 +1229,18 @@ inline std::unordered_multiset<std::string_view> foreign_section_lines(std::stri
     else foreign.insert(text);
   }
   return foreign;
+}
+
+/// True when recorded section `recorded` has an inner line that recorded section `other` lacks
+/// (lines matched by text, each taken once).
+inline bool has_line_beyond(std::string_view recorded, std::string_view other) {
+  std::unordered_multiset<std::string_view> theirs = recorded_inner_lines(other);
+  for (std::string_view line : recorded_inner_lines(recorded)) {
+    auto it = theirs.find(line);
+    if (it == theirs.end()) return true;
+    theirs.erase(it);
+  }
+  return false;
 }
 
 /// Our lines in `found_inner`, by a record: those of its `section`, or, when the file still holds
@@ -1699,9 +1697,7 @@ inline result<hosts_apply_result> apply_hosts(std::string_view bytes, const sect
   for (const std::string& t : carried_for_them) foreign.insert(t);
   out.record.section = foreign.empty() ? section_text : detail::owned_section(section_text, foreign);
   // Only when it names a line the new section does not: else it could never be taken.
-  if (!detail::foreign_section_lines(detail::section_inner(before_write), detail::recorded_inner_lines(out.record.section))
-           .empty())
-    out.record.section_before_write = std::move(before_write);
+  if (detail::has_line_beyond(before_write, out.record.section)) out.record.section_before_write = std::move(before_write);
   out.section = std::move(section_text);
   out.record.disabled = out.disabled;
   return out;
@@ -1753,9 +1749,12 @@ inline result<hosts_revert_result> revert_hosts(std::string_view bytes, const se
   std::string& o = out.bytes;
   o.reserve(bytes.size());
   std::size_t pos = 0, number = 0;
-  // A section can begin mid-line only after a BOM on line 1 (find_section): the BOM stays.
-  if (section && detail::line_start_at(bytes, section->begin) != section->begin) {
-    o.append(bytes.substr(0, section->begin));
+  // A section begins mid-line only right after a BOM that starts the file (find_section): the BOM
+  // is copied first, and may go with the section below.
+  const bool section_after_bom = section && section->begin == detail::utf8_bom.size() &&
+                                 bytes.compare(0, section->begin, detail::utf8_bom) == 0;
+  if (section_after_bom) {
+    o.append(detail::utf8_bom);
     pos = section->begin;
   }
   while (pos < bytes.size()) {
@@ -1793,8 +1792,7 @@ inline result<hosts_revert_result> revert_hosts(std::string_view bytes, const se
   // the mark would stand before the next line, and an entry there would decide nothing (the
   // resolver reads the mark as part of the address). Then the mark goes with the section, as it
   // does when nothing follows it (a file hostcfg created is then empty again, and removed).
-  if (section && section->begin == detail::utf8_bom.size() && o.compare(0, section->begin, detail::utf8_bom) == 0 &&
-      bytes.compare(0, section->begin, detail::utf8_bom) == 0) {
+  if (section_after_bom) {
     std::size_t first_pos = section->begin;
     std::vector<std::string_view> names;
     const bool nothing_follows = o.size() == section->begin;
